@@ -1,0 +1,182 @@
+"""Distances between embeddings.
+
+One convention everywhere in siamkit: a *distance* is "lower = closer"; a *score*
+shown to users is "higher = more similar" (see :meth:`BaseDistance.to_score`).
+
+Every distance has two forms:
+
+- ``pairwise(x, y)``: all pairs, ``(N, D) x (M, D) -> (N, M)``
+- ``paired(x, y)``: row by row, ``(N, D) x (N, D) -> (N,)``
+
+Both give the same numbers for the same pair (tested), and both have finite
+gradients when two embeddings are identical (the Euclidean distance is
+differentiated through ``sqrt(max(d2, eps))``).
+
+Example:
+    >>> import torch
+    >>> from siamkit.distances import EuclideanDistance
+    >>> d = EuclideanDistance()
+    >>> d.paired(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]))
+    tensor([5.])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "BaseDistance",
+    "EuclideanDistance",
+    "SquaredEuclideanDistance",
+    "CosineDistance",
+    "L1Distance",
+    "get_distance",
+    "DISTANCES",
+]
+
+_EPS = 1e-12
+
+
+def _check(x: torch.Tensor, y: torch.Tensor, paired: bool) -> None:
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(
+            f"distances take 2-D (N, D) embeddings, got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"embedding sizes differ: {x.shape[1]} and {y.shape[1]} (shapes {tuple(x.shape)}, {tuple(y.shape)})"
+        )
+    if paired and x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"paired distance needs the same number of rows, got {x.shape[0]} and {y.shape[0]}"
+        )
+
+
+class BaseDistance:
+    """A distance: lower = closer.
+
+    Subclasses implement ``_pairwise`` and ``_paired``. ``name`` is the key used in
+    configs and on the command line.
+    """
+
+    name: str = "base"
+    #: True when the distance is bounded in [0, 2] (cosine); used for margins' sanity.
+    bounded: bool = False
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """All-pairs distance matrix.
+
+        Shapes: x (N, D), y (M, D) or None (then y = x) -> (N, M).
+        """
+        if y is None:
+            y = x
+        _check(x, y, paired=False)
+        return self._pairwise(x, y)
+
+    def paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Row-wise distance. Shapes: x (N, D), y (N, D) -> (N,)."""
+        _check(x, y, paired=True)
+        return self._paired(x, y)
+
+    def to_score(self, distance: torch.Tensor) -> torch.Tensor:
+        """Map a distance to a similarity score in (0, 1], higher = more similar.
+
+        Cosine: ``1 - d/2`` (so identical = 1, opposite = 0); the others:
+        ``1 / (1 + d)``. This is a monotone display score, not a probability:
+        calibrated probabilities come from a fitted calibrator.
+        """
+        return 1.0 / (1.0 + distance)
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SquaredEuclideanDistance(BaseDistance):
+    """``||x - y||^2``."""
+
+    name = "sqeuclidean"
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # ||x||^2 + ||y||^2 - 2 x.y : O(N*M) memory, never O(N*M*D).
+        xx = (x * x).sum(1, keepdim=True)
+        yy = (y * y).sum(1, keepdim=True).T
+        d2 = xx + yy - 2.0 * (x @ y.T)
+        return d2.clamp_min(0.0)
+
+    def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((x - y) ** 2).sum(1)
+
+
+class EuclideanDistance(SquaredEuclideanDistance):
+    """``||x - y||_2``, with a finite gradient at x == y."""
+
+    name = "euclidean"
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d2 = super()._pairwise(x, y)
+        d = torch.sqrt(d2.clamp_min(_EPS))
+        # exact zeros where the clamp acted, so identical rows give distance 0
+        return torch.where(d2 <= _EPS, d2 * 0.0, d)
+
+    def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d2 = super()._paired(x, y)
+        d = torch.sqrt(d2.clamp_min(_EPS))
+        return torch.where(d2 <= _EPS, d2 * 0.0, d)
+
+
+class CosineDistance(BaseDistance):
+    """``1 - cos(x, y)`` in [0, 2]."""
+
+    name = "cosine"
+    bounded = True
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.normalize(x, dim=1, eps=_EPS) @ F.normalize(y, dim=1, eps=_EPS).T
+
+    def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1.0 - (F.normalize(x, dim=1, eps=_EPS) * F.normalize(y, dim=1, eps=_EPS)).sum(1)
+
+    def to_score(self, distance: torch.Tensor) -> torch.Tensor:
+        return 1.0 - distance / 2.0
+
+
+class L1Distance(BaseDistance):
+    """``sum |x - y|`` (Manhattan; the component-wise form feeds Koch's pair head)."""
+
+    name = "l1"
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # chunk over rows so memory is O(chunk * M * D), bounded, not O(N * M * D)
+        n, m, dim = x.shape[0], y.shape[0], x.shape[1]
+        chunk = max(1, int(2**24 // max(1, m * dim)))
+        if chunk >= n:
+            return torch.cdist(x, y, p=1.0) if x.is_floating_point() else (x[:, None] - y[None]).abs().sum(-1)
+        return torch.cat([torch.cdist(x[i : i + chunk], y, p=1.0) for i in range(0, n, chunk)])
+
+    def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x - y).abs().sum(1)
+
+
+DISTANCES: dict[str, type[BaseDistance]] = {
+    cls.name: cls
+    for cls in (EuclideanDistance, SquaredEuclideanDistance, CosineDistance, L1Distance)
+}
+
+
+def get_distance(distance: str | BaseDistance) -> BaseDistance:
+    """Return a distance object from its name (``euclidean``, ``sqeuclidean``, ``cosine``, ``l1``)."""
+    if isinstance(distance, BaseDistance):
+        return distance
+    try:
+        return DISTANCES[distance]()
+    except KeyError:
+        raise ValueError(
+            f"unknown distance {distance!r}; choose one of {sorted(DISTANCES)}"
+        ) from None

@@ -1,0 +1,12 @@
+"""Encoders behind one registry: ``create_encoder(name, **explicit_kwargs)``.
+
+Every encoder exposes ``embedding_dim`` and maps its input batch to (B, embedding_dim).
+"""
+
+from __future__ import annotations
+
+from . import conv as _conv  # noqa: F401  (registers conv4, koch, resnet)
+from . import mlp as _mlp  # noqa: F401  (registers mlp)
+from ._registry import create_encoder, encoder_config, list_encoders, register_encoder
+
+__all__ = ["create_encoder", "encoder_config", "list_encoders", "register_encoder"]

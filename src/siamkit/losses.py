@@ -1,0 +1,219 @@
+"""Losses: pure functions of embeddings and index tuples.
+
+A loss never holds the encoder. Class-labelled batches reach a loss through a miner;
+explicit pair batches ``(x1, x2, same)`` through
+``embeddings = cat([e1, e2])`` and :func:`siamkit.tuples.pairs_from_pair_batch`.
+
+Every loss returns a scalar with a gradient even when there is nothing to learn from
+(no valid pair or triplet): then it is ``0 * embeddings.sum()``, so ``backward()`` still
+works in a training loop.
+
+``reduction``: ``"mean"`` (over all tuples), ``"mean_nonzero"`` (over tuples with a
+positive loss, as pytorch-metric-learning's AvgNonZeroReducer), ``"sum"`` or ``"none"``
+(the per-tuple losses).
+
+Example:
+    >>> import torch
+    >>> from siamkit.losses import contrastive_loss
+    >>> from siamkit.tuples import pairs_from_pair_batch
+    >>> e1, e2 = torch.randn(4, 8), torch.randn(4, 8)
+    >>> same = torch.tensor([True, False, True, False])
+    >>> loss = contrastive_loss(torch.cat([e1, e2]), pairs_from_pair_batch(same))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .distances import BaseDistance, get_distance
+from .tuples import Pairs, Triplets, as_same_tensor
+
+__all__ = [
+    "contrastive_loss",
+    "triplet_loss",
+    "binary_pair_loss",
+    "multiple_negatives_ranking_loss",
+    "pair_distances",
+    "LOSSES",
+]
+
+_REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
+
+
+def _zero(embeddings: torch.Tensor) -> torch.Tensor:
+    return embeddings.sum() * 0.0
+
+
+def _reduce(per: torch.Tensor, reduction: str, embeddings: torch.Tensor) -> torch.Tensor:
+    if reduction == "none":
+        return per
+    if per.numel() == 0:
+        return _zero(embeddings)
+    if reduction == "mean":
+        return per.mean()
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "mean_nonzero":
+        nz = per > 0
+        return per[nz].mean() if bool(nz.any()) else per.sum() * 0.0
+    raise ValueError(f"unknown reduction {reduction!r}; choose one of {_REDUCTIONS}")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {_REDUCTIONS}")
+
+
+def _check_embeddings(embeddings: torch.Tensor) -> None:
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
+        shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings)
+        raise ValueError(f"embeddings must be a 2-D (N, D) tensor, got {shape}")
+
+
+def pair_distances(
+    embeddings: torch.Tensor, a: torch.Tensor, b: torch.Tensor, distance: BaseDistance
+) -> torch.Tensor:
+    """Distances ``d(E[a], E[b])`` with gradients, in O(N^2) memory at most.
+
+    Few pairs: gathered row by row (O(P D)). Many pairs (more than 4 per embedding):
+    one (N, N) matrix and a gather, which bounds memory by N^2 instead of P x D.
+    """
+    if a.numel() > 4 * embeddings.shape[0]:
+        return distance.pairwise(embeddings)[a, b]
+    return distance.paired(embeddings[a], embeddings[b])
+
+
+def contrastive_loss(
+    embeddings: torch.Tensor,
+    pairs: Pairs,
+    *,
+    distance: str | BaseDistance = "euclidean",
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    power: int = 2,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006).
+
+    Per pair with distance d::
+
+        same:      max(0, d - pos_margin) ** power
+        different: max(0, neg_margin - d) ** power
+
+    With the defaults (pos_margin 0, power 2) this is the formula of Hadsell et al. and
+    of the classic PyTorch tutorial, ``d^2`` for genuine pairs and ``max(0, m - d)^2``
+    for impostors, without the factor 1/2. ``power=1`` gives pytorch-metric-learning's
+    ContrastiveLoss.
+
+    Args:
+        embeddings: (N, D) batch.
+        pairs: indices into the batch; ``pairs.same`` is bool.
+        distance: name or object; lower = closer.
+        pos_margin, neg_margin: the margins, in the distance's units.
+        power: 1 or 2.
+        reduction: see the module docstring.
+
+    Returns:
+        scalar (or (P,) with reduction="none").
+    """
+    _check_embeddings(embeddings)
+    _check_reduction(reduction)
+    dist = get_distance(distance)
+    same = as_same_tensor(pairs.same, name="pairs.same")
+    if pairs.a.numel() == 0:
+        return _reduce(embeddings.new_zeros(0), reduction, embeddings)
+    d = pair_distances(embeddings, pairs.a, pairs.b, dist)
+    pos = F.relu(d - pos_margin)
+    neg = F.relu(neg_margin - d)
+    if power != 1:
+        pos, neg = pos**power, neg**power
+    per = torch.where(same, pos, neg)
+    return _reduce(per, reduction, embeddings)
+
+
+def triplet_loss(
+    embeddings: torch.Tensor,
+    triplets: Triplets,
+    *,
+    distance: str | BaseDistance = "euclidean",
+    margin: float = 0.2,
+    soft: bool = False,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Triplet margin loss: ``max(0, d(a, p) - d(a, n) + margin)`` per triplet.
+
+    Args:
+        soft: use ``softplus(d(a, p) - d(a, n))`` instead (Hermans et al. 2017's soft
+            margin; ``margin`` is then ignored).
+    """
+    _check_embeddings(embeddings)
+    _check_reduction(reduction)
+    dist = get_distance(distance)
+    if triplets.anchor.numel() == 0:
+        return _reduce(embeddings.new_zeros(0), reduction, embeddings)
+    d_ap = dist.paired(embeddings[triplets.anchor], embeddings[triplets.positive])
+    d_an = dist.paired(embeddings[triplets.anchor], embeddings[triplets.negative])
+    per = F.softplus(d_ap - d_an) if soft else F.relu(d_ap - d_an + margin)
+    return _reduce(per, reduction, embeddings)
+
+
+def binary_pair_loss(
+    logits: torch.Tensor, same: torch.Tensor, *, reduction: str = "mean"
+) -> torch.Tensor:
+    """Binary cross-entropy on a pair head's logits (Koch et al. 2015).
+
+    Shapes: logits (P,) (higher = more likely the same), same (P,) bool.
+    """
+    _check_reduction(reduction)
+    same = as_same_tensor(same)
+    logits = logits.reshape(-1)
+    if logits.shape != same.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and same {tuple(same.shape)} differ in shape")
+    if logits.numel() == 0:
+        return _reduce(logits.new_zeros(0), reduction, logits)
+    per = F.binary_cross_entropy_with_logits(logits, same.to(logits.dtype), reduction="none")
+    return _reduce(per, reduction, logits)
+
+
+def multiple_negatives_ranking_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    scale: float = 20.0,
+    labels: torch.Tensor | None = None,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """Multiple-negatives ranking loss (InfoNCE with in-batch negatives).
+
+    Row i's positive is ``positives[i]``; every other row of ``positives`` is a negative.
+    Similarity is cosine times ``scale`` (sentence-transformers' default of 20).
+
+    Args:
+        anchors, positives: (N, D) each.
+        labels: optional (N,) class of each row; other rows of the same class are then
+            masked out instead of being treated as negatives (no false negatives).
+        symmetric: also rank anchors for each positive, and average.
+    """
+    _check_embeddings(anchors)
+    _check_embeddings(positives)
+    if anchors.shape != positives.shape:
+        raise ValueError(f"anchors {tuple(anchors.shape)} and positives {tuple(positives.shape)} differ in shape")
+    n = anchors.shape[0]
+    if n == 0:
+        return _zero(anchors) + _zero(positives)
+    sim = F.normalize(anchors, dim=1) @ F.normalize(positives, dim=1).T * scale
+    if labels is not None:
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        same = labels[:, None] == labels[None, :]
+        same.fill_diagonal_(False)
+        sim = sim.masked_fill(same, float("-inf"))
+    target = torch.arange(n, device=anchors.device)
+    loss = F.cross_entropy(sim, target)
+    if symmetric:
+        loss = (loss + F.cross_entropy(sim.T, target)) / 2
+    return loss
+
+
+LOSSES = ("contrastive", "triplet", "binary", "mnr")

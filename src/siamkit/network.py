@@ -1,0 +1,116 @@
+"""SiameseNetwork: one encoder shared by both inputs.
+
+The twins share every weight by construction: there is one encoder module, called on
+``cat([x1, x2])``. The network owns no loss, optimiser or index.
+
+Example:
+    >>> import torch
+    >>> from siamkit import SiameseNetwork, create_encoder
+    >>> net = SiameseNetwork(create_encoder("conv4", in_channels=1), distance="euclidean")
+    >>> x1, x2 = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    >>> net.pair_distance(x1, x2).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distances import BaseDistance, get_distance
+from .encoders import encoder_config
+
+__all__ = ["SiameseNetwork"]
+
+
+class SiameseNetwork(nn.Module):
+    """A shared encoder, optional L2 normalisation, and optionally Koch's L1 pair head.
+
+    Args:
+        encoder: any module with ``embedding_dim`` mapping a batch to (B, D).
+        distance: how two embeddings compare (lower = closer) when there is no head.
+        normalize: L2-normalise embeddings (then Euclidean and cosine agree in ranking).
+        head: None, or ``"l1"``: Koch et al.'s learned pair head,
+            ``logit = w . |e1 - e2| + b`` (higher = more likely the same).
+        input_spec: what inputs the network expects, e.g. ``{"channels": 1,
+            "height": 28, "width": 28}``; saved with the model so that files can be
+            preprocessed the same way at inference.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        distance: str | BaseDistance = "euclidean",
+        normalize: bool = False,
+        head: str | None = None,
+        input_spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not hasattr(encoder, "embedding_dim"):
+            raise TypeError("the encoder must expose .embedding_dim")
+        if head not in (None, "l1"):
+            raise ValueError(f"unknown head {head!r}; choose None or 'l1'")
+        self.encoder = encoder
+        self.distance = get_distance(distance)
+        self.normalize = bool(normalize)
+        self.head_type = head
+        self.pair_head = nn.Linear(encoder.embedding_dim, 1) if head == "l1" else None
+        self.input_spec = dict(input_spec or {})
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.encoder.embedding_dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed a batch. Shapes: (B, ...) -> (B, D)."""
+        e = self.encoder(x)
+        return F.normalize(e, dim=1) if self.normalize else e
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed both inputs with the one shared encoder (a single call on cat([x1, x2])).
+
+        Returns:
+            (e1, e2), each (B, D).
+        """
+        if x1.shape != x2.shape:
+            raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} differ in shape")
+        e = self.embed(torch.cat([x1, x2]))
+        return e[: x1.shape[0]], e[x1.shape[0] :]
+
+    def pair_logits(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        """Koch's head on two embedding batches. Shapes: (B, D), (B, D) -> (B,) logits."""
+        if self.pair_head is None:
+            raise RuntimeError("this network has no pair head; build it with head='l1'")
+        return self.pair_head((e1 - e2).abs()).squeeze(1)
+
+    def embedding_distance(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        """Distance between paired embeddings, lower = closer. With a head: ``-logit``."""
+        if self.pair_head is not None:
+            return -self.pair_logits(e1, e2)
+        return self.distance.paired(e1, e2)
+
+    def pair_distance(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Distance between paired inputs (B,), lower = closer."""
+        e1, e2 = self(x1, x2)
+        return self.embedding_distance(e1, e2)
+
+    def distance_to_score(self, distance: torch.Tensor) -> torch.Tensor:
+        """Display score, higher = more similar: sigmoid(logit) with a head, else the
+        distance's own monotone map (see :meth:`BaseDistance.to_score`)."""
+        if self.pair_head is not None:
+            return torch.sigmoid(-distance)
+        return self.distance.to_score(distance)
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able recipe that rebuilds this network (weights not included)."""
+        return {
+            "encoder": encoder_config(self.encoder),
+            "distance": self.distance.name,
+            "normalize": self.normalize,
+            "head": self.head_type,
+            "input_spec": self.input_spec,
+        }

@@ -1,0 +1,157 @@
+"""TrainConfig: every training option in one dataclass, parsed once at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import SiamkitError
+from ..miners import MINERS
+
+__all__ = ["TrainConfig"]
+
+_PAIR_MINERS = {"all_pairs", "hard_pairs"}
+_TRIPLET_MINERS = {"batch_hard", "semi_hard"}
+
+
+@dataclass
+class TrainConfig:
+    """How to train a Siamese network.
+
+    Model:
+        encoder, encoder_kwargs: the registered encoder and its arguments
+            (``in_channels`` is filled from the data).
+        embedding_dim: output size (None = the encoder's pooled features).
+        normalize: L2-normalise embeddings.
+        distance: euclidean, sqeuclidean, cosine or l1.
+
+    Objective:
+        loss: contrastive, triplet, binary (Koch's L1 pair head + BCE) or mnr
+            (multiple-negatives ranking).
+        miner: all_pairs / hard_pairs (for contrastive, binary), batch_hard / semi_hard
+            (for triplet); None picks the default for the loss.
+        margin: triplet margin, or the contrastive negative margin.
+        pos_margin: the contrastive positive margin.
+        mnr_scale: similarity scale of the mnr loss.
+
+    Batches and schedule:
+        batch_size, m_per_class: batches of batch_size // m classes x m samples.
+        epochs, steps_per_epoch (None = len(train) // batch_size).
+        optimizer: adam or adamw; lr, weight_decay, schedule (cosine, step, none),
+        step_size / gamma (step schedule), grad_clip (max gradient norm, None = off).
+
+    Augmentation (random affine on each batch):
+        augment, rotation (degrees), shear (factor), scale (low, high), translate
+        (fraction), fill (background value in [0, 1]: 1 for dark ink on white).
+
+    Validation and stopping:
+        val_fraction: classes held out for validation (split by class, so validation
+            measures unseen classes); patience: epochs without a better validation ROC
+            AUC before stopping (None = never).
+
+    Run:
+        seed, precision (fp32 or bf16 autocast), channels_last, progress (None = only
+        on a terminal).
+    """
+
+    encoder: str = "conv4"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    embedding_dim: int | None = 64
+    normalize: bool = True
+    distance: str = "euclidean"
+
+    loss: str = "triplet"
+    miner: str | None = None
+    margin: float = 0.2
+    pos_margin: float = 0.0
+    mnr_scale: float = 20.0
+
+    batch_size: int = 64
+    m_per_class: int = 4
+    epochs: int = 20
+    steps_per_epoch: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    grad_clip: float | None = None
+
+    augment: bool = False
+    rotation: float = 10.0
+    shear: float = 0.1
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.1
+    fill: float = 0.0
+
+    val_fraction: float = 0.2
+    patience: int | None = 5
+
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, list):
+            self.scale = tuple(self.scale)  # type: ignore[assignment]
+        if self.miner is None:
+            self.miner = {"triplet": "batch_hard", "contrastive": "all_pairs", "binary": "all_pairs", "mnr": None}.get(
+                self.loss
+            )
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SiamkitError naming the first inconsistent option."""
+
+        def bad(msg: str) -> None:
+            raise SiamkitError(f"invalid training option: {msg}")
+
+        if self.loss not in ("contrastive", "triplet", "binary", "mnr"):
+            bad(f"loss {self.loss!r}; choose contrastive, triplet, binary or mnr")
+        if self.miner is not None and self.miner not in MINERS:
+            bad(f"miner {self.miner!r}; choose one of {sorted(MINERS)}")
+        if self.loss == "triplet" and self.miner not in _TRIPLET_MINERS:
+            bad(f"the triplet loss needs a triplet miner ({sorted(_TRIPLET_MINERS)}), got {self.miner!r}")
+        if self.loss in ("contrastive", "binary") and self.miner not in _PAIR_MINERS:
+            bad(f"the {self.loss} loss needs a pair miner ({sorted(_PAIR_MINERS)}), got {self.miner!r}")
+        if self.loss == "mnr" and self.miner is not None:
+            bad("the mnr loss uses in-batch negatives and takes no miner")
+        if self.loss == "mnr" and self.m_per_class < 2:
+            bad("the mnr loss needs m_per_class >= 2")
+        if self.epochs < 1:
+            bad(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            bad(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.m_per_class < 1 or self.batch_size % self.m_per_class:
+            bad(f"batch_size {self.batch_size} must be a multiple of m_per_class {self.m_per_class}")
+        if self.batch_size // self.m_per_class < 2:
+            bad("a batch must hold at least 2 classes (batch_size // m_per_class >= 2)")
+        if not self.lr > 0:
+            bad(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("adam", "adamw"):
+            bad(f"optimizer {self.optimizer!r}; choose adam or adamw")
+        if self.schedule not in ("cosine", "step", "none"):
+            bad(f"schedule {self.schedule!r}; choose cosine, step or none")
+        if self.precision not in ("fp32", "bf16"):
+            bad(f"precision {self.precision!r}; choose fp32 or bf16")
+        if not 0.0 <= self.val_fraction < 1.0:
+            bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience is not None and self.patience < 1:
+            bad(f"patience must be >= 1 or None, got {self.patience}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scale"] = list(self.scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SiamkitError(f"unknown training option(s) {unknown}")
+        return cls(**d)

@@ -1,0 +1,448 @@
+"""The fit loop: batches -> embeddings -> miner -> loss -> optimiser step.
+
+Determinism and resume: every epoch draws its batches, augmentation and dropout from
+generators seeded by (seed, epoch). A checkpoint after each epoch stores the weights,
+the optimiser and scheduler state, and the early-stopping state, so a resumed run
+continues to exactly the same weights as an uninterrupted one (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..data.augment import RandomAffine
+from ..data.images import to_float
+from ..data.samplers import MPerClassSampler
+from ..encoders import create_encoder
+from ..errors import DataError, ModelFileError
+from ..evaluation.metrics import verification_metrics
+from ..inference import autocast_context, embed_all, pair_distances_of_embeddings
+from ..io import (
+    flatten_optimizer_state,
+    load_state_dict,
+    save_model,
+    save_state_dict,
+    unflatten_optimizer_state,
+    write_json_atomic,
+)
+from ..losses import binary_pair_loss, contrastive_loss, multiple_negatives_ranking_loss, triplet_loss
+from ..miners import MINERS, BaseMiner, HardPairMiner
+from ..network import SiameseNetwork
+from ..tuples import Pairs, Triplets, all_pairs
+from .config import TrainConfig
+
+__all__ = ["fit", "FitResult", "split_by_class", "build_network", "CHECKPOINT_DIR"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "trainer.json"
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        network: the best network (by validation ROC AUC; the last one without validation).
+        history: one record per epoch (loss, validation metrics, lr, speed).
+        best_epoch: 1-based epoch of ``network``.
+        stopped_early: True when early stopping ended the run.
+    """
+
+    network: SiameseNetwork
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**62)
+
+
+def split_by_class(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sample indices so that a ``fraction`` of the classes is held out whole.
+
+    Returns:
+        (train indices, validation indices); no class appears in both.
+    """
+    classes = torch.unique(labels)
+    n_val = int(round(len(classes) * fraction))
+    if fraction > 0 and n_val < 2:
+        n_val = 2
+    if fraction > 0 and len(classes) - n_val < 2:
+        raise DataError(
+            f"{len(classes)} classes are too few to hold out {fraction:.0%} for validation and keep 2 for "
+            "training; use more classes or val_fraction=0 (--val-fraction 0)"
+        )
+    g = torch.Generator().manual_seed(seed)
+    perm = classes[torch.randperm(len(classes), generator=g)]
+    val_classes = perm[:n_val]
+    is_val = torch.isin(labels, val_classes)
+    return (~is_val).nonzero(as_tuple=True)[0], is_val.nonzero(as_tuple=True)[0]
+
+
+def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNetwork:
+    """Build the network a config describes, for inputs of ``sample_shape`` (no batch dim)."""
+    kwargs = dict(config.encoder_kwargs)
+    if config.encoder == "mlp":
+        kwargs.setdefault("in_features", int(math.prod(sample_shape)))
+        kwargs.setdefault("embedding_dim", config.embedding_dim or 64)
+    else:
+        if len(sample_shape) != 3:
+            raise DataError(f"image encoders take (C, H, W) samples, got shape {tuple(sample_shape)}")
+        kwargs.setdefault("in_channels", int(sample_shape[0]))
+        kwargs.setdefault("embedding_dim", config.embedding_dim)
+    encoder = create_encoder(config.encoder, **kwargs)
+    spec: dict[str, Any] = {"shape": [int(s) for s in sample_shape]}
+    if len(sample_shape) == 3:
+        spec.update(channels=int(sample_shape[0]), height=int(sample_shape[1]), width=int(sample_shape[2]))
+    return SiameseNetwork(
+        encoder,
+        distance=config.distance,
+        normalize=config.normalize,
+        head="l1" if config.loss == "binary" else None,
+        input_spec=spec,
+    )
+
+
+def _make_miner(config: TrainConfig, network: SiameseNetwork) -> BaseMiner | None:
+    if config.miner is None:
+        return None
+    if config.miner == "hard_pairs":
+        return HardPairMiner(pos_margin=config.pos_margin, neg_margin=config.margin, distance=network.distance)
+    return MINERS[config.miner](distance=network.distance)
+
+
+def _batch_loss(
+    config: TrainConfig, network: SiameseNetwork, miner: BaseMiner | None, e: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    if config.loss == "mnr":
+        m = config.m_per_class
+        e = e.view(-1, m, e.shape[1])
+        return multiple_negatives_ranking_loss(e[:, 0], e[:, 1], scale=config.mnr_scale, symmetric=True)
+    assert miner is not None
+    tuples = miner.mine(e, y)
+    if config.loss == "triplet":
+        assert isinstance(tuples, Triplets)
+        return triplet_loss(e, tuples, distance=network.distance, margin=config.margin)
+    assert isinstance(tuples, Pairs)
+    if config.loss == "contrastive":
+        return contrastive_loss(
+            e, tuples, distance=network.distance, pos_margin=config.pos_margin, neg_margin=config.margin
+        )
+    logits = network.pair_logits(e[tuples.a], e[tuples.b])
+    # balance genuine and impostor pairs: in an m-per-class batch impostors dominate
+    per = binary_pair_loss(logits, tuples.same, reduction="none")
+    if per.numel() == 0:
+        return e.sum() * 0.0
+    same = tuples.same
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    if n_pos == 0 or n_neg == 0:
+        return per.mean()
+    return 0.5 * per[same].mean() + 0.5 * per[~same].mean()
+
+
+def _make_optimizer(config: TrainConfig, network: SiameseNetwork) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(config: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    return None
+
+
+def validate(
+    network: SiameseNetwork, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32", max_pairs: int = 200_000
+) -> dict[str, float]:
+    """Verification metrics of all (or max_pairs random) pairs of a labelled set."""
+    e = embed_all(network, x, precision=precision)
+    a, b, same = all_pairs(y)
+    if a.numel() > max_pairs:
+        keep = torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[:max_pairs]
+        a, b, same = a[keep], b[keep], same[keep]
+    d = pair_distances_of_embeddings(network, e, a, b)
+    if not torch.isfinite(d).all():
+        return {"val_roc_auc": float("nan"), "val_eer": float("nan")}
+    r = verification_metrics(d, same)
+    return {"val_roc_auc": r.roc_auc, "val_eer": r.eer}
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def task(self, description: str, total: int) -> Any:
+        return self._bar.add_task(description, total=total, info="") if self._bar else None
+
+    def advance(self, task: Any, info: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(task, advance=1, info=info)
+
+
+def _save_checkpoint(
+    ckpt: Path, epoch: int, network: SiameseNetwork, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]
+) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    model_file = f"epoch-{epoch:04d}.model.safetensors"
+    opt_file = f"epoch-{epoch:04d}.optimizer.safetensors"
+    save_state_dict(network.state_dict(), ckpt / model_file)
+    tensors, opt_meta = flatten_optimizer_state(opt.state_dict())
+    save_state_dict(tensors, ckpt / opt_file)
+    record = dict(
+        state,
+        epoch=epoch,
+        model_file=model_file,
+        optimizer_file=opt_file,
+        optimizer_meta=opt_meta,
+        scheduler=sched.state_dict() if sched is not None else None,
+    )
+    write_json_atomic(ckpt / STATE_FILE, record)  # the commit point: older files are now stale
+    for old in ckpt.glob("epoch-*.safetensors"):
+        if not old.name.startswith(f"epoch-{epoch:04d}."):
+            old.unlink(missing_ok=True)
+
+
+def read_checkpoint_state(out_dir: str | Path) -> dict[str, Any]:
+    """The trainer state of a run folder's checkpoint (for --resume)."""
+    path = Path(out_dir) / CHECKPOINT_DIR / STATE_FILE
+    if not path.is_file():
+        raise ModelFileError(f"no checkpoint to resume in {out_dir} ({path} is missing)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"checkpoint state {path} is damaged: {e}") from None
+
+
+def fit(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    val_x: torch.Tensor | None = None,
+    val_y: torch.Tensor | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+) -> FitResult:
+    """Train a Siamese network on labelled samples.
+
+    Args:
+        train_x: (N, C, H, W) uint8 or float images, or (N, F) vectors.
+        train_y: (N,) integer class labels.
+        config: the options (see :class:`TrainConfig`).
+        val_x, val_y: a validation set of other classes; if None and
+            ``config.val_fraction > 0``, that fraction of the training classes is held out.
+        out_dir: where to write ``model/`` (the best model), ``checkpoint/`` (after every
+            epoch) and ``metrics.jsonl``; None = keep everything in memory.
+        resume: continue from ``out_dir/checkpoint``.
+        callbacks: called with each epoch's record after its checkpoint is written.
+
+    Returns:
+        FitResult with the best network.
+
+    Example:
+        >>> import torch
+        >>> from siamkit import TrainConfig, fit
+        >>> x, y = torch.rand(64, 1, 16, 16), torch.arange(8).repeat_interleave(8)
+        >>> result = fit(x, y, TrainConfig(epochs=1, batch_size=16, val_fraction=0, progress=False))
+    """
+    train_y = torch.as_tensor(train_y).long()
+    if train_x.shape[0] != train_y.numel():
+        raise DataError(f"{train_x.shape[0]} samples but {train_y.numel()} labels")
+    if train_x.shape[0] == 0:
+        raise DataError("no training samples")
+    if train_x.is_floating_point() and not torch.isfinite(train_x).all():
+        raise DataError("training inputs contain NaN or infinity")
+    if val_x is None and config.val_fraction > 0:
+        tr, va = split_by_class(train_y, config.val_fraction, config.seed)
+        train_x, train_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
+    if torch.unique(train_y).numel() < 2:
+        raise DataError("training data has a single class: similarity needs at least 2 classes")
+
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / CHECKPOINT_DIR if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    network = build_network(config, train_x.shape[1:])
+    opt = _make_optimizer(config, network)
+    sched = _make_scheduler(config, opt)
+    history: list[dict[str, Any]] = []
+    best_metric: float | None = None
+    best_epoch = 0
+    bad_epochs = 0
+    start_epoch = 1
+    best_state: dict[str, torch.Tensor] | None = None
+
+    if resume:
+        if ckpt is None:
+            raise ModelFileError("resume needs out_dir")
+        st = read_checkpoint_state(out)
+        saved = TrainConfig.from_dict(st["config"])
+        if saved.to_dict() != config.to_dict():
+            raise ModelFileError(f"the checkpoint in {out} was trained with other options; resume with the same ones")
+        if list(st.get("sample_shape", [])) != list(train_x.shape[1:]):
+            raise DataError(
+                f"the checkpoint in {out} was trained on inputs of shape {st.get('sample_shape')}, "
+                f"the data has {list(train_x.shape[1:])} (channel count or image size differ)"
+            )
+        network.load_state_dict(load_state_dict(ckpt / st["model_file"]))
+        opt.load_state_dict(unflatten_optimizer_state(load_state_dict(ckpt / st["optimizer_file"]), st["optimizer_meta"]))
+        if sched is not None and st.get("scheduler") is not None:
+            sched.load_state_dict(st["scheduler"])
+        history, best_metric, best_epoch, bad_epochs = st["history"], st["best_metric"], st["best_epoch"], st["bad_epochs"]
+        start_epoch = int(st["epoch"]) + 1
+        if best_epoch and out is not None and (out / MODEL_DIR / "model.safetensors").is_file():
+            best_state = load_state_dict(out / MODEL_DIR / "model.safetensors")
+        logger.info("resuming %s at epoch %d", out, start_epoch)
+
+    if config.channels_last and train_x.ndim == 4:
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    miner = _make_miner(config, network)
+    sampler = MPerClassSampler(train_y, m=config.m_per_class, batch_size=config.batch_size)
+    steps = config.steps_per_epoch or len(sampler)
+    augment = (
+        RandomAffine(
+            degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
+        )
+        if config.augment and train_x.ndim == 4
+        else None
+    )
+    has_val = val_x is not None and val_y is not None and torch.unique(val_y).numel() >= 2
+    stopped_early = False
+    with _Progress(config.progress) as progress:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if config.patience is not None and has_val and bad_epochs >= config.patience:
+                stopped_early = True
+                break
+            seed = _epoch_seed(config.seed, epoch)
+            g = torch.Generator().manual_seed(seed)
+            torch.manual_seed(seed + 1)
+            network.train()
+            task = progress.task(f"epoch {epoch}/{config.epochs}", steps)
+            t0 = time.perf_counter()
+            total, n_batches, n_images = 0.0, 0, 0
+            batches = _take(_cycle(sampler, g), steps)
+            for idx in batches:
+                x = to_float(train_x[idx])
+                y = train_y[idx]
+                if augment is not None:
+                    x = augment(x, g)
+                if config.channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast_context(config.precision):
+                    e = network.embed(x)
+                e = e.float()
+                loss = _batch_loss(config, network, miner, e, y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) "
+                        "or check the inputs for NaN"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+                opt.step()
+                total += loss.item()
+                n_batches += 1
+                n_images += int(idx.numel())
+                progress.advance(task, f"loss {total / n_batches:.4f}")
+            seconds = time.perf_counter() - t0
+            lr = opt.param_groups[0]["lr"]
+            if sched is not None:
+                sched.step()
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": total / max(1, n_batches),
+                "lr": lr,
+                "seconds": round(seconds, 3),
+                "images_per_s": round(n_images / seconds, 1) if seconds > 0 else None,
+            }
+            improved = False
+            if has_val:
+                assert val_x is not None and val_y is not None
+                record.update(validate(network, val_x, val_y, precision=config.precision))
+                metric = record["val_roc_auc"]
+                if best_metric is None or (metric == metric and metric > best_metric):
+                    best_metric, best_epoch, bad_epochs, improved = metric, epoch, 0, True
+                else:
+                    bad_epochs += 1
+            else:
+                best_epoch, improved = epoch, True
+            if improved:
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            history.append(record)
+            logger.info("epoch %d: %s", epoch, record)
+            if out is not None and ckpt is not None:
+                if improved:
+                    save_model(network, out / MODEL_DIR, extra={"train_config": config.to_dict(), "epoch": epoch})
+                with (out / METRICS_FILE).open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                _save_checkpoint(
+                    ckpt,
+                    epoch,
+                    network,
+                    opt,
+                    sched,
+                    {
+                        "config": config.to_dict(),
+                        "sample_shape": list(train_x.shape[1:]),
+                        "history": history,
+                        "best_metric": best_metric,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                    },
+                )
+            for cb in callbacks:
+                cb(record)
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return FitResult(network, history, best_epoch, best_metric, stopped_early)
+
+
+def _cycle(sampler: MPerClassSampler, g: torch.Generator):  # type: ignore[no-untyped-def]
+    while True:
+        yield from sampler.batches(g)
+
+
+def _take(it, n: int):  # type: ignore[no-untyped-def]
+    for _, item in zip(range(n), it):
+        yield item

@@ -82,7 +82,7 @@ def load_image(
         arr = arr[None]
     else:
         arr = arr.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

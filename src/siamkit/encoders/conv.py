@@ -63,6 +63,8 @@ class Conv4Encoder(_ImageEncoder):
         grid: the feature map is average-pooled to grid x grid before flattening
             (1 = global pooling; a 28x28 input is already 1x1).
         dropout: before the projection.
+        depth: number of blocks (4 in the paper; fewer keep more spatial layout for
+            small inputs).
 
     Shapes: (B, in_channels, H, W) -> (B, embedding_dim).
     """
@@ -75,12 +77,15 @@ class Conv4Encoder(_ImageEncoder):
         width: int = 64,
         grid: int = 1,
         dropout: float = 0.0,
+        depth: int = 4,
     ) -> None:
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         self.in_channels = in_channels
         blocks: list[nn.Module] = []
         c = in_channels
-        for _ in range(4):
+        for _ in range(depth):
             blocks += [
                 nn.Conv2d(c, width, 3, padding=1, bias=False),
                 nn.BatchNorm2d(width),

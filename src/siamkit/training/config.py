@@ -33,6 +33,12 @@ class TrainConfig:
         margin: triplet margin, or the contrastive negative margin.
         pos_margin: the contrastive positive margin.
         mnr_scale: similarity scale of the mnr loss.
+        instance_weight: weight of a view-consistency term added to the loss: each
+            batch is embedded as two random affine views, and each view must pick out
+            its twin among the batch (multiple-negatives ranking over instances,
+            SimCLR-style). It keeps the embedding from collapsing onto the training
+            classes and helps on unseen classes when there are few training classes.
+            0 = off (one view, cheaper). instance_scale: its similarity scale.
 
     Batches and schedule:
         batch_size, m_per_class: batches of batch_size // m classes x m samples.
@@ -65,6 +71,8 @@ class TrainConfig:
     margin: float = 0.2
     pos_margin: float = 0.0
     mnr_scale: float = 20.0
+    instance_weight: float = 0.0
+    instance_scale: float = 10.0
 
     batch_size: int = 64
     m_per_class: int = 4
@@ -140,6 +148,8 @@ class TrainConfig:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:
             bad(f"patience must be >= 1 or None, got {self.patience}")
+        if self.instance_weight < 0:
+            bad(f"instance_weight must be >= 0, got {self.instance_weight}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 

@@ -344,6 +344,11 @@ def fit(
         if config.augment and train_x.ndim == 4
         else None
     )
+    if config.instance_weight > 0 and train_x.ndim != 4:
+        raise DataError("instance_weight needs image inputs (its two views are random affine transforms)")
+    view_aug = augment or RandomAffine(
+        degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
+    )
     has_val = val_x is not None and val_y is not None and torch.unique(val_y).numel() >= 2
     stopped_early = False
     with _Progress(config.progress) as progress:
@@ -362,14 +367,22 @@ def fit(
             for idx in batches:
                 x = to_float(train_x[idx])
                 y = train_y[idx]
-                if augment is not None:
+                if config.instance_weight > 0:
+                    x = torch.cat([view_aug(x, g), view_aug(x, g)])
+                elif augment is not None:
                     x = augment(x, g)
                 if config.channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast_context(config.precision):
                     e = network.embed(x)
                 e = e.float()
-                loss = _batch_loss(config, network, miner, e, y)
+                if config.instance_weight > 0:
+                    e, e2 = e[: idx.numel()], e[idx.numel() :]
+                    loss = _batch_loss(config, network, miner, e, y) + config.instance_weight * (
+                        multiple_negatives_ranking_loss(e, e2, scale=config.instance_scale, symmetric=True)
+                    )
+                else:
+                    loss = _batch_loss(config, network, miner, e, y)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) "

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamkit import SiamkitError, TrainConfig, fit, load_model
+from siamkit.errors import DataError
+from siamkit.inference import embed_all
+from siamkit.training import split_by_class
+
+
+def toy(n_classes: int = 6, per_class: int = 8, side: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    protos = torch.rand(n_classes, 1, side, side, generator=g)
+    x = protos[y] + 0.15 * torch.randn(len(y), 1, side, side, generator=g)
+    return (x.clamp(0, 1) * 255).to(torch.uint8), y
+
+
+def small(**kw) -> TrainConfig:  # type: ignore[no-untyped-def]
+    base = dict(epochs=3, batch_size=12, m_per_class=3, val_fraction=0.0, progress=False, embedding_dim=16,
+                encoder_kwargs={"width": 8})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "loss,miner",
+    [("triplet", "batch_hard"), ("triplet", "semi_hard"), ("contrastive", "all_pairs"), ("contrastive", "hard_pairs"),
+     ("binary", "all_pairs"), ("mnr", None)],
+)
+def test_every_objective_learns(loss: str, miner: str | None) -> None:
+    x, y = toy()
+    cfg = small(loss=loss, miner=miner, epochs=6, margin=0.5)
+    r = fit(x, y, cfg)
+    hist = [h["train_loss"] for h in r.history]
+    assert len(hist) == 6 and all(v == v for v in hist)
+    assert hist[-1] < hist[0], hist
+    e = embed_all(r.network, x)
+    assert e.shape == (len(y), 16) and torch.isfinite(e).all()
+
+
+def test_same_seed_same_weights_and_different_seed_differs() -> None:
+    x, y = toy()
+    a = fit(x, y, small(seed=1)).network
+    b = fit(x, y, small(seed=1)).network
+    c = fit(x, y, small(seed=2)).network
+    assert params_equal(a, b)
+    assert not params_equal(a, c)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, augment: bool) -> None:
+    x, y = toy(n_classes=8)
+    cfg = small(epochs=4, val_fraction=0.25, patience=10, augment=augment, encoder_kwargs={"width": 8, "dropout": 0.2})
+    full = fit(x, y, cfg, out_dir=tmp_path / "full")
+
+    def stop_after_2(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(x, y, cfg, out_dir=tmp_path / "cut", callbacks=[stop_after_2])
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer.json").read_text())
+    assert state["epoch"] == 2
+    resumed = fit(x, y, cfg, out_dir=tmp_path / "cut", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert params_equal(full.network, resumed.network)
+    assert resumed.best_epoch == full.best_epoch
+    # the last checkpoints match too, bit for bit
+    fa = load_model(tmp_path / "full" / "model")
+    fb = load_model(tmp_path / "cut" / "model")
+    assert params_equal(fa, fb)
+    # only the newest epoch's files are kept
+    files = sorted(p.name for p in (tmp_path / "cut" / "checkpoint").glob("*.safetensors"))
+    assert files == ["epoch-0004.model.safetensors", "epoch-0004.optimizer.safetensors"]
+
+
+def test_resume_refuses_other_options(tmp_path: Path) -> None:
+    x, y = toy()
+    fit(x, y, small(epochs=1), out_dir=tmp_path / "r")
+    with pytest.raises(SiamkitError, match="other options"):
+        fit(x, y, small(epochs=1, lr=0.5), out_dir=tmp_path / "r", resume=True)
+
+
+def test_early_stopping_stops_and_keeps_best(tmp_path: Path) -> None:
+    x, y = toy(n_classes=10)
+    # a huge learning rate makes validation worse after the first epochs
+    r = fit(x, y, small(epochs=30, patience=2, val_fraction=0.3, lr=0.05, schedule="none"), out_dir=tmp_path / "o")
+    aucs = [h["val_roc_auc"] for h in r.history]
+    assert r.stopped_early and len(r.history) < 30
+    assert r.best_metric == max(aucs)
+    assert r.history[r.best_epoch - 1]["val_roc_auc"] == r.best_metric
+    # the saved model is the best epoch's
+    saved = json.loads((tmp_path / "o" / "model" / "config.json").read_text())
+    assert saved["extra"]["epoch"] == r.best_epoch
+
+
+def test_split_by_class_is_disjoint_and_seeded() -> None:
+    y = torch.arange(20).repeat_interleave(3)
+    tr, va = split_by_class(y, 0.25, seed=3)
+    assert set(y[tr].tolist()).isdisjoint(set(y[va].tolist()))
+    assert len(set(y[va].tolist())) == 5
+    tr2, va2 = split_by_class(y, 0.25, seed=3)
+    assert torch.equal(va, va2)
+    with pytest.raises(DataError, match="too few"):
+        split_by_class(torch.tensor([0, 0, 1, 1, 2, 2]), 0.5, seed=0)
+
+
+def test_bad_training_input() -> None:
+    x, y = toy()
+    with pytest.raises(DataError, match="single class"):
+        fit(x, torch.zeros_like(y), small())
+    with pytest.raises(DataError, match="labels"):
+        fit(x, y[:-1], small())
+    xf = x.float()
+    xf[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        fit(xf, y, small())
+    with pytest.raises(SiamkitError, match="triplet miner"):
+        TrainConfig(loss="triplet", miner="all_pairs")
+    with pytest.raises(SiamkitError, match="unknown training option"):
+        TrainConfig.from_dict({"epochs": 1, "lrate": 3})
+
+
+def test_vectors_with_mlp() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(5).repeat_interleave(10)
+    x = torch.randn(5, 20, generator=g)[y] + 0.1 * torch.randn(50, 20, generator=g)
+    r = fit(x, y, small(encoder="mlp", encoder_kwargs={}, epochs=3, batch_size=10, m_per_class=2))
+    assert embed_all(r.network, x).shape == (50, 16)
+
+
+def test_bf16_and_channels_last_train() -> None:
+    x, y = toy()
+    r = fit(x, y, small(precision="bf16", channels_last=True))
+    assert all(h["train_loss"] == h["train_loss"] for h in r.history)

@@ -183,7 +183,6 @@ def test_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
 def test_demo_command(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = run("demo", "--out", out, "--no-progress")

@@ -83,7 +83,7 @@ def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
 @_clean_errors
 def demo(
     out: Path = typer.Option(Path("siamkit-demo"), help="Report folder."),
-    epochs: int = typer.Option(30, help="Training epochs."),
+    epochs: int = typer.Option(20, help="Training epochs."),
     seed: int = typer.Option(0, help="Random seed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal)."),
 ) -> None:
@@ -112,7 +112,7 @@ def train(
     dropout: Optional[float] = typer.Option(None, help="Encoder dropout before the projection."),
     distance: str = typer.Option("euclidean", help="euclidean, sqeuclidean, cosine, l1."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise embeddings."),
-    loss: str = typer.Option("triplet", help="contrastive, triplet, binary (Koch pair head), mnr."),
+    loss: str = typer.Option("triplet", help="contrastive, triplet, binary (Koch pair head), mnr, views."),
     miner: Optional[str] = typer.Option(None, help="all_pairs, hard_pairs, batch_hard, semi_hard (default: by loss)."),
     margin: float = typer.Option(0.2, help="Triplet margin / contrastive negative margin."),
     batch_size: int = typer.Option(64, help="Images per batch."),

@@ -26,19 +26,20 @@ class TrainConfig:
         distance: euclidean, sqeuclidean, cosine or l1.
 
     Objective:
-        loss: contrastive, triplet, binary (Koch's L1 pair head + BCE) or mnr
-            (multiple-negatives ranking).
+        loss: contrastive, triplet, binary (Koch's L1 pair head + BCE), mnr
+            (multiple-negatives ranking between two samples of each class) or views
+            (each image embedded under two random affine views must pick out its twin
+            among the other classes' images: a supervised-contrastive loss; same-class
+            images are not used as negatives).
         miner: all_pairs / hard_pairs (for contrastive, binary), batch_hard / semi_hard
             (for triplet); None picks the default for the loss.
         margin: triplet margin, or the contrastive negative margin.
         pos_margin: the contrastive positive margin.
         mnr_scale: similarity scale of the mnr loss.
-        instance_weight: weight of a view-consistency term added to the loss: each
-            batch is embedded as two random affine views, and each view must pick out
-            its twin among the batch (multiple-negatives ranking over instances,
-            SimCLR-style). It keeps the embedding from collapsing onto the training
-            classes and helps on unseen classes when there are few training classes.
-            0 = off (one view, cheaper). instance_scale: its similarity scale.
+        instance_weight: weight of the ``views`` term added to another loss (0 = off,
+            one view per image, cheaper). It keeps the embedding from collapsing onto
+            the training classes, which helps on unseen classes when there are few
+            training classes. instance_scale: the views term's similarity scale.
 
     Batches and schedule:
         batch_size, m_per_class: batches of batch_size // m classes x m samples.
@@ -105,7 +106,7 @@ class TrainConfig:
         if isinstance(self.scale, list):
             self.scale = tuple(self.scale)  # type: ignore[assignment]
         if self.miner is None:
-            self.miner = {"triplet": "batch_hard", "contrastive": "all_pairs", "binary": "all_pairs", "mnr": None}.get(
+            self.miner = {"triplet": "batch_hard", "contrastive": "all_pairs", "binary": "all_pairs"}.get(
                 self.loss
             )
         self.validate()
@@ -116,16 +117,18 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise SiamkitError(f"invalid training option: {msg}")
 
-        if self.loss not in ("contrastive", "triplet", "binary", "mnr"):
-            bad(f"loss {self.loss!r}; choose contrastive, triplet, binary or mnr")
+        if self.loss not in ("contrastive", "triplet", "binary", "mnr", "views"):
+            bad(f"loss {self.loss!r}; choose contrastive, triplet, binary, mnr or views")
         if self.miner is not None and self.miner not in MINERS:
             bad(f"miner {self.miner!r}; choose one of {sorted(MINERS)}")
         if self.loss == "triplet" and self.miner not in _TRIPLET_MINERS:
             bad(f"the triplet loss needs a triplet miner ({sorted(_TRIPLET_MINERS)}), got {self.miner!r}")
         if self.loss in ("contrastive", "binary") and self.miner not in _PAIR_MINERS:
             bad(f"the {self.loss} loss needs a pair miner ({sorted(_PAIR_MINERS)}), got {self.miner!r}")
-        if self.loss == "mnr" and self.miner is not None:
-            bad("the mnr loss uses in-batch negatives and takes no miner")
+        if self.loss in ("mnr", "views") and self.miner is not None:
+            bad(f"the {self.loss} loss uses in-batch negatives and takes no miner")
+        if self.loss == "views" and self.instance_weight:
+            bad("the views loss is already the instance term; leave instance_weight at 0")
         if self.loss == "mnr" and self.m_per_class < 2:
             bad("the mnr loss needs m_per_class >= 2")
         if self.epochs < 1:

@@ -344,8 +344,9 @@ def fit(
         if config.augment and train_x.ndim == 4
         else None
     )
-    if config.instance_weight > 0 and train_x.ndim != 4:
-        raise DataError("instance_weight needs image inputs (its two views are random affine transforms)")
+    two_views = config.loss == "views" or config.instance_weight > 0
+    if two_views and train_x.ndim != 4:
+        raise DataError("the views loss and instance_weight need image inputs (the views are random affine transforms)")
     view_aug = augment or RandomAffine(
         degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
     )
@@ -367,7 +368,7 @@ def fit(
             for idx in batches:
                 x = to_float(train_x[idx])
                 y = train_y[idx]
-                if config.instance_weight > 0:
+                if two_views:
                     x = torch.cat([view_aug(x, g), view_aug(x, g)])
                 elif augment is not None:
                     x = augment(x, g)
@@ -376,11 +377,15 @@ def fit(
                 with autocast_context(config.precision):
                     e = network.embed(x)
                 e = e.float()
-                if config.instance_weight > 0:
+                if two_views:
                     e, e2 = e[: idx.numel()], e[idx.numel() :]
-                    loss = _batch_loss(config, network, miner, e, y) + config.instance_weight * (
-                        multiple_negatives_ranking_loss(e, e2, scale=config.instance_scale, symmetric=True)
+                    views = multiple_negatives_ranking_loss(
+                        e, e2, scale=config.instance_scale, labels=y, symmetric=True
                     )
+                    if config.loss == "views":
+                        loss = views
+                    else:
+                        loss = _batch_loss(config, network, miner, e, y) + config.instance_weight * views
                 else:
                     loss = _batch_loss(config, network, miner, e, y)
                 if not torch.isfinite(loss):

@@ -113,7 +113,7 @@ class BatchHardMiner(BaseMiner):
     produces = "triplets"
 
     def _mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = self.distance.pairwise(embeddings)
+        d = self.distance.ranking_pairwise(embeddings)
         pos, neg = class_masks(labels)
         valid = pos.any(1) & neg.any(1)
         if not bool(valid.any()):
@@ -130,27 +130,41 @@ class SemiHardMiner(BaseMiner):
     This is FaceNet's semi-hard rule as TensorFlow Addons implements it: the chosen
     negative satisfies d(a, p) < d(a, n), and when no negative is farther than the
     positive, the farthest negative is used. One triplet per ordered positive pair.
-    The search is a row-wise sort plus ``searchsorted``: O(N^2 log N) time and O(N^2)
-    memory, where enumerating all triplets costs O(N^3).
+
+    Two exact strategies, chosen by the number P of positive pairs: with few positives
+    per anchor (P <= 8 N, the m-per-class case) a masked row minimum over chunks of N
+    pairs, O(P N) time; otherwise a row-wise sort plus ``searchsorted``, O(N^2 log N).
+    Both use O(N^2) memory, where enumerating all triplets costs O(N^3).
     """
 
     name = "semi_hard"
     produces = "triplets"
 
     def _mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = self.distance.pairwise(embeddings)
+        d = self.distance.ranking_pairwise(embeddings)
         pos, neg = class_masks(labels)
         n_neg = neg.sum(1)
         pos = pos & (n_neg > 0)[:, None]
         a, p = pos.nonzero(as_tuple=True)
         if a.numel() == 0:
             return _empty_triplets(embeddings.device)
+        n = embeddings.shape[0]
+        farthest = d.masked_fill(~neg, float("-inf")).argmax(1)
+        if a.numel() <= 8 * n:
+            chosen = torch.empty_like(a)
+            inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+            for s in range(0, a.numel(), n):
+                aa, pp = a[s : s + n], p[s : s + n]
+                rows = d[aa]
+                ok = neg[aa] & (rows > d[aa, pp][:, None])
+                val, idx = torch.where(ok, rows, inf).min(1)
+                chosen[s : s + n] = torch.where(torch.isinf(val), farthest[aa], idx)
+            return Triplets(a, p, chosen)
         neg_sorted, order = d.masked_fill(~neg, float("inf")).sort(dim=1)
         # first negative strictly farther than d(a, j), for every j of every row
         first_farther = torch.searchsorted(neg_sorted, d.contiguous(), right=True)
         k = first_farther[a, p]
-        k = torch.where(k < n_neg[a], k, n_neg[a] - 1)
-        return Triplets(a, p, order[a, k])
+        return Triplets(a, p, torch.where(k < n_neg[a], order[a, k.clamp_max(n - 1)], farthest[a]))
 
 
 MINERS: dict[str, type[BaseMiner]] = {

@@ -192,3 +192,53 @@ def test_demo_command(tmp_path: Path) -> None:
     assert m["model"]["one_shot_accuracy"] > m["baseline"]["one_shot_accuracy"]
     for f in ("roc.png", "distances.png", "embeddings.png", "model/config.json"):
         assert (out / f).is_file(), f
+
+
+def test_calibrate_then_evaluate_and_compare(tmp_path: Path) -> None:
+    tr = make_image_folder(tmp_path / "tr", classes=6, per_class=6)
+    va = make_image_folder(tmp_path / "va", classes=4, per_class=6, seed=1)
+    te = make_image_folder(tmp_path / "te", classes=6, per_class=5, seed=2)
+    out = tmp_path / "run"
+    assert run("train", "--data", tr, "--out", out, *FAST).exit_code == 0
+    model = out / "model"
+    # before calibration: no decision
+    r = run("compare", model, te / "class0" / "0.png", te / "class0" / "1.png", "--json")
+    assert json.loads(r.stdout)["same"] is None
+    r = run("calibrate", model, "--data", va, "--method", "accuracy", "--confidence", "isotonic")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((model / "calibration.json").read_text())
+    assert cal["fitted_on"] == str(va.resolve())
+    # reporting on the calibration split is refused
+    assert_clean_error(run("evaluate", model, "--data", va, "--out", tmp_path / "rep0"), "fitted on")
+    r = run("evaluate", model, "--data", te, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["at_threshold"]["threshold"] == cal["threshold"]
+    assert "calibration fitted on" in m["at_threshold"]["source"]
+    assert m["split"]["data"] == str(te.resolve())
+    assert m["verification"]["num_positive"] == 6 * 10 and m["verification"]["num_negative"] == 15 * 25
+    assert "5_way_1_shot" in m and "retrieval" in m and "baseline" in m
+    for f in ("report.md", "roc.png", "det.png", "distances.png", "confusion.png", "embeddings.png"):
+        assert (tmp_path / "rep" / f).is_file(), f
+    r = run("compare", model, te / "class0" / "0.png", te / "class0" / "1.png", "--json")
+    res = json.loads(r.stdout)
+    assert res["threshold"] == cal["threshold"] and res["same"] == (res["distance"] <= cal["threshold"])
+    assert 0.0 <= res["confidence"] <= 1.0
+    # a calibration from another model's weights is refused
+    other = tmp_path / "run2"
+    assert run("train", "--data", tr, "--out", other, *FAST, "--seed", "5").exit_code == 0
+    (other / "model" / "calibration.json").write_text((model / "calibration.json").read_text())
+    assert_clean_error(run("compare", other / "model", te / "class0" / "0.png", te / "class0" / "1.png"), "not for this model")
+
+
+def test_evaluate_pair_csv(tmp_path: Path) -> None:
+    tr = make_image_folder(tmp_path / "tr", classes=4, per_class=6)
+    out = tmp_path / "run"
+    assert run("train", "--data", tr, "--out", out, *FAST).exit_code == 0
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("path_a,path_b,same\ntr/class0/0.png,tr/class0/1.png,1\ntr/class0/0.png,tr/class1/0.png,0\n"
+                   "tr/class2/0.png,tr/class2/3.png,1\ntr/class3/0.png,tr/class1/2.png,0\n")
+    r = run("evaluate", out / "model", "--data", csv, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["verification"]["num_pairs"] == 4

@@ -14,6 +14,7 @@ another format version, an unknown encoder, or weights that do not fit the recip
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,7 @@ __all__ = [
     "save_model",
     "load_model",
     "read_config",
+    "file_fingerprint",
     "write_json_atomic",
     "save_state_dict",
     "load_state_dict",
@@ -103,8 +105,19 @@ def save_model(network: SiameseNetwork, path: str | Path, *, extra: dict[str, An
         "extra": extra or {},
     }
     save_state_dict(network.state_dict(), path / WEIGHTS, metadata={"format": FORMAT})
+    config["fingerprint"] = file_fingerprint(path / WEIGHTS)
     write_json_atomic(path / CONFIG, config)
+    network.fingerprint = config["fingerprint"]  # type: ignore[assignment]
     return path
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes, as ``"sha256:<hex>"`` (identifies a model's weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -161,6 +174,7 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
         first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise ModelFileError(f"the weights in {path / WEIGHTS} do not fit the network in {path / CONFIG}: {first}") from None
     network.eval()
+    network.fingerprint = config.get("fingerprint") or file_fingerprint(path / WEIGHTS)  # type: ignore[assignment]
     if device is not None:
         network.to(device)
     return network

@@ -60,6 +60,8 @@ class SiameseNetwork(nn.Module):
         self.head_type = head
         self.pair_head = nn.Linear(encoder.embedding_dim, 1) if head == "l1" else None
         self.input_spec = dict(input_spec or {})
+        #: sha256 of the weights file this network was saved to / loaded from (None: unsaved)
+        self.fingerprint: str | None = None
 
     @property
     def embedding_dim(self) -> int:

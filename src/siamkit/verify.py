@@ -1,18 +1,28 @@
-"""Compare two inputs with a trained model: distance (lower = closer) and score."""
+""""Are these two the same?": distance, score, and (once calibrated) decision and confidence.
+
+Example:
+    >>> from siamkit.verify import Verifier                     # doctest: +SKIP
+    >>> v = Verifier.from_dir("runs/faces/model")              # doctest: +SKIP
+    >>> r = v.verify_files("a.png", "b.png")                    # doctest: +SKIP
+    >>> r.same, r.confidence                                    # doctest: +SKIP
+    (True, 0.97)
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .calibration import Calibrator
 from .data.images import load_image, to_float
 from .errors import DataError
 from .io import load_model
 from .network import SiameseNetwork
 
-__all__ = ["compare_tensors", "compare_files", "load_image_for"]
+__all__ = ["PairDecision", "Verifier", "compare_tensors", "compare_files", "load_image_for"]
 
 
 def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
@@ -26,23 +36,90 @@ def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
     return load_image(path, size=(int(spec["height"]), int(spec["width"])), channels=int(spec["channels"]))
 
 
+@dataclass
+class PairDecision:
+    """The answer for one pair.
+
+    Attributes:
+        distance: lower = more similar (a pair-head model: the negative logit).
+        score: higher = more similar, in [0, 1]; a display score, not a probability.
+        same: the decision at the calibrated threshold (None: model not calibrated).
+        confidence: calibrated probability that the pair is the same (None: not calibrated).
+        threshold: the calibrated distance threshold (accept when distance <= threshold).
+    """
+
+    distance: float
+    score: float
+    same: bool | None = None
+    confidence: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Verifier:
+    """A network plus its calibration: pairs in, :class:`PairDecision` out.
+
+    Args:
+        network: a trained :class:`SiameseNetwork` (put in eval mode).
+        calibrator: a fitted :class:`~siamkit.calibration.Calibrator`, or None (then
+            decisions and confidences are None).
+    """
+
+    def __init__(self, network: SiameseNetwork, calibrator: Calibrator | None = None) -> None:
+        self.network = network.eval()
+        self.calibrator = calibrator
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> "Verifier":
+        """Load a model folder and its ``calibration.json`` if there is one (checked
+        against the model's fingerprint)."""
+        network = load_model(model_dir)
+        cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
+        return cls(network, cal)
+
+    def distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Distances of paired batches (B, ...) x (B, ...) -> (B,); uint8 is scaled to [0, 1]."""
+        with torch.no_grad():
+            return self.network.pair_distance(to_float(a), to_float(b))
+
+    def decide(self, distances: torch.Tensor) -> list[PairDecision]:
+        d = distances.detach().cpu().double()
+        scores = self.network.distance_to_score(d).tolist()
+        out = []
+        for i, dist in enumerate(d.tolist()):
+            r = PairDecision(distance=dist, score=float(scores[i]))
+            if self.calibrator is not None:
+                r.same = bool(self.calibrator.decide([dist])[0])
+                r.confidence = float(self.calibrator.confidence([dist])[0])
+                r.threshold = float(self.calibrator.threshold_)
+            out.append(r)
+        return out
+
+    def verify(self, a: torch.Tensor, b: torch.Tensor) -> PairDecision:
+        """One pair of inputs (C, H, W) or (F,), uint8 or float."""
+        return self.decide(self.distances(a[None], b[None]))[0]
+
+    def verify_files(self, path_a: str | Path, path_b: str | Path) -> PairDecision:
+        return self.verify(load_image_for(self.network, path_a), load_image_for(self.network, path_b))
+
+
 def compare_tensors(network: SiameseNetwork, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(distance, score) of two single inputs (C, H, W), uint8 or float in [0, 1]."""
-    network.eval()
-    with torch.no_grad():
-        x1, x2 = to_float(a)[None], to_float(b)[None]
-        d = network.pair_distance(x1, x2)
-        return float(d[0]), float(network.distance_to_score(d)[0])
+    """(distance, score) of two single inputs, uint8 or float in [0, 1]."""
+    r = Verifier(network).verify(a, b)
+    return r.distance, r.score
 
 
 def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
-    """Compare two image files with the model in ``model_dir``.
+    """Compare two image files with the model in ``model_dir`` (calibrated if it has a
+    ``calibration.json``).
 
     Returns:
-        {"distance", "score", "distance_kind", "decision", "threshold"}; decision and
-        threshold are None until the model has a calibration.
+        {"distance", "score", "same", "confidence", "threshold", "distance_kind"}.
     """
-    network = load_model(model_dir)
-    d, s = compare_tensors(network, load_image_for(network, path_a), load_image_for(network, path_b))
-    kind = "negative pair-head logit" if network.pair_head is not None else f"{network.distance.name} distance"
-    return {"distance": d, "score": s, "distance_kind": kind, "decision": None, "threshold": None}
+    v = Verifier.from_dir(model_dir)
+    r = v.verify_files(path_a, path_b).to_dict()
+    net = v.network
+    r["distance_kind"] = "negative pair-head logit" if net.pair_head is not None else f"{net.distance.name} distance"
+    return r

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 from ..distances import BaseDistance, get_distance
 from ..tuples import all_pairs, check_labels
+from .verification import equal_error_rate
 
 __all__ = ["labelled_pair_distances", "verification_metrics", "VerificationResult", "n_way_k_shot_accuracy"]
 
@@ -78,13 +79,9 @@ def verification_metrics(distances: torch.Tensor | np.ndarray, same: torch.Tenso
         raise ValueError(f"ROC needs both genuine and impostor pairs, got {n_pos} genuine and {n_neg} impostor")
     if not np.isfinite(d).all():
         raise ValueError("distances contain NaN or infinity")
-    score = -d
-    auc = float(roc_auc_score(y, score))
-    fpr, tpr, thr = roc_curve(y, score)
-    fnr = 1 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
-    eer = float((fpr[i] + fnr[i]) / 2)
-    return VerificationResult(auc, eer, float(-thr[i]), n_pos, n_neg)
+    auc = float(roc_auc_score(y, -d))
+    eer, threshold = equal_error_rate(d, y)
+    return VerificationResult(auc, eer, threshold, n_pos, n_neg)
 
 
 def n_way_k_shot_accuracy(

@@ -1,0 +1,479 @@
+"""Decision threshold and confidence fitted on a validation split, saved with the model.
+
+A :class:`Calibrator` turns a pair distance (lower = closer) into
+
+- a *decision*: same when ``distance <= threshold_``;
+- a *confidence*: the probability that the pair is the same, fitted either with Platt
+  scaling (a logistic curve in the distance) or with isotonic regression (a
+  non-increasing, piecewise-linear curve through the data).
+
+It is fitted on a labelled split that the model did not train on, remembers that split's
+name, and refuses to report metrics on it (:meth:`Calibrator.check_not_fitted_on`).
+It is saved as ``calibration.json`` next to the model's ``config.json``.
+
+Example:
+    >>> import numpy as np
+    >>> from siamkit.calibration import Calibrator
+    >>> d = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    >>> same = np.array([True, True, True, False, False, False])
+    >>> cal = Calibrator(threshold_method="eer").fit(d, same, split_name="val")
+    >>> cal.threshold_
+    0.5
+    >>> cal.decide([0.4, 0.6]).tolist()
+    [True, False]
+    >>> bool(cal.confidence([0.1])[0] > 0.5 > cal.confidence([0.9])[0])
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+
+from . import __version__
+from .errors import ModelFileError, SiamkitError
+from .evaluation.verification import (
+    _as_distances,
+    _as_pairs,
+    _count_curve,
+    _eer_from_counts,
+    _gap_midpoint,
+    _tar_at_far_from_counts,
+)
+from .io import write_json_atomic
+
+__all__ = [
+    "Calibrator",
+    "CalibrationError",
+    "NotFittedError",
+    "SplitLeakageError",
+    "CALIBRATION_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+FORMAT = "siamkit-calibration"
+FORMAT_VERSION = 1
+
+THRESHOLD_METHODS = ("eer", "accuracy", "far")
+CONFIDENCE_METHODS = ("platt", "isotonic")
+
+
+class CalibrationError(SiamkitError):
+    """A calibrator cannot be fitted or used as asked."""
+
+
+class NotFittedError(CalibrationError):
+    """The calibrator is used before :meth:`Calibrator.fit` (or loading)."""
+
+
+class SplitLeakageError(CalibrationError):
+    """Metrics were asked for on the split the calibrator was fitted on."""
+
+
+# --------------------------------------------------------------------------- Platt
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _platt_targets(same: np.ndarray) -> np.ndarray:
+    """Platt's smoothed targets: (N+ + 1)/(N+ + 2) for genuine, 1/(N- + 2) for impostor."""
+    n_pos = int(same.sum())
+    n_neg = int(same.size - n_pos)
+    return np.where(same, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
+def _platt_fit(d: np.ndarray, same: np.ndarray, *, max_iter: int = 100) -> tuple[float, float]:
+    """Fit ``p(same | d) = sigmoid(a * d + b)`` by Newton's method.
+
+    Follows Platt (1999) as improved by Lin, Lin & Weng (2007): the 0/1 labels are replaced
+    by the smoothed targets of :func:`_platt_targets`, which keeps ``a`` and ``b`` finite
+    even when the classes are perfectly separated. The distance is standardised for the
+    solve and the coefficients mapped back. ``a`` is kept <= 0 (confidence never rises
+    with the distance).
+
+    Returns:
+        ``(a, b)``.
+    """
+    t = _platt_targets(same)
+    mu = float(d.mean())
+    sd = float(d.std())
+    prior = float(np.log(t.mean() / (1.0 - t.mean())))
+    if not sd > 0.0:
+        return 0.0, prior
+    z = (d - mu) / sd
+    x = np.stack([z, np.ones_like(z)], axis=1)  # (P, 2)
+    n_pos = int(same.sum())
+    w = np.array([0.0, math.log((n_pos + 1.0) / (same.size - n_pos + 1.0))])
+
+    def loss(w: np.ndarray) -> float:
+        f = x @ w
+        return float((np.logaddexp(0.0, f) - t * f).sum())
+
+    current = loss(w)
+    for _ in range(max_iter):
+        p = _sigmoid(x @ w)
+        grad = x.T @ (p - t)
+        if np.abs(grad).max() < 1e-10 * same.size:
+            break
+        h = (x * (p * (1.0 - p))[:, None]).T @ x + 1e-12 * np.eye(2)
+        step = np.linalg.solve(h, grad)
+        slope = float(grad @ step)
+        size = 1.0
+        while size > 1e-10:
+            trial = w - size * step
+            new = loss(trial)
+            if new <= current - 1e-4 * size * slope:
+                break
+            size /= 2.0
+        else:
+            break  # no decrease possible: converged to rounding precision
+        w, current = trial, new
+    a_z, b_z = float(w[0]), float(w[1])
+    if a_z > 0.0:
+        logger.warning(
+            "Platt scaling: genuine pairs are not closer than impostors on the fit data "
+            "(fitted slope %.3g > 0); using a constant confidence instead",
+            a_z,
+        )
+        return 0.0, prior
+    return a_z / sd, b_z - a_z * mu / sd
+
+
+# --------------------------------------------------------------------------- Calibrator
+
+
+class Calibrator:
+    """Decision threshold and confidence on pair distances (lower = closer).
+
+    Follows scikit-learn: ``__init__`` only stores its arguments; :meth:`fit` learns the
+    trailing-underscore attributes and returns ``self``.
+
+    Args:
+        threshold_method: how ``threshold_`` is chosen on the fit data:
+            ``"eer"``: the equal-error-rate threshold of
+            :func:`siamkit.evaluation.verification.equal_error_rate`;
+            ``"accuracy"``: the threshold with the highest accuracy (first best when
+            several tie, i.e. the smallest such distance; placed in the middle of the
+            gap to the next larger distance);
+            ``"far"``: the largest distance threshold whose false accept rate on the fit
+            data is <= ``target_far`` (refused when there are fewer than
+            ``ceil(1/target_far)`` impostor pairs).
+        target_far: the false accept rate of ``threshold_method="far"``.
+        confidence_method: ``"platt"``: logistic regression of same on the distance
+            (Platt scaling with smoothed targets, so separable data stays finite);
+            ``"isotonic"``: non-increasing isotonic regression, stored as its
+            breakpoints and evaluated by linear interpolation (clipped at both ends).
+
+    Attributes (after fit):
+        threshold_ (float): accept when distance <= threshold_.
+        method_ (str): the threshold method used.
+        platt_a_, platt_b_ (float): ``p(same) = sigmoid(platt_a_ * d + platt_b_)``,
+            ``platt_a_ <= 0`` (Platt only).
+        iso_x_, iso_y_ (ndarray): isotonic breakpoints, x increasing, y non-increasing
+            (isotonic only).
+        n_pos_, n_neg_ (int): genuine / impostor pairs in the fit data.
+        fitted_on_ (str): the name of the split it was fitted on.
+        model_fingerprint_ (str | None): the model it belongs to, when given.
+
+    Example:
+        >>> cal = Calibrator(threshold_method="far", target_far=1e-3, confidence_method="isotonic")
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold_method: str = "eer",
+        target_far: float = 1e-3,
+        confidence_method: str = "platt",
+    ) -> None:
+        self.threshold_method = threshold_method
+        self.target_far = target_far
+        self.confidence_method = confidence_method
+
+    def __repr__(self) -> str:
+        return (
+            f"Calibrator(threshold_method={self.threshold_method!r}, target_far={self.target_far!r}, "
+            f"confidence_method={self.confidence_method!r})"
+        )
+
+    # ----------------------------------------------------------------- fit
+
+    def _check_params(self) -> float:
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(
+                f"threshold_method must be one of {list(THRESHOLD_METHODS)}, got {self.threshold_method!r}"
+            )
+        if self.confidence_method not in CONFIDENCE_METHODS:
+            raise ValueError(
+                f"confidence_method must be one of {list(CONFIDENCE_METHODS)}, got {self.confidence_method!r}"
+            )
+        try:
+            far = float(self.target_far)
+        except (TypeError, ValueError):
+            raise ValueError(f"target_far must be a number in (0, 1), got {self.target_far!r}") from None
+        if not (0.0 < far < 1.0):
+            raise ValueError(f"target_far must be in (0, 1), got {far}")
+        return far
+
+    def fit(
+        self,
+        distances: Any,
+        same: Any,
+        split_name: str = "validation",
+        *,
+        model_fingerprint: str | None = None,
+    ) -> Calibrator:
+        """Fit the threshold and the confidence curve.
+
+        Args:
+            distances: pair distances of a held-out split, lower = closer.
+            same: True for genuine pairs.
+            split_name: the split's name; reports on it are refused afterwards.
+            model_fingerprint: identifies the model these distances came from; saved,
+                and checked by :meth:`load` when an expected fingerprint is given.
+
+        Shapes:
+            distances (P,), same (P,).
+
+        Returns:
+            self.
+
+        Raises:
+            DataError: NaN / infinite distances, bad shapes, or only one class.
+            CalibrationError: ``threshold_method="far"`` with too few impostor pairs.
+        """
+        far = self._check_params()
+        if not isinstance(split_name, str) or not split_name.strip():
+            raise ValueError(f"split_name must be a non-empty string, got {split_name!r}")
+        d, s = _as_pairs(distances, same)
+        thr, tp, fp = _count_curve(d, s)
+        n_pos, n_neg = int(tp[-1]), int(fp[-1])
+
+        if self.threshold_method == "eer":
+            threshold = _eer_from_counts(thr, tp, fp)[1]
+        elif self.threshold_method == "accuracy":
+            correct = tp + (n_neg - fp)
+            k = int(np.argmax(correct))  # first best: the smallest such threshold
+            threshold = _gap_midpoint(thr, k) if k > 0 else float(np.nextafter(thr[1], -np.inf))
+        else:
+            res = _tar_at_far_from_counts(thr, tp, fp, far)
+            if not res.resolvable:
+                raise CalibrationError(f"cannot fit a threshold at target_far={far:g}: {res.reason}")
+            threshold = res.threshold
+            if not math.isfinite(threshold):
+                # even the smallest distance has too many impostors (ties): accept nothing
+                logger.warning(
+                    "no distance threshold reaches FAR <= %g on the fit data; the threshold accepts nothing", far
+                )
+                threshold = float(np.nextafter(thr[1], -np.inf))
+
+        self.threshold_ = float(threshold)
+        self.method_ = self.threshold_method
+        if self.confidence_method == "platt":
+            self.platt_a_, self.platt_b_ = _platt_fit(d, s)
+        else:
+            iso = IsotonicRegression(increasing=False, out_of_bounds="clip", y_min=0.0, y_max=1.0)
+            iso.fit(d, s.astype(np.float64))
+            self.iso_x_ = np.asarray(iso.X_thresholds_, dtype=np.float64).copy()
+            self.iso_y_ = np.asarray(iso.y_thresholds_, dtype=np.float64).copy()
+        self.n_pos_ = n_pos
+        self.n_neg_ = n_neg
+        self.fitted_on_ = split_name
+        self.model_fingerprint_ = model_fingerprint
+        return self
+
+    # ----------------------------------------------------------------- use
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError("this Calibrator is not fitted yet: call fit() or Calibrator.load() first")
+
+    def decide(self, distances: Any) -> np.ndarray:
+        """Same-or-not decisions: ``distance <= threshold_``.
+
+        Shapes: distances (...) -> bool (...).
+        """
+        self._check_fitted()
+        return _as_distances(distances) <= self.threshold_
+
+    def confidence(self, distances: Any) -> np.ndarray:
+        """Probability that each pair is the same (higher = more similar), in [0, 1].
+
+        Shapes: distances (...) -> float64 (...).
+        """
+        self._check_fitted()
+        d = _as_distances(distances)
+        if self.confidence_method == "platt":
+            return _sigmoid(self.platt_a_ * d + self.platt_b_)
+        return np.interp(d, self.iso_x_, self.iso_y_)
+
+    def check_not_fitted_on(self, split_name: str) -> None:
+        """Refuse to report on the split the calibrator was fitted on.
+
+        Names are compared ignoring case and surrounding spaces.
+
+        Raises:
+            SplitLeakageError: ``split_name`` is the fit split.
+            NotFittedError: the calibrator is not fitted.
+        """
+        self._check_fitted()
+        if split_name.strip().lower() == self.fitted_on_.strip().lower():
+            raise SplitLeakageError(
+                f"the calibrator was fitted on split {self.fitted_on_!r}; metrics on {split_name!r} "
+                "would be optimistic: report on a different split"
+            )
+
+    # ----------------------------------------------------------------- files
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_dict` rebuilds an identical calibrator."""
+        self._check_fitted()
+        if self.confidence_method == "platt":
+            conf: dict[str, Any] = {"kind": "platt", "a": self.platt_a_, "b": self.platt_b_}
+        else:
+            conf = {"kind": "isotonic", "x": self.iso_x_.tolist(), "y": self.iso_y_.tolist()}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "siamkit_version": __version__,
+            "params": {
+                "threshold_method": self.threshold_method,
+                "target_far": float(self.target_far),
+                "confidence_method": self.confidence_method,
+            },
+            "threshold": self.threshold_,
+            "method": self.method_,
+            "confidence": conf,
+            "n_pos": self.n_pos_,
+            "n_neg": self.n_neg_,
+            "fitted_on": self.fitted_on_,
+            "model_fingerprint": self.model_fingerprint_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Calibrator:
+        """Rebuild a fitted calibrator from :meth:`to_dict` output.
+
+        Raises:
+            ModelFileError: not a siamkit calibration, another format version, or a
+                missing / invalid field (the message names it).
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ModelFileError(f"not a siamkit calibration (format is not {FORMAT!r})")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFileError(
+                f"calibration format version {version!r} (siamkit {data.get('siamkit_version')}); "
+                f"this siamkit ({__version__}) reads version {FORMAT_VERSION}"
+            )
+        try:
+            params = data["params"]
+            cal = cls(
+                threshold_method=params["threshold_method"],
+                target_far=params["target_far"],
+                confidence_method=params["confidence_method"],
+            )
+            cal._check_params()
+            cal.threshold_ = _finite(data["threshold"], "threshold")
+            cal.method_ = str(data["method"])
+            conf = data["confidence"]
+            if conf["kind"] != cal.confidence_method:
+                raise ValueError(f"confidence kind {conf['kind']!r} != confidence_method {cal.confidence_method!r}")
+            if cal.confidence_method == "platt":
+                cal.platt_a_ = _finite(conf["a"], "confidence.a")
+                cal.platt_b_ = _finite(conf["b"], "confidence.b")
+            else:
+                x = np.asarray(conf["x"], dtype=np.float64)
+                y = np.asarray(conf["y"], dtype=np.float64)
+                if x.ndim != 1 or x.shape != y.shape or x.size == 0:
+                    raise ValueError("isotonic x and y must be non-empty lists of equal length")
+                if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                    raise ValueError("isotonic points must be finite")
+                if (np.diff(x) < 0).any() or (np.diff(y) > 0).any() or y.min() < 0 or y.max() > 1:
+                    raise ValueError("isotonic x must increase and y must be non-increasing in [0, 1]")
+                cal.iso_x_, cal.iso_y_ = x, y
+            cal.n_pos_ = int(data["n_pos"])
+            cal.n_neg_ = int(data["n_neg"])
+            cal.fitted_on_ = str(data["fitted_on"])
+            fp = data.get("model_fingerprint")
+            cal.model_fingerprint_ = None if fp is None else str(fp)
+        except KeyError as e:
+            raise ModelFileError(f"calibration is missing the field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"calibration has an invalid field: {e}") from None
+        return cal
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``model_dir/calibration.json`` atomically. Returns the file's path.
+
+        Raises:
+            ModelFileError: ``model_dir`` is not an existing folder.
+        """
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ModelFileError(f"model folder {model_dir} does not exist")
+        path = model_dir / CALIBRATION_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, expected_fingerprint: str | None = None) -> Calibrator | None:
+        """Read ``model_dir/calibration.json``; None when the model has no calibration.
+
+        Args:
+            model_dir: a model folder.
+            expected_fingerprint: when given and the file records a fingerprint, they must
+                match (a calibration belongs to one model).
+
+        Raises:
+            ModelFileError: the folder does not exist, the file is damaged or from another
+                format version, or the fingerprints differ.
+        """
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ModelFileError(f"model folder {model_dir} does not exist")
+        path = model_dir / CALIBRATION_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelFileError(f"{path} is not valid JSON ({e})") from None
+        try:
+            cal = cls.from_dict(data)
+        except ModelFileError as e:
+            raise ModelFileError(f"{path}: {e}") from None
+        if (
+            expected_fingerprint is not None
+            and cal.model_fingerprint_ is not None
+            and cal.model_fingerprint_ != expected_fingerprint
+        ):
+            raise ModelFileError(
+                f"{path} was fitted for model {cal.model_fingerprint_!r}, not for this model "
+                f"({expected_fingerprint!r}); recalibrate"
+            )
+        return cal
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

@@ -1,0 +1,458 @@
+"""Offline signatures: scan preprocessing, the CEDAR-style layout, writer splits, protocol pairs.
+
+Layout (CEDAR): ``root/WRITER/genuine/*.png`` and ``root/WRITER/forged/*.png``, where the
+forgeries in ``WRITER/forged`` are skilled forgeries *of* WRITER's signature.
+
+Preprocessing (:class:`SignaturePreprocess`) turns a scan (dark ink on a light, maybe
+noisy background) into a fixed-size image with bright ink on black:
+
+1. Otsu's threshold (:func:`otsu_threshold`, numpy) separates ink from background; the
+   smaller of the two classes is the ink, so scans with bright ink also work.
+2. Optionally, ink specks (8-connected components smaller than ``min_speck_area``
+   pixels) are removed, and the background is cleaned to pure white.
+3. The image is cropped to the ink's bounding box plus a small margin, padded with
+   background to the target aspect ratio (so resizing does not distort the strokes),
+   inverted (``255 - x``: ink bright, background 0) and resized.
+
+The writer-independent protocol (Dey et al. 2017, "SigNet", on CEDAR): train and test on
+disjoint writers; per test writer, all pairs of distinct genuine signatures
+(C(24, 2) = 276 on CEDAR) are "same" and every (genuine, skilled forgery) pair
+(24 x 24 = 576) is "different" (:func:`signature_pairs`).
+
+Example:
+    >>> sig = load_signatures("data/cedar_signatures", image_size=(155, 220))  # doctest: +SKIP
+    >>> train, val, test, info = split_writers(sig, test_writers=10, seed=0)  # doctest: +SKIP
+    >>> a, b, same = signature_pairs(test.writer_labels, test.is_genuine)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from ..tuples import Pairs
+from .faces import IdentitySplit, _choose_parts
+from .images import ImageFolderDataset
+from .omniglot import _as_size, _decode_files, _images_in, _is_image, _natural_key
+
+__all__ = [
+    "otsu_threshold",
+    "SignaturePreprocess",
+    "SignatureDataset",
+    "load_signatures",
+    "split_writers",
+    "signature_pairs",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def otsu_threshold(gray: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image: the t maximising the between-class variance.
+
+    Returns:
+        t in 0..255; the two classes are ``gray <= t`` and ``gray > t``. A constant
+        image returns its value (one class is then empty).
+    """
+    gray = np.asarray(gray)
+    if gray.dtype != np.uint8:
+        raise TypeError(f"otsu_threshold takes a uint8 image, got {gray.dtype}")
+    if gray.size == 0:
+        raise ValueError("otsu_threshold got an empty image")
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    p = hist / hist.sum()
+    omega = np.cumsum(p)  # weight of class gray <= t
+    mu = np.cumsum(p * np.arange(256))
+    denom = omega * (1.0 - omega)
+    valid = denom > 1e-12
+    if not valid.any():
+        return int(gray.flat[0])
+    between = np.zeros(256)
+    between[valid] = (mu[-1] * omega[valid] - mu[valid]) ** 2 / denom[valid]
+    return int(np.argmax(between))
+
+
+def _remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """``mask`` without its 8-connected components of fewer than ``min_area`` pixels."""
+    from scipy import ndimage  # scikit-learn (a dependency) requires scipy
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = area >= min_area
+    keep[0] = False
+    return keep[lab]
+
+
+@dataclass(frozen=True)
+class SignaturePreprocess:
+    """Crop a scanned signature to its ink, keep its aspect ratio, make the ink bright.
+
+    A callable for the ``preprocess`` argument of :func:`~siamkit.data.images.load_image`
+    and ``ImageFolderDataset.from_folder``: takes and returns a PIL image in mode "L".
+
+    Args:
+        size: output (H, W): the crop is padded with background to the aspect ratio
+            W / H, then resized (bilinear, antialiased) to exactly (H, W). None = no
+            padding or resizing (the crop only).
+        margin: background kept around the ink's bounding box, as a fraction of the
+            box's longer side (at least 1 pixel when > 0).
+        min_speck_area: ink components (8-connected) smaller than this many pixels of
+            the input scan are erased before cropping; 0 or 1 = keep everything. The
+            default 4 removes scanner dust without touching the dots of an "i".
+        clean_background: set every non-ink pixel (above the Otsu threshold) to pure
+            background, so the output background is exactly 0 (inverted). Makes raw and
+            background-cleaned scans look alike.
+        invert: output ``255 - x``: bright ink on black (the usual input for networks).
+
+    Returns (when called):
+        PIL "L" image of ``size``; a scan with no ink (a constant image) gives a blank
+        background image.
+    """
+
+    size: tuple[int, int] | None = (155, 220)
+    margin: float = 0.02
+    min_speck_area: int = 4
+    clean_background: bool = True
+    invert: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            object.__setattr__(self, "size", _as_size(self.size))
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"margin must be a fraction in [0, 1), got {self.margin}")
+        if self.min_speck_area < 0:
+            raise ValueError(f"min_speck_area must be >= 0, got {self.min_speck_area}")
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if img.mode != "L":
+            img = img.convert("L")
+        a = np.asarray(img, dtype=np.uint8)
+        t = otsu_threshold(a)
+        dark = a <= t
+        n_dark = int(dark.sum())
+        if n_dark == 0 or n_dark == a.size:
+            return self._finish(np.full((1, 1), 255, dtype=np.uint8))  # no ink
+        if n_dark <= a.size - n_dark:
+            ink = dark
+        else:  # bright ink on a dark background: flip to dark-on-light first
+            ink, a = ~dark, 255 - a
+        if self.min_speck_area > 1:
+            kept = _remove_small_components(ink, self.min_speck_area)
+            if kept.any():  # only specks: keep them rather than lose the signature
+                ink = kept
+        a = np.where(ink, a, np.uint8(255)) if self.clean_background else a.copy()
+        if not self.clean_background and self.min_speck_area > 1:
+            a[(a <= t) & ~ink] = 255  # erase the removed specks
+        rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        m = 0 if self.margin == 0 else max(1, int(round(self.margin * max(r1 - r0, c1 - c0))))
+        crop = np.full((r1 - r0 + 2 * m, c1 - c0 + 2 * m), 255, dtype=np.uint8)
+        crop[m : m + r1 - r0, m : m + c1 - c0] = a[r0:r1, c0:c1]
+        return self._finish(crop)
+
+    def _finish(self, crop: np.ndarray) -> Image.Image:
+        if self.size is not None:
+            h, w = crop.shape
+            th, tw = self.size
+            if w * th < tw * h:  # too narrow: pad left and right
+                new_h, new_w = h, max(w, int(round(h * tw / th)))
+            else:  # too flat: pad top and bottom
+                new_h, new_w = max(h, int(round(w * th / tw))), w
+            canvas = np.full((new_h, new_w), 255, dtype=np.uint8)
+            top, left = (new_h - h) // 2, (new_w - w) // 2
+            canvas[top : top + h, left : left + w] = crop
+            crop = canvas
+        if self.invert:
+            crop = 255 - crop
+        out = Image.fromarray(np.ascontiguousarray(crop), mode="L")
+        if self.size is not None and out.size != (self.size[1], self.size[0]):
+            out = out.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        return out
+
+
+@dataclass
+class SignatureDataset:
+    """Signature images with their writer and genuine / forged flag.
+
+    Attributes:
+        images: uint8 (N, 1, H, W).
+        writer_labels: int64 (N,), index into ``writers``; a forgery carries the label
+            of the writer whose signature it imitates.
+        is_genuine: bool (N,): True = genuine, False = skilled forgery.
+        writers: writer folder names (natural order: 1, 2, ..., 10).
+        paths: the file of each image.
+    """
+
+    images: torch.Tensor
+    writer_labels: torch.Tensor
+    is_genuine: torch.Tensor
+    writers: list[str]
+    paths: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4:
+            raise DataError(f"images must be (N, C, H, W), got {tuple(self.images.shape)}")
+        if self.writer_labels.shape != (n,) or self.is_genuine.shape != (n,):
+            raise DataError(
+                f"{n} images but writer_labels {tuple(self.writer_labels.shape)} and is_genuine {tuple(self.is_genuine.shape)}"
+            )
+        if self.is_genuine.dtype != torch.bool:
+            raise DataError(f"is_genuine must be a bool tensor, got {self.is_genuine.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def subset(self, writer_ids: Sequence[int]) -> "SignatureDataset":
+        """The images of the given writers, relabelled 0..k-1 in the given order."""
+        ids = torch.as_tensor(list(writer_ids), dtype=torch.long)
+        remap = torch.full((len(self.writers),), -1, dtype=torch.long)
+        remap[ids] = torch.arange(ids.numel())
+        new = remap[self.writer_labels]
+        keep = new >= 0
+        idx = keep.nonzero(as_tuple=True)[0].tolist()
+        return SignatureDataset(
+            images=self.images[keep],
+            writer_labels=new[keep],
+            is_genuine=self.is_genuine[keep],
+            writers=[self.writers[i] for i in ids.tolist()],
+            paths=[self.paths[i] for i in idx] if self.paths else [],
+        )
+
+    def genuine_only(self) -> ImageFolderDataset:
+        """The genuine signatures as an :class:`ImageFolderDataset` (class = writer), for
+        training with class-based samplers and losses (forgeries are not a class)."""
+        keep = self.is_genuine
+        idx = keep.nonzero(as_tuple=True)[0].tolist()
+        return ImageFolderDataset(
+            images=self.images[keep],
+            labels=self.writer_labels[keep],
+            classes=list(self.writers),
+            paths=[self.paths[i] for i in idx] if self.paths else [],
+        )
+
+
+def load_signatures(
+    root: str | Path,
+    image_size: int | tuple[int, int] = (155, 220),
+    preprocess: bool | Callable[[Image.Image], Image.Image] = True,
+    *,
+    writers: Sequence[str] | None = None,
+    genuine_dir: str = "genuine",
+    forged_dir: str = "forged",
+    require_forged: bool = True,
+    workers: int = 2,
+    progress: bool = False,
+) -> SignatureDataset:
+    """Read ``root/WRITER/genuine/*`` and ``root/WRITER/forged/*`` (CEDAR layout).
+
+    Args:
+        root: the folder of writer folders.
+        image_size: output (H, W) (or a side); (155, 220) is SigNet's input size.
+        preprocess: True = :class:`SignaturePreprocess` with ``size=image_size`` (Otsu,
+            crop, pad to aspect, bright ink on black); False = plain resize of the scan
+            (aspect not kept, dark ink on white); or any callable on a PIL "L" image.
+        writers: load only these writer folders; None = all.
+        genuine_dir, forged_dir: sub-folder names.
+        require_forged: refuse a writer without a forged folder (False: allowed, the
+            writer then has genuine signatures only).
+        workers: decoding threads (scans are large, so threads help here).
+        progress: show a progress bar (only when stderr is a terminal).
+
+    Returns:
+        :class:`SignatureDataset`: images (N, 1, H, W) uint8, writer_labels (N,),
+        is_genuine (N,) bool, writers, paths; per writer the genuine files come first,
+        then the forgeries, each in natural name order.
+
+    Raises:
+        DataError: missing folder, no writer folders, a writer folder without
+            ``genuine/`` (or ``forged/`` when required) or with an empty one, unknown
+            writer names, an unreadable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"signature folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
+    size = _as_size(image_size)
+    assert size is not None
+    if root.joinpath(genuine_dir).is_dir():
+        raise DataError(
+            f"{root} has a {genuine_dir}/ folder itself: it looks like one writer's folder; "
+            f"pass the folder that holds the writer folders ({root.parent})"
+        )
+    w_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _natural_key(p.name))
+    if not w_dirs:
+        raise DataError(f"signature folder {root} has no writer folders (layout WRITER/{genuine_dir}/*, WRITER/{forged_dir}/*)")
+    if writers is not None:
+        names = [d.name for d in w_dirs]
+        unknown = [w for w in writers if w not in names]
+        if unknown:
+            raise DataError(f"writer(s) {unknown} not found in {root}; available: {names[:10]}{' ...' if len(names) > 10 else ''}")
+        wanted = set(writers)
+        w_dirs = [d for d in w_dirs if d.name in wanted]
+    files: list[Path] = []
+    w_labels: list[int] = []
+    genuine: list[bool] = []
+    for w_i, w_dir in enumerate(w_dirs):
+        g_dir, f_dir = w_dir / genuine_dir, w_dir / forged_dir
+        if not g_dir.is_dir():
+            inside = sorted(p.name for p in w_dir.iterdir())[:5]
+            raise DataError(
+                f"writer folder {w_dir} has no {genuine_dir}/ sub-folder (found {inside}); the layout must be "
+                f"WRITER/{genuine_dir}/*.png and WRITER/{forged_dir}/*.png"
+            )
+        g_files = _images_in(g_dir)
+        if not g_files:
+            raise DataError(f"{g_dir} has no images")
+        f_files: list[Path] = []
+        if f_dir.is_dir():
+            f_files = _images_in(f_dir)
+            if not f_files:
+                raise DataError(f"{f_dir} has no images")
+        elif require_forged:
+            raise DataError(
+                f"writer folder {w_dir} has no {forged_dir}/ sub-folder (skilled forgeries); "
+                "pass require_forged=False to load writers with genuine signatures only"
+            )
+        loose = [p.name for p in w_dir.iterdir() if _is_image(p)]
+        if loose:
+            logger.warning("ignoring %d image(s) directly in %s (e.g. %s)", len(loose), w_dir, loose[0])
+        files += g_files + f_files
+        w_labels += [w_i] * (len(g_files) + len(f_files))
+        genuine += [True] * len(g_files) + [False] * len(f_files)
+    if preprocess is True:
+        fn: Callable[[Image.Image], Image.Image] | None = SignaturePreprocess(size=size)
+    elif preprocess is False or preprocess is None:
+        fn = None
+    elif callable(preprocess):
+        fn = preprocess
+    else:
+        raise TypeError(f"preprocess must be a bool or a callable, got {type(preprocess).__name__}")
+    images = _decode_files(files, size=size, channels=1, preprocess=fn, workers=workers, progress=progress, desc="signatures")
+    logger.info("signatures: %d images of %d writers from %s", len(files), len(w_dirs), root)
+    return SignatureDataset(
+        images=images,
+        writer_labels=torch.tensor(w_labels, dtype=torch.long),
+        is_genuine=torch.tensor(genuine, dtype=torch.bool),
+        writers=[d.name for d in w_dirs],
+        paths=files,
+    )
+
+
+def split_writers(
+    dataset: SignatureDataset,
+    test_writers: int | Sequence[str],
+    val_writers: int | Sequence[str] = 0,
+    seed: int = 0,
+) -> IdentitySplit:
+    """Writer-independent split: train / val / test parts with disjoint writers.
+
+    Args:
+        dataset: from :func:`load_signatures`.
+        test_writers: writer names (honoured exactly) or a count drawn at random.
+        val_writers: the same for validation, drawn from the rest; 0 = none.
+        seed: seeds the random draws (test first, then val).
+
+    Returns:
+        ``IdentitySplit(train, val, test, info)`` of :class:`SignatureDataset` parts
+        (writers relabelled 0..k-1) and a JSON-able ``info`` with the writer names of
+        each part, the seed and image counts.
+
+    Raises:
+        DataError: unknown or repeated names, or no writer left for training.
+    """
+    train_ids, val_ids, test_ids, info = _choose_parts(dataset.writers, test_writers, val_writers, seed, what="writer")
+    train, val, test = (dataset.subset(ids) for ids in (train_ids, val_ids, test_ids))
+    info["num_images"] = {"train": len(train), "val": len(val), "test": len(test)}
+    return IdentitySplit(train, val, test, info)
+
+
+def signature_pairs(
+    writer_labels: torch.Tensor,
+    is_genuine: torch.Tensor,
+    *,
+    writers: Sequence[int] | None = None,
+    max_pairs_per_writer: int | None = None,
+    seed: int = 0,
+) -> Pairs:
+    """The verification protocol's pairs, writer by writer (never across writers).
+
+    Per writer with G genuine signatures and F skilled forgeries:
+
+    - same = True: every unordered pair of distinct genuine signatures, the one earlier
+      in the dataset as ``a`` (the reference): G (G - 1) / 2 pairs (276 on CEDAR).
+    - same = False: every (genuine reference ``a``, forgery ``b``) pair: G x F pairs
+      (576 on CEDAR), as in SigNet (Dey et al. 2017).
+
+    Random forgeries (other writers' genuine signatures) are not included.
+
+    Args:
+        writer_labels: int (N,), writer of each image (a forgery: the imitated writer).
+        is_genuine: bool (N,).
+        writers: the writer labels to build pairs for; None = all present.
+        max_pairs_per_writer: at most this many pairs per writer, a seeded random
+            subset, split as evenly as possible between same and different pairs (the
+            kind with fewer pairs keeps all of them and the other fills the rest).
+        seed: seeds that subsampling.
+
+    Returns:
+        :class:`~siamkit.tuples.Pairs` ``(a, b, same)``: int64 (P,), int64 (P,), bool
+        (P,), grouped by writer (ascending label), same pairs first.
+    """
+    writer_labels = torch.as_tensor(writer_labels)
+    is_genuine = torch.as_tensor(is_genuine)
+    if writer_labels.ndim != 1 or writer_labels.is_floating_point() or writer_labels.dtype == torch.bool:
+        raise TypeError(f"writer_labels must be a 1-D integer tensor, got {writer_labels.dtype} {tuple(writer_labels.shape)}")
+    if is_genuine.dtype != torch.bool or is_genuine.shape != writer_labels.shape:
+        raise TypeError(
+            f"is_genuine must be a bool tensor shaped like writer_labels {tuple(writer_labels.shape)}, "
+            f"got {is_genuine.dtype} {tuple(is_genuine.shape)}"
+        )
+    if max_pairs_per_writer is not None and max_pairs_per_writer < 2:
+        raise ValueError(f"max_pairs_per_writer must be >= 2, got {max_pairs_per_writer}")
+    present = writer_labels.unique().tolist()
+    todo = present if writers is None else [int(w) for w in writers]
+    missing = sorted(set(todo) - set(present))
+    if missing:
+        raise DataError(f"writer label(s) {missing} have no images")
+    g = torch.Generator().manual_seed(seed)
+    parts_a: list[torch.Tensor] = []
+    parts_b: list[torch.Tensor] = []
+    parts_s: list[torch.Tensor] = []
+    empty = torch.zeros(0, dtype=torch.long)
+    for w in sorted(set(todo)):
+        mine = writer_labels == w
+        gen = (mine & is_genuine).nonzero(as_tuple=True)[0]
+        forg = (mine & ~is_genuine).nonzero(as_tuple=True)[0]
+        if gen.numel() >= 2:
+            ga, gb = torch.combinations(gen, 2).unbind(1)
+        else:
+            ga = gb = empty
+        fa = gen.repeat_interleave(forg.numel())
+        fb = forg.repeat(gen.numel())
+        if max_pairs_per_writer is not None and ga.numel() + fa.numel() > max_pairs_per_writer:
+            n_same = min(ga.numel(), max(max_pairs_per_writer // 2, max_pairs_per_writer - fa.numel()))
+            n_diff = min(fa.numel(), max_pairs_per_writer - n_same)
+            ks = torch.randperm(ga.numel(), generator=g)[:n_same].sort().values
+            kd = torch.randperm(fa.numel(), generator=g)[:n_diff].sort().values
+            ga, gb, fa, fb = ga[ks], gb[ks], fa[kd], fb[kd]
+        if gen.numel() < 2:
+            logger.warning("writer %d has %d genuine signature(s): no genuine pairs", w, gen.numel())
+        parts_a += [ga, fa]
+        parts_b += [gb, fb]
+        parts_s += [torch.ones(ga.numel(), dtype=torch.bool), torch.zeros(fa.numel(), dtype=torch.bool)]
+    if not parts_a:
+        return Pairs(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
+    return Pairs(torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_s))

@@ -147,3 +147,13 @@ def test_bf16_and_channels_last_train() -> None:
     x, y = toy()
     r = fit(x, y, small(precision="bf16", channels_last=True))
     assert all(h["train_loss"] == h["train_loss"] for h in r.history)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "binary"])
+def test_pair_batching_learns(loss: str) -> None:
+    x, y = toy()
+    r = fit(x, y, small(batching="pairs", loss=loss, miner=None, epochs=8, batch_size=16, margin=1.0))
+    hist = [h["train_loss"] for h in r.history]
+    assert hist[-1] < hist[0], hist
+    with pytest.raises(SiamkitError, match="pair batches"):
+        TrainConfig(batching="pairs", loss="triplet")

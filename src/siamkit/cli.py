@@ -115,6 +115,7 @@ def train(
     loss: str = typer.Option("triplet", help="contrastive, triplet, binary (Koch pair head), mnr, views."),
     miner: Optional[str] = typer.Option(None, help="all_pairs, hard_pairs, batch_hard, semi_hard (default: by loss)."),
     margin: float = typer.Option(0.2, help="Triplet margin / contrastive negative margin."),
+    batching: str = typer.Option("classes", help="classes (m-per-class batches, mined) or pairs (random genuine/impostor pairs)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     m_per_class: int = typer.Option(4, help="Images per class in a batch."),
     epochs: int = typer.Option(20, help="Epochs."),
@@ -167,7 +168,7 @@ def train(
             enc_kwargs["dropout"] = dropout
         config = TrainConfig(
             encoder=encoder, encoder_kwargs=enc_kwargs, embedding_dim=embedding_dim or None, normalize=normalize,
-            distance=distance, loss=loss, miner=miner, margin=margin, batch_size=batch_size, m_per_class=m_per_class,
+            distance=distance, loss=loss, miner=miner, margin=margin, batching=batching, batch_size=batch_size, m_per_class=m_per_class,
             epochs=epochs, steps_per_epoch=steps_per_epoch, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
             schedule=schedule, step_size=step_size, gamma=gamma, grad_clip=grad_clip, augment=augment,
             rotation=rotation, fill=fill, val_fraction=val_fraction, patience=patience, precision=precision,

@@ -42,7 +42,11 @@ class TrainConfig:
             training classes. instance_scale: the views term's similarity scale.
 
     Batches and schedule:
-        batch_size, m_per_class: batches of batch_size // m classes x m samples.
+        batching: "classes" (batches of batch_size // m_per_class classes x
+            m_per_class samples, mined in the batch) or "pairs" (batch_size // 2 random
+            pairs, half genuine, half impostor: the classic tutorial setup; contrastive
+            or binary loss only, no miner).
+        batch_size, m_per_class: images per batch; samples per class (classes batching).
         epochs, steps_per_epoch (None = len(train) // batch_size).
         optimizer: adam or adamw; lr, weight_decay, schedule (cosine, step, none),
         step_size / gamma (step schedule), grad_clip (max gradient norm, None = off).
@@ -75,6 +79,7 @@ class TrainConfig:
     instance_weight: float = 0.0
     instance_scale: float = 10.0
 
+    batching: str = "classes"
     batch_size: int = 64
     m_per_class: int = 4
     epochs: int = 20
@@ -105,7 +110,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.scale, list):
             self.scale = tuple(self.scale)  # type: ignore[assignment]
-        if self.miner is None:
+        if self.miner is None and self.batching != "pairs":
             self.miner = {"triplet": "batch_hard", "contrastive": "all_pairs", "binary": "all_pairs"}.get(
                 self.loss
             )
@@ -117,13 +122,22 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise SiamkitError(f"invalid training option: {msg}")
 
-        if self.loss not in ("contrastive", "triplet", "binary", "mnr", "views"):
+        if self.batching not in ("classes", "pairs"):
+            bad(f"batching {self.batching!r}; choose classes or pairs")
+        if self.batching == "pairs":
+            if self.loss not in ("contrastive", "binary"):
+                bad(f"pair batches train the contrastive or binary loss, not {self.loss!r}")
+            if self.miner is not None:
+                bad("pair batches are used as given: set no miner")
+            if self.instance_weight:
+                bad("pair batches do not combine with instance_weight")
+        elif self.loss not in ("contrastive", "triplet", "binary", "mnr", "views"):
             bad(f"loss {self.loss!r}; choose contrastive, triplet, binary, mnr or views")
         if self.miner is not None and self.miner not in MINERS:
             bad(f"miner {self.miner!r}; choose one of {sorted(MINERS)}")
         if self.loss == "triplet" and self.miner not in _TRIPLET_MINERS:
             bad(f"the triplet loss needs a triplet miner ({sorted(_TRIPLET_MINERS)}), got {self.miner!r}")
-        if self.loss in ("contrastive", "binary") and self.miner not in _PAIR_MINERS:
+        if self.loss in ("contrastive", "binary") and self.batching == "classes" and self.miner not in _PAIR_MINERS:
             bad(f"the {self.loss} loss needs a pair miner ({sorted(_PAIR_MINERS)}), got {self.miner!r}")
         if self.loss in ("mnr", "views") and self.miner is not None:
             bad(f"the {self.loss} loss uses in-batch negatives and takes no miner")
@@ -135,10 +149,11 @@ class TrainConfig:
             bad(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
             bad(f"batch_size must be >= 2, got {self.batch_size}")
-        if self.m_per_class < 1 or self.batch_size % self.m_per_class:
-            bad(f"batch_size {self.batch_size} must be a multiple of m_per_class {self.m_per_class}")
-        if self.batch_size // self.m_per_class < 2:
-            bad("a batch must hold at least 2 classes (batch_size // m_per_class >= 2)")
+        if self.batching == "classes":
+            if self.m_per_class < 1 or self.batch_size % self.m_per_class:
+                bad(f"batch_size {self.batch_size} must be a multiple of m_per_class {self.m_per_class}")
+            if self.batch_size // self.m_per_class < 2:
+                bad("a batch must hold at least 2 classes (batch_size // m_per_class >= 2)")
         if not self.lr > 0:
             bad(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "adamw"):

@@ -21,7 +21,7 @@ import torch
 
 from ..data.augment import RandomAffine
 from ..data.images import to_float
-from ..data.samplers import MPerClassSampler
+from ..data.samplers import BalancedPairSampler, MPerClassSampler
 from ..encoders import create_encoder
 from ..errors import DataError, ModelFileError
 from ..evaluation.metrics import verification_metrics
@@ -37,7 +37,7 @@ from ..io import (
 from ..losses import binary_pair_loss, contrastive_loss, multiple_negatives_ranking_loss, triplet_loss
 from ..miners import MINERS, BaseMiner, HardPairMiner
 from ..network import SiameseNetwork
-from ..tuples import Pairs, Triplets, all_pairs
+from ..tuples import Pairs, Triplets, all_pairs, pairs_from_pair_batch
 from .config import TrainConfig
 
 __all__ = ["fit", "FitResult", "split_by_class", "build_network", "CHECKPOINT_DIR"]
@@ -127,14 +127,22 @@ def _make_miner(config: TrainConfig, network: SiameseNetwork) -> BaseMiner | Non
 
 
 def _batch_loss(
-    config: TrainConfig, network: SiameseNetwork, miner: BaseMiner | None, e: torch.Tensor, y: torch.Tensor
+    config: TrainConfig,
+    network: SiameseNetwork,
+    miner: BaseMiner | None,
+    e: torch.Tensor,
+    y: torch.Tensor,
+    given_pairs: Pairs | None = None,
 ) -> torch.Tensor:
     if config.loss == "mnr":
         m = config.m_per_class
         e = e.view(-1, m, e.shape[1])
         return multiple_negatives_ranking_loss(e[:, 0], e[:, 1], scale=config.mnr_scale, symmetric=True)
-    assert miner is not None
-    tuples = miner.mine(e, y)
+    if given_pairs is not None:
+        tuples: Pairs | Triplets = given_pairs
+    else:
+        assert miner is not None
+        tuples = miner.mine(e, y)
     if config.loss == "triplet":
         assert isinstance(tuples, Triplets)
         return triplet_loss(e, tuples, distance=network.distance, margin=config.margin)
@@ -335,7 +343,13 @@ def fit(
     if config.channels_last and train_x.ndim == 4:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     miner = _make_miner(config, network)
-    sampler = MPerClassSampler(train_y, m=config.m_per_class, batch_size=config.batch_size)
+    sampler: MPerClassSampler | BalancedPairSampler
+    if config.batching == "pairs":
+        sampler = BalancedPairSampler(
+            train_y, batch_size=config.batch_size // 2, pairs_per_epoch=max(1, train_y.numel() // 2)
+        )
+    else:
+        sampler = MPerClassSampler(train_y, m=config.m_per_class, batch_size=config.batch_size)
     steps = config.steps_per_epoch or len(sampler)
     augment = (
         RandomAffine(
@@ -365,7 +379,13 @@ def fit(
             t0 = time.perf_counter()
             total, n_batches, n_images = 0.0, 0, 0
             batches = _take(_cycle(sampler, g), steps)
-            for idx in batches:
+            for batch in batches:
+                given_pairs: Pairs | None = None
+                if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
+                    idx = torch.cat([batch[0], batch[1]])
+                    given_pairs = pairs_from_pair_batch(batch[2])
+                else:
+                    idx = batch
                 x = to_float(train_x[idx])
                 y = train_y[idx]
                 if two_views:
@@ -387,7 +407,7 @@ def fit(
                     else:
                         loss = _batch_loss(config, network, miner, e, y) + config.instance_weight * views
                 else:
-                    loss = _batch_loss(config, network, miner, e, y)
+                    loss = _batch_loss(config, network, miner, e, y, given_pairs)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) "
@@ -456,7 +476,7 @@ def fit(
     return FitResult(network, history, best_epoch, best_metric, stopped_early)
 
 
-def _cycle(sampler: MPerClassSampler, g: torch.Generator):  # type: ignore[no-untyped-def]
+def _cycle(sampler: MPerClassSampler | BalancedPairSampler, g: torch.Generator):  # type: ignore[no-untyped-def]
     while True:
         yield from sampler.batches(g)
 

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from .augment import RandomAffine
+from .faces import IdentitySplit, load_face_folder, split_identities
 from .images import ImageFolderDataset, load_image, to_float
+from .omniglot import (
+    OmniglotDataset,
+    koch_within_alphabet_trials,
+    load_official_one_shot_runs,
+    load_omniglot,
+    official_one_shot_accuracy,
+    score_trials,
+)
 from .pairs import PairCSVDataset
 from .samplers import BalancedPairSampler, MPerClassSampler
+from .signatures import SignatureDataset, SignaturePreprocess, load_signatures, signature_pairs, split_writers
 
 __all__ = [
     "BalancedPairSampler",
+    "IdentitySplit",
     "ImageFolderDataset",
     "MPerClassSampler",
+    "OmniglotDataset",
     "PairCSVDataset",
     "RandomAffine",
+    "SignatureDataset",
+    "SignaturePreprocess",
+    "koch_within_alphabet_trials",
+    "load_face_folder",
     "load_image",
+    "load_official_one_shot_runs",
+    "load_omniglot",
+    "load_signatures",
+    "official_one_shot_accuracy",
+    "score_trials",
+    "signature_pairs",
+    "split_identities",
+    "split_writers",
     "to_float",
 ]

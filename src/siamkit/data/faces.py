@@ -22,7 +22,7 @@ import torch
 
 from ..errors import DataError
 from .images import ImageFolderDataset
-from .omniglot import _is_image
+from ._files import _is_image
 
 __all__ = ["load_face_folder", "split_identities", "IdentitySplit"]
 

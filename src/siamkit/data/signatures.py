@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from ..errors import DataError
 from ..tuples import Pairs
 from .faces import IdentitySplit, _choose_parts
 from .images import ImageFolderDataset
-from .omniglot import _as_size, _decode_files, _images_in, _is_image, _natural_key
+from ._files import _as_size, _decode_files, _images_in, _is_image, _natural_key
 
 __all__ = [
     "otsu_threshold",

@@ -129,6 +129,36 @@ def test_small_nonzero_distances_are_accurate_in_float64(name):
         torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-6, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["euclidean", "sqeuclidean"])
+def test_many_near_duplicates_match_scipy(name, dtype):
+    # a batch that is one point plus tiny noise: every pair is a near-duplicate, far more
+    # than the few a row-by-row refinement would handle (40 x 40 pairs for 80 rows)
+    c = _rand(14, 1, 16, dtype=torch.float64) * 2
+    x = (c + 1e-3 * _rand(15, 40, 16, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    d = get_distance(name).pairwise(x)
+    expected = torch.tensor(cdist(_np(x), _np(x), metric=SCIPY_METRIC[name]))
+    scale = 1e-6 if name == "euclidean" else 1e-9
+    tol = dict(rtol=1e-4, atol=scale) if dtype == torch.float32 else dict(rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(d.detach().double(), expected, **tol)
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_ranking_pairwise_has_the_order_of_pairwise(name, dtype):
+    # miners rank with ranking_pairwise: it must give the same per-row order
+    x, y = _rand(16, 12, 6, dtype=dtype), _rand(17, 30, 6, dtype=dtype)
+    dist = get_distance(name)
+    r, d = dist.ranking_pairwise(x, y), dist.pairwise(x, y)
+    assert r.shape == d.shape == (12, 30)
+    assert torch.equal(r.argsort(dim=1), d.argsort(dim=1))
+    r_self = dist.ranking_pairwise(x)
+    off = ~torch.eye(12, dtype=torch.bool)
+    assert torch.equal(r_self[off].view(12, 11).argsort(1), dist.pairwise(x)[off].view(12, 11).argsort(1))
+
+
 # ------------------------------------------------------------------ internal consistency
 
 

@@ -197,18 +197,22 @@ def test_semi_hard_fallback_when_every_negative_is_closer():
     assert got == naive.semi_hard(emb, labels)
 
 
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean"])
+@pytest.mark.parametrize("n_classes", [8, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_semi_hard_exact_ties_are_not_farther(dtype):
-    """Integer embeddings with squared Euclidean distance: exact ties everywhere.
+def test_semi_hard_exact_ties_are_not_farther(dtype, n_classes, distance):
+    """Integer embeddings: exact ties everywhere (squared distances are small integers).
 
     A negative at exactly d(a, p) is not "farther": the chosen negative must be at the
     smallest distance strictly greater than d(a, p) (or the largest, if none).
+    8 classes give few positive pairs per anchor (P <= 8N), 2 classes many (P > 8N):
+    SemiHardMiner uses a different search in each regime.
     """
     g = torch.Generator().manual_seed(9)
     emb = torch.randint(-2, 3, (40, 3), generator=g).to(dtype)
-    labels = torch.randint(0, 5, (40,), generator=g)
+    labels = torch.randint(0, n_classes, (40,), generator=g)
     d = naive.distance_matrix(emb.tolist(), "sqeuclidean")  # exact small integers
-    trip = SemiHardMiner(distance="sqeuclidean").mine(emb, labels)
+    trip = SemiHardMiner(distance=distance).mine(emb, labels)
     lab = labels.tolist()
     n_tied = 0
     for a, p, n in zip(*(t.tolist() for t in trip)):
@@ -332,6 +336,10 @@ class _GradSpy:
     def pairwise(self, x, y=None):
         self.seen.append((torch.is_grad_enabled(), x.requires_grad))
         return self.inner.pairwise(x, y)
+
+    def ranking_pairwise(self, x, y=None):
+        self.seen.append((torch.is_grad_enabled(), x.requires_grad))
+        return self.inner.ranking_pairwise(x, y)
 
 
 @pytest.mark.parametrize("name", ["hard_pairs", "batch_hard", "semi_hard"])

@@ -96,10 +96,10 @@ def class_masks(
     """
     ref = labels if ref_labels is None else ref_labels
     same = labels[:, None] == ref[None, :]
+    neg = ~same
     if ref_labels is None:
-        eye = torch.eye(labels.numel(), dtype=torch.bool, device=labels.device)
-        return same & ~eye, ~same
-    return same, ~same
+        same.fill_diagonal_(False)
+    return same, neg
 
 
 def all_pairs(labels: torch.Tensor) -> Pairs:

@@ -14,6 +14,7 @@ steps and compares 20-way one-shot accuracy on the evaluation alphabets.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -109,8 +110,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--accuracy-steps", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default); 1 is steadier on a shared machine")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     m = machine()
+    m["load_avg_start"] = os.getloadavg()[0]
     rows = []
     for side, batch, steps, alphabets in ((28, 128, 60, None), (105, 64, 12, 6)):
         ds = load("images_background", side, alphabets)
@@ -125,9 +130,11 @@ def main() -> None:
                        "data_path_img_s": path, "compute_bound_img_s": bound, "ratio": path / bound}
                 rows.append(row)
                 print(row, flush=True)
+    m["load_avg_end"] = os.getloadavg()[0]
     out = {"machine": m, "rows": rows}
     body = (
-        f"`python bench/bench_throughput.py{' --accuracy' if args.accuracy else ''}`. {machine_line(m)}\n\n"
+        f"`python bench/bench_throughput.py{' --accuracy' if args.accuracy else ''}{f' --threads {args.threads}' if args.threads else ''}`. "
+        f"{machine_line(m)} Load average {m['load_avg_start']:.1f} at the start, {m['load_avg_end']:.1f} at the end.\n\n"
         "conv4 (64 channels, batch-hard triplet, Adam) on real Omniglot images. *Data path* = `siamkit.fit` "
         "(sampling, uint8 indexing, float conversion, augmentation when on, forward, mining, loss, backward, step); "
         "*compute bound* = the same step on one float batch already in memory, measured before and after the "

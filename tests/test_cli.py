@@ -242,3 +242,15 @@ def test_evaluate_pair_csv(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert m["verification"]["num_pairs"] == 4
+
+
+def test_cli_resume_after_interruption_with_progress_flag(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["--epochs", "3", "--batch-size", "8", "--m-per-class", "2", "--val-fraction", "0"]
+    assert run("train", "--data", data, "--out", out, *args, "--no-progress").exit_code == 0
+    # a display-only flag may differ on resume (any option that changes the result may not)
+    r = run("train", "--data", data, "--out", out, "--resume", "--progress")
+    assert r.exit_code == 0, r.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]

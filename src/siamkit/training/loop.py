@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -323,7 +324,10 @@ def fit(
             raise ModelFileError("resume needs out_dir")
         st = read_checkpoint_state(out)
         saved = TrainConfig.from_dict(st["config"])
-        if saved.to_dict() != config.to_dict():
+        ignore = {"progress"}  # display only: it does not change the result
+        if {k: v for k, v in saved.to_dict().items() if k not in ignore} != {
+            k: v for k, v in config.to_dict().items() if k not in ignore
+        }:
             raise ModelFileError(f"the checkpoint in {out} was trained with other options; resume with the same ones")
         if list(st.get("sample_shape", [])) != list(train_x.shape[1:]):
             raise DataError(
@@ -451,8 +455,9 @@ def fit(
             if out is not None and ckpt is not None:
                 if improved:
                     save_model(network, out / MODEL_DIR, extra={"train_config": config.to_dict(), "epoch": epoch})
-                with (out / METRICS_FILE).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                # rewritten whole from the history (which the checkpoint also holds), so a
+                # resumed run never duplicates or drops an epoch's line
+                _write_text_atomic(out / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
                 _save_checkpoint(
                     ckpt,
                     epoch,
@@ -474,6 +479,12 @@ def fit(
         network.load_state_dict(best_state)
     network.eval()
     return FitResult(network, history, best_epoch, best_metric, stopped_early)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _cycle(sampler: MPerClassSampler | BalancedPairSampler, g: torch.Generator):  # type: ignore[no-untyped-def]

@@ -15,13 +15,17 @@ from .errors import DataError, ModelFileError, SiamkitError  # noqa: E402
 from .io import load_model, save_model  # noqa: E402
 from .network import SiameseNetwork  # noqa: E402
 from .training import TrainConfig, fit  # noqa: E402
+from .calibration import Calibrator  # noqa: E402
+from .verify import Verifier  # noqa: E402
 
 __all__ = [
+    "Calibrator",
     "DataError",
     "ModelFileError",
     "SiameseNetwork",
     "SiamkitError",
     "TrainConfig",
+    "Verifier",
     "__version__",
     "create_encoder",
     "fit",

@@ -17,8 +17,10 @@ from .network import SiameseNetwork  # noqa: E402
 from .training import TrainConfig, fit  # noqa: E402
 from .calibration import Calibrator  # noqa: E402
 from .verify import Verifier  # noqa: E402
+from .anomaly import AnomalyDetector  # noqa: E402
 
 __all__ = [
+    "AnomalyDetector",
     "Calibrator",
     "DataError",
     "ModelFileError",

@@ -28,6 +28,13 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _mount_subcommands() -> None:
+    """Command groups that live next to their library code (they import lazily)."""
+    from .anomaly_cli import anomaly_app
+
+    app.add_typer(anomaly_app, name="anomaly")
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
@@ -318,6 +325,9 @@ def evaluate(
         if "accuracy" in val:
             typer.echo(f"{k.replace('_', ' ')}: {val['accuracy']:.4f} ± {val['ci95']:.4f} (raw pixels {val['baseline_accuracy']:.4f})")
     typer.echo(f"report: {out / 'report.md'}")
+
+
+_mount_subcommands()
 
 
 def main() -> None:

@@ -18,11 +18,13 @@ from .training import TrainConfig, fit  # noqa: E402
 from .calibration import Calibrator  # noqa: E402
 from .verify import Verifier  # noqa: E402
 from .anomaly import AnomalyDetector  # noqa: E402
+from .gallery import Gallery  # noqa: E402
 
 __all__ = [
     "AnomalyDetector",
     "Calibrator",
     "DataError",
+    "Gallery",
     "ModelFileError",
     "SiameseNetwork",
     "SiamkitError",

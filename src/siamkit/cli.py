@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _mount_subcommands() -> None:
     """Command groups that live next to their library code (they import lazily)."""
     from .anomaly_cli import anomaly_app
+    from .gallery.cli import gallery_app
 
+    app.add_typer(gallery_app, name="gallery")
     app.add_typer(anomaly_app, name="anomaly")
 
 

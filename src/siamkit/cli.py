@@ -32,9 +32,14 @@ def _mount_subcommands() -> None:
     """Command groups that live next to their library code (they import lazily)."""
     from .anomaly_cli import anomaly_app
     from .gallery.cli import gallery_app
+    from .service.cli import feedback_app, finetune_command, keys_app, serve
 
     app.add_typer(gallery_app, name="gallery")
     app.add_typer(anomaly_app, name="anomaly")
+    app.command()(serve)
+    app.command("finetune")(finetune_command)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(feedback_app, name="feedback")
 
 
 def _fail(msg: str, code: int = 2) -> None:

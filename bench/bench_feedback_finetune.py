@@ -24,7 +24,7 @@ mtr = torch.isin(ds.labels, train_c); mcal = torch.isin(ds.labels, cal_c)
 xtr, ytr = ds.images[mtr], ds.labels[mtr]
 model_dir = OUT / "base"
 if not (model_dir / "config.json").exists():
-    cfg = TrainConfig(encoder="conv4", embedding_dim=64, loss="triplet", epochs=4, batch_size=64, m_per_class=4, val_fraction=0.0, patience=None, progress=False, lr=1e-3, seed=0)
+    cfg = TrainConfig(precision="fp32", encoder="conv4", embedding_dim=64, loss="triplet", epochs=4, batch_size=64, m_per_class=4, val_fraction=0.0, patience=None, progress=False, lr=1e-3, seed=0)
     res = fit(xtr, ytr, cfg)
     save_model(res.network, model_dir)
     print("trained", time.time()-t0, flush=True)

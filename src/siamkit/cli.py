@@ -148,7 +148,7 @@ def train(
     channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (colour); default: from the files."),
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
-    precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
+    precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
     seed: int = typer.Option(0, help="Random seed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal)."),

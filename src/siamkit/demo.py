@@ -67,6 +67,7 @@ def demo_config(*, epochs: int = 20, seed: int = 0, progress: bool | None = None
         schedule="cosine",
         val_fraction=0.0,
         patience=None,
+        precision="fp32",  # the recipe was chosen and measured in fp32
         seed=seed,
         progress=progress,
     )

@@ -61,8 +61,10 @@ class TrainConfig:
             AUC before stopping (None = never).
 
     Run:
-        seed, precision (fp32 or bf16 autocast), channels_last, progress (None = only
-        on a terminal).
+        seed, precision (fp32, bf16 autocast, or auto = bf16 with channels_last on CPUs
+        with native bfloat16 support, else fp32; measured here: 3.1x the images/s of
+        fp32 at 28x28 with equal Omniglot accuracy, see docs/benchmarks.md),
+        channels_last, progress (None = only on a terminal).
     """
 
     encoder: str = "conv4"
@@ -103,7 +105,7 @@ class TrainConfig:
     patience: int | None = 5
 
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool = False
     progress: bool | None = None
 
@@ -160,8 +162,8 @@ class TrainConfig:
             bad(f"optimizer {self.optimizer!r}; choose adam or adamw")
         if self.schedule not in ("cosine", "step", "none"):
             bad(f"schedule {self.schedule!r}; choose cosine, step or none")
-        if self.precision not in ("fp32", "bf16"):
-            bad(f"precision {self.precision!r}; choose fp32 or bf16")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            bad(f"precision {self.precision!r}; choose auto, fp32 or bf16")
         if not 0.0 <= self.val_fraction < 1.0:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:

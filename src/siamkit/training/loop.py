@@ -119,6 +119,18 @@ def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNe
     )
 
 
+def resolve_precision(config: TrainConfig, *, images: bool = True) -> tuple[str, bool]:
+    """(precision, channels_last) actually used: ``auto`` is bf16 autocast with
+    channels_last where the CPU has native bfloat16 kernels, fp32 elsewhere."""
+    if config.precision != "auto":
+        return config.precision, bool(config.channels_last and images)
+    try:
+        fast_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        fast_bf16 = False
+    return ("bf16", images) if fast_bf16 else ("fp32", bool(config.channels_last and images))
+
+
 def _make_miner(config: TrainConfig, network: SiameseNetwork) -> BaseMiner | None:
     if config.miner is None:
         return None
@@ -344,7 +356,8 @@ def fit(
             best_state = load_state_dict(out / MODEL_DIR / "model.safetensors")
         logger.info("resuming %s at epoch %d", out, start_epoch)
 
-    if config.channels_last and train_x.ndim == 4:
+    precision, channels_last = resolve_precision(config, images=train_x.ndim == 4)
+    if channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     miner = _make_miner(config, network)
     sampler: MPerClassSampler | BalancedPairSampler
@@ -396,9 +409,9 @@ def fit(
                     x = torch.cat([view_aug(x, g), view_aug(x, g)])
                 elif augment is not None:
                     x = augment(x, g)
-                if config.channels_last and x.ndim == 4:
+                if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with autocast_context(config.precision):
+                with autocast_context(precision):
                     e = network.embed(x)
                 e = e.float()
                 if two_views:
@@ -440,7 +453,7 @@ def fit(
             improved = False
             if has_val:
                 assert val_x is not None and val_y is not None
-                record.update(validate(network, val_x, val_y, precision=config.precision))
+                record.update(validate(network, val_x, val_y, precision=precision))
                 metric = record["val_roc_auc"]
                 if best_metric is None or (metric == metric and metric > best_metric):
                     best_metric, best_epoch, bad_epochs, improved = metric, epoch, 0, True

@@ -113,13 +113,16 @@ class BatchHardMiner(BaseMiner):
     produces = "triplets"
 
     def _mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        d = self.distance.ranking_pairwise(embeddings)
-        pos, neg = class_masks(labels)
-        valid = pos.any(1) & neg.any(1)
+        # anchors with a positive and a negative, from class counts: O(N), not O(N^2)
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        per_anchor = counts[inverse]
+        valid = (per_anchor > 1) & (per_anchor < labels.numel())
         if not bool(valid.any()):
             return _empty_triplets(embeddings.device)
+        d = self.distance.ranking_pairwise(embeddings)
+        pos, neg = class_masks(labels)
         p = d.masked_fill(~pos, float("-inf")).argmax(1)
-        n = d.masked_fill(~neg, float("inf")).argmin(1)
+        n = d.masked_fill_(~neg, float("inf")).argmin(1)  # d is ours: fill in place
         a = valid.nonzero(as_tuple=True)[0]
         return Triplets(a, p[a], n[a])
 

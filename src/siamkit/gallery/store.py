@@ -51,6 +51,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .. import __version__
+from .._sqlite import immediate_transaction
 from ..errors import SiamkitError
 
 __all__ = [
@@ -346,22 +347,11 @@ class GalleryStore:
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: BEGIN IMMEDIATE (takes the write lock up front, so two
         writers queue instead of deadlocking on a lock upgrade), COMMIT or ROLLBACK."""
-        with self._lock:
-            con = self._conn()
-            cur = con.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise GalleryError(f"gallery {self.path} is locked by another process ({e}); try again") from None
-            try:
-                yield cur
-                cur.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
+        with self._lock, immediate_transaction(
+            self._conn(),
+            lambda e: GalleryError(f"gallery {self.path} is locked by another process ({e}); try again"),
+        ) as cur:
+            yield cur
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Cursor]:

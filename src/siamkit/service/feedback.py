@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .._sqlite import immediate_transaction
 from ..errors import SiamkitError
 
 __all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "default_feedback_path"]
@@ -209,21 +210,10 @@ class FeedbackStore:
         with self._lock:
             if self._con is None:
                 raise FeedbackError(f"feedback store {self.path} is closed")
-            cur = self._con.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                cur.close()
-                raise FeedbackError(f"feedback store {self.path} is locked ({e}); try again") from None
-            try:
+            with immediate_transaction(
+                self._con, lambda e: FeedbackError(f"feedback store {self.path} is locked ({e}); try again")
+            ) as cur:
                 yield cur
-                cur.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -77,3 +77,34 @@ def test_pair_distance_conventions() -> None:
         net(x, y[:2])
     with pytest.raises(RuntimeError, match="no pair head"):
         net.pair_logits(x, y)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_embed_all_tta_is_the_mean_over_the_views(normalize: bool) -> None:
+    from siamkit.inference import embed_all
+
+    torch.manual_seed(0)
+    net = SiameseNetwork(create_encoder("conv4", in_channels=1, embedding_dim=8, width=4), normalize=normalize)
+    x = (torch.rand(5, 1, 9, 7) * 255).to(torch.uint8)
+    xf = x.float() / 255
+
+    def shifted(dy: int, dx: int) -> torch.Tensor:  # the slow way: index with clamped coordinates
+        rows = (torch.arange(9) - dy).clamp(0, 8)
+        cols = (torch.arange(7) - dx).clamp(0, 6)
+        return xf[:, :, rows][:, :, :, cols]
+
+    def mean_of(views: list[torch.Tensor]) -> torch.Tensor:
+        m = torch.stack([embed_all(net, v) for v in views]).mean(0)
+        return torch.nn.functional.normalize(m, dim=1) if normalize else m
+
+    shifts = [shifted(0, 0), shifted(1, 0), shifted(-1, 0), shifted(0, 1), shifted(0, -1)]
+    torch.testing.assert_close(embed_all(net, x, tta="shift"), mean_of(shifts), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embed_all(net, x, tta="flip"), mean_of([xf, xf.flip(-1)]), rtol=1e-5, atol=1e-6)
+    both = shifts + [v.flip(-1) for v in shifts]
+    torch.testing.assert_close(embed_all(net, x, tta="shift+flip", batch_size=2), mean_of(both), rtol=1e-5, atol=1e-6)
+    assert embed_all(net, x[:0], tta="shift").shape == (0, 8)
+    with pytest.raises(ValueError, match="tta 'rotate'"):
+        embed_all(net, x, tta="rotate")
+    vec = SiameseNetwork(create_encoder("mlp", in_features=4, embedding_dim=3))
+    with pytest.raises(ValueError, match="tta needs images"):
+        embed_all(vec, torch.rand(2, 4), tta="shift")

@@ -32,11 +32,22 @@ def embed_all(
     batch_size: int = 256,
     precision: str = "fp32",
     channels_last: bool = False,
+    tta: str | None = None,
 ) -> torch.Tensor:
     """Embed a whole set in eval mode, in batches. uint8 images are scaled to [0, 1].
 
+    Args:
+        tta: test-time augmentation for images: the mean embedding over views of each
+            image (re-normalised when the network normalises). ``"shift"``: the image and
+            its four 1-pixel shifts (edges replicated); ``"flip"``: the image and its
+            mirror image (faces); ``"shift+flip"``: both; None: the image only. Measured
+            on Omniglot (docs/benchmarks.md): ``"shift"`` adds about 1 point of 20-way
+            accuracy for 5x the embedding time.
+
     Shapes: (N, ...) -> (N, D) float32. The network's train/eval mode is restored.
     """
+    if tta is not None:
+        return _embed_tta(network, inputs, tta, batch_size=batch_size, precision=precision, channels_last=channels_last)
     was_training = network.training
     network.eval()
     device = next(network.parameters()).device
@@ -53,6 +64,39 @@ def embed_all(
     if not out:
         return torch.zeros(0, network.embedding_dim)
     return torch.cat(out)
+
+
+_TTA = ("shift", "flip", "shift+flip")
+
+
+def _tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    views = [x]
+    if "shift" in tta:
+        h, w = x.shape[-2:]
+        pad = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        views += [pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    if "flip" in tta:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+def _embed_tta(
+    network: SiameseNetwork, inputs: torch.Tensor, tta: str, *, batch_size: int, precision: str, channels_last: bool
+) -> torch.Tensor:
+    if tta not in _TTA:
+        raise ValueError(f"tta {tta!r}: choose one of {_TTA} or None")
+    if inputs.ndim != 4:
+        raise ValueError(f"tta needs images (N, C, H, W), got shape {tuple(inputs.shape)}")
+    total: torch.Tensor | None = None
+    for start in range(0, inputs.shape[0], batch_size):
+        x = to_float(inputs[start : start + batch_size])
+        views = _tta_views(x, tta)
+        e = embed_all(network, torch.cat(views), batch_size=batch_size, precision=precision, channels_last=channels_last)
+        e = e.view(len(views), x.shape[0], -1).mean(0)
+        total = e if total is None else torch.cat([total, e])
+    if total is None:
+        return torch.zeros(0, network.embedding_dim)
+    return torch.nn.functional.normalize(total, dim=1) if network.normalize else total
 
 
 def pair_distances_of_embeddings(

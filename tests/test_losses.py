@@ -12,6 +12,7 @@ from siamkit.losses import (
     binary_pair_loss,
     contrastive_loss,
     multiple_negatives_ranking_loss,
+    normalized_softmax_loss,
     pair_distances,
     triplet_loss,
 )
@@ -590,3 +591,36 @@ def test_contrastive_duplicate_rows_do_not_depend_on_pair_count(name):
     assert loss_many[idx].item() == pytest.approx(0.0, abs=1e-5), (
         f"identical pair costs {loss_many[idx].item():.3g} via the pairwise path, {loss_few.item():.3g} via paired"
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("margin", [0.0, 0.35])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_normalized_softmax_matches_naive(seed: int, dtype: torch.dtype, margin: float) -> None:
+    e = _emb(seed, 9, 5, dtype).requires_grad_(True)
+    proxies = _emb(seed + 10, 4, 5, dtype).requires_grad_(True)
+    labels = torch.randint(0, 4, (9,), generator=_gen(seed))
+    out = normalized_softmax_loss(e, labels, proxies, scale=12.0, margin=margin)
+    e_ref = e.detach().clone().requires_grad_(True)
+    p_ref = proxies.detach().clone().requires_grad_(True)
+    expected = naive.normalized_softmax(e_ref, labels.tolist(), p_ref, scale=12.0, margin=margin)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert out.item() == pytest.approx(float(expected.detach()), rel=tol, abs=tol)
+    out.backward()
+    expected.backward()
+    torch.testing.assert_close(e.grad, e_ref.grad, rtol=tol * 10, atol=tol * 10)
+    torch.testing.assert_close(proxies.grad, p_ref.grad, rtol=tol * 10, atol=tol * 10)
+
+
+def test_normalized_softmax_margin_raises_the_loss_and_bad_input() -> None:
+    e, proxies = _emb(0, 6, 4), _emb(1, 3, 4)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert normalized_softmax_loss(e, labels, proxies, margin=0.3) > normalized_softmax_loss(e, labels, proxies)
+    with pytest.raises(ValueError, match="index the 3 proxies"):
+        normalized_softmax_loss(e, labels + 1, proxies)
+    with pytest.raises(ValueError, match="proxies must be"):
+        normalized_softmax_loss(e, labels, proxies[:, :3])
+    with pytest.raises(ValueError, match="labels must have shape"):
+        normalized_softmax_loss(e, labels[:5], proxies)
+    empty = normalized_softmax_loss(e[:0].requires_grad_(True), labels[:0], proxies)
+    assert empty.item() == 0.0

@@ -34,6 +34,7 @@ __all__ = [
     "triplet_loss",
     "binary_pair_loss",
     "multiple_negatives_ranking_loss",
+    "normalized_softmax_loss",
     "pair_distances",
     "LOSSES",
 ]
@@ -222,4 +223,41 @@ def multiple_negatives_ranking_loss(
     return loss
 
 
-LOSSES = ("contrastive", "triplet", "binary", "mnr")
+def normalized_softmax_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    proxies: torch.Tensor,
+    *,
+    scale: float = 16.0,
+    margin: float = 0.0,
+) -> torch.Tensor:
+    """Cosine-classifier loss over learnt class proxies (NormFace; CosFace with a margin).
+
+    Logit of class c for embedding i: ``scale * (cos(e_i, p_c) - margin * [c == y_i])``,
+    then cross-entropy. Every training class is a negative at every step (not only the
+    classes in the batch), which is why it pre-trains few-shot encoders well (Wang et
+    al. 2018; Chen et al. 2019, "A Closer Look at Few-shot Classification").
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) int64 proxy index of each row, in [0, C).
+        proxies: (C, D) one learnable vector per class (normalised here).
+        scale: logit scale s; margin: additive cosine margin m (0 = NormFace).
+    """
+    _check_embeddings(embeddings)
+    if proxies.ndim != 2 or proxies.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"proxies must be (C, {embeddings.shape[1]}), got {tuple(proxies.shape)}")
+    labels = torch.as_tensor(labels, device=embeddings.device).long()
+    if labels.shape != (embeddings.shape[0],):
+        raise ValueError(f"labels must have shape ({embeddings.shape[0]},), got {tuple(labels.shape)}")
+    if embeddings.shape[0] == 0:
+        return _zero(embeddings) + proxies.sum() * 0.0
+    if int(labels.min()) < 0 or int(labels.max()) >= proxies.shape[0]:
+        raise ValueError(f"labels must index the {proxies.shape[0]} proxies, got values in [{int(labels.min())}, {int(labels.max())}]")
+    cos = F.normalize(embeddings, dim=1) @ F.normalize(proxies, dim=1).T
+    if margin:
+        cos = cos - margin * F.one_hot(labels, proxies.shape[0]).to(cos.dtype)
+    return F.cross_entropy(scale * cos, labels)
+
+
+LOSSES = ("contrastive", "triplet", "binary", "mnr", "normsoftmax")

@@ -349,3 +349,16 @@ def semi_hard(emb: Any, labels: Any, *, distance: str = "euclidean") -> set[tupl
                         chosen = n
             out.add((a, p, chosen))
     return out
+
+
+def normalized_softmax(
+    embeddings: Any, labels: Sequence[int], proxies: Any, *, scale: float = 16.0, margin: float = 0.0
+) -> Scalar:
+    """Mean over i of -log softmax_c(scale * (cos(e_i, p_c) - margin [c == y_i]))[y_i]."""
+    re, rp = rows(embeddings), rows(proxies)
+    total = 0.0
+    for i, e in enumerate(re):
+        y = int(labels[i])
+        logits = [scale * ((1.0 - cosine(e, p)) - (margin if c == y else 0.0)) for c, p in enumerate(rp)]
+        total = total + (_logsumexp(logits) - logits[y])
+    return total / len(re)

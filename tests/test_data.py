@@ -121,3 +121,56 @@ def test_pair_csv(tmp_path: Path) -> None:
     csv.write_text("a,b\n")
     with pytest.raises(DataError, match="header"):
         PairCSVDataset.from_csv(csv, image_size=(8, 8), channels=1)
+
+
+def _reference_grouped_batch_ok(classes: list[int], class_group: dict[int, int], cap: int | None, size: int) -> bool:
+    """The slow definition: the batch's classes, read in order, come group by group;
+    every group but the last one read contributes min(cap, its class count) classes."""
+    seen: list[int] = []
+    for c in classes:
+        g = class_group[c]
+        if not seen or seen[-1] != g:
+            if g in seen:
+                return False  # a group came back after another one
+            seen.append(g)
+    per = {g: sum(class_group[c] == g for c in classes) for g in seen}
+    for g in seen[:-1]:
+        n_g = sum(1 for v in class_group.values() if v == g)
+        if per[g] != (n_g if cap is None else min(cap, n_g)):
+            return False
+    return len(classes) == size and (cap is None or max(per.values()) <= cap)
+
+
+@pytest.mark.parametrize("cap", [None, 2, 3])
+def test_grouped_sampler_fills_batches_group_by_group(cap: int | None) -> None:
+    # 12 classes in 4 groups of sizes 5, 3, 2, 2; 6 samples per class
+    class_group = {c: g for c, g in enumerate([0] * 5 + [1] * 3 + [2] * 2 + [3] * 2)}
+    labels = torch.arange(12).repeat_interleave(6)
+    groups = torch.tensor([class_group[int(c)] for c in labels]) * 10 + 7  # any integers
+    s = MPerClassSampler(labels, m=2, batch_size=12, groups=groups, classes_per_group=cap)
+    g = torch.Generator().manual_seed(1)
+    first_groups = set()
+    for _ in range(30):
+        for b in s.batches(g):
+            lab = labels[b].view(-1, 2)
+            assert (lab[:, 0] == lab[:, 1]).all()
+            classes = lab[:, 0].tolist()
+            assert len(set(classes)) == len(classes) == 6
+            assert _reference_grouped_batch_ok(classes, class_group, cap, 6), classes
+            first_groups.add(class_group[classes[0]])
+    assert first_groups == {0, 1, 2, 3}  # the group order is random
+
+
+def test_grouped_sampler_bad_input() -> None:
+    labels = torch.arange(6).repeat_interleave(4)
+    groups = (labels // 3).clone()
+    with pytest.raises(DataError, match="one entry per sample"):
+        MPerClassSampler(labels, m=2, batch_size=8, groups=groups[:-1])
+    split = groups.clone()
+    split[0] = 1  # class 0 now has samples in groups 0 and 1
+    with pytest.raises(DataError, match="class 0 has samples in more than one group"):
+        MPerClassSampler(labels, m=2, batch_size=8, groups=split)
+    with pytest.raises(DataError, match="needs groups"):
+        MPerClassSampler(labels, m=2, batch_size=8, classes_per_group=2)
+    with pytest.raises(DataError, match="1 class"):
+        MPerClassSampler(labels, m=2, batch_size=8, groups=torch.zeros_like(labels), classes_per_group=1)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def params_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 @pytest.mark.parametrize(
     "loss,miner",
     [("triplet", "batch_hard"), ("triplet", "semi_hard"), ("contrastive", "all_pairs"), ("contrastive", "hard_pairs"),
-     ("binary", "all_pairs"), ("mnr", None)],
+     ("binary", "all_pairs"), ("mnr", None), ("normsoftmax", None)],
 )
 def test_every_objective_learns(loss: str, miner: str | None) -> None:
     x, y = toy()
@@ -157,3 +158,51 @@ def test_pair_batching_learns(loss: str) -> None:
     assert hist[-1] < hist[0], hist
     with pytest.raises(SiamkitError, match="pair batches"):
         TrainConfig(batching="pairs", loss="triplet")
+
+
+def test_cosine_schedule_anneals_every_step_to_zero() -> None:
+    x, y = toy()
+    lrs: list[float] = []
+    cfg = small(epochs=2, steps_per_epoch=5, lr=0.01, schedule="cosine")
+    r = fit(x, y, cfg, callbacks=[lambda rec: lrs.append(rec["lr"])])
+    # the record holds the lr the epoch started with: step 0 and step 5 of 10
+    assert lrs == pytest.approx([0.01, 0.01 * (1 + math.cos(math.pi * 5 / 10)) / 2])
+    assert [h["lr"] for h in r.history] == lrs
+
+
+def test_step_schedule_steps_per_epoch() -> None:
+    x, y = toy()
+    r = fit(x, y, small(epochs=3, steps_per_epoch=2, lr=0.01, schedule="step", step_size=1, gamma=0.5))
+    assert [h["lr"] for h in r.history] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_fit_with_groups_trains_and_checks_groups() -> None:
+    x, y = toy(n_classes=8)
+    groups = y // 4
+    r = fit(x, y, small(epochs=1, classes_per_group=2, batch_size=12, m_per_class=3), groups=groups)
+    assert r.history[0]["train_loss"] > 0
+    with pytest.raises(DataError, match="no groups were given"):
+        fit(x, y, small(epochs=1, classes_per_group=2))
+    with pytest.raises(DataError, match="one entry per training sample"):
+        fit(x, y, small(epochs=1, classes_per_group=2), groups=groups[:-1])
+    with pytest.raises(SiamkitError, match="classes_per_group"):
+        small(classes_per_group=1)
+
+
+def test_normsoftmax_resume_is_exact_and_keeps_proxies_out_of_the_model(tmp_path: Path) -> None:
+    x, y = toy(n_classes=8)
+    y = y * 3 + 5  # labels need not be 0..C-1
+    cfg = small(epochs=3, loss="normsoftmax", margin=0.1)
+    full = fit(x, y, cfg, out_dir=tmp_path / "full")
+
+    def stop_after_1(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(x, y, cfg, out_dir=tmp_path / "cut", callbacks=[stop_after_1])
+    resumed = fit(x, y, cfg, out_dir=tmp_path / "cut", resume=True)
+    assert params_equal(full.network, resumed.network)
+    files = sorted(p.name for p in (tmp_path / "cut" / "checkpoint").glob("*.safetensors"))
+    assert files == ["epoch-0003.loss.safetensors", "epoch-0003.model.safetensors", "epoch-0003.optimizer.safetensors"]
+    assert not any("prox" in k for k in load_model(tmp_path / "full" / "model").state_dict())

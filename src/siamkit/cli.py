@@ -126,7 +126,9 @@ def train(
     dropout: Optional[float] = typer.Option(None, help="Encoder dropout before the projection."),
     distance: str = typer.Option("euclidean", help="euclidean, sqeuclidean, cosine, l1."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise embeddings."),
-    loss: str = typer.Option("triplet", help="contrastive, triplet, binary (Koch pair head), mnr, views."),
+    loss: str = typer.Option(
+        "triplet", help="contrastive, triplet, binary (Koch pair head), mnr, views, normsoftmax (cosine classifier)."
+    ),
     miner: Optional[str] = typer.Option(None, help="all_pairs, hard_pairs, batch_hard, semi_hard (default: by loss)."),
     margin: float = typer.Option(0.2, help="Triplet margin / contrastive negative margin."),
     batching: str = typer.Option("classes", help="classes (m-per-class batches, mined) or pairs (random genuine/impostor pairs)."),

@@ -23,15 +23,26 @@ class MPerClassSampler:
     Classes with fewer than m samples are sampled with replacement. An epoch has
     ``len(labels) // batch_size`` batches (at least 1).
 
+    With ``groups`` (a group per sample, constant within a class: the alphabet of a
+    character, the camera of an identity), a batch is filled group by group in random
+    order with at most ``classes_per_group`` random classes of each, so most negatives
+    in a batch share a group: the hard negatives of a within-group test (e.g. Omniglot's
+    within-alphabet 20-way runs).
+
     Args:
         labels: (N,) integer class per sample.
         m: samples per class in a batch (>= 2 so every anchor has a positive).
         batch_size: a multiple of m.
+        groups: (N,) integer group per sample, or None.
+        classes_per_group: classes taken from one group (needs groups; None = all of
+            the group's classes, up to the batch).
     """
 
     labels: torch.Tensor
     m: int = 4
     batch_size: int = 64
+    groups: torch.Tensor | None = None
+    classes_per_group: int | None = None
 
     def __post_init__(self) -> None:
         if self.m < 1:
@@ -48,7 +59,32 @@ class MPerClassSampler:
         self._starts = torch.cumsum(counts, 0) - counts
         self._counts = counts
         self._n_classes = int(classes.numel())
-        self.classes_per_batch = min(self.batch_size // self.m, self._n_classes)
+        self._class_group: torch.Tensor | None = None
+        available = self._n_classes
+        if self.groups is not None:
+            groups = torch.as_tensor(self.groups).long()
+            if groups.shape != labels.shape:
+                raise DataError(f"groups must have one entry per sample {tuple(labels.shape)}, got {tuple(groups.shape)}")
+            _, ginv = torch.unique(groups, return_inverse=True)
+            first = self._order[self._starts]  # one sample of each class
+            class_group = ginv[first]
+            if not torch.equal(ginv[order], class_group.repeat_interleave(counts)):
+                bad = int(inverse[order][ginv[order] != class_group.repeat_interleave(counts)][0])
+                raise DataError(f"class {int(classes[bad])} has samples in more than one group; a class must lie in one group")
+            self._class_group = class_group
+            self._n_groups = int(class_group.max()) + 1
+            cap = self.classes_per_group
+            if cap is not None:
+                if cap < 1:
+                    raise DataError(f"classes_per_group must be >= 1, got {cap}")
+                available = int(torch.bincount(class_group).clamp(max=cap).sum())
+        elif self.classes_per_group is not None:
+            raise DataError("classes_per_group needs groups (a group per sample)")
+        self.classes_per_batch = min(self.batch_size // self.m, available)
+        if self._class_group is not None and self.classes_per_batch < 2:
+            raise DataError(
+                f"a batch would hold {self.classes_per_batch} class; raise classes_per_group or batch_size"
+            )
 
     def __len__(self) -> int:
         return max(1, int(torch.as_tensor(self.labels).numel()) // self.batch_size)
@@ -56,7 +92,7 @@ class MPerClassSampler:
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Yield index tensors of shape (classes_per_batch * m,)."""
         for _ in range(len(self)):
-            cls = torch.randperm(self._n_classes, generator=generator)[: self.classes_per_batch]
+            cls = self._pick_classes(generator)
             counts = self._counts[cls]
             # m positions per class: a permutation when the class has >= m samples
             r = torch.rand(len(cls), int(counts.max()), generator=generator)
@@ -68,6 +104,26 @@ class MPerClassSampler:
                 repl = (torch.rand(len(cls), self.m, generator=generator) * counts[:, None]).long()
                 pick = torch.where(short[:, None], repl, pick)
             yield self._order[self._starts[cls][:, None] + pick].reshape(-1)
+
+    def _pick_classes(self, generator: torch.Generator) -> torch.Tensor:
+        if self._class_group is None:
+            return torch.randperm(self._n_classes, generator=generator)[: self.classes_per_batch]
+        cg = self._class_group
+        r = torch.rand(self._n_classes, generator=generator, dtype=torch.float64)
+        group_rank = torch.empty(self._n_groups, dtype=torch.float64)
+        group_rank[torch.randperm(self._n_groups, generator=generator)] = torch.arange(
+            self._n_groups, dtype=torch.float64
+        )
+        # classes in random group order, random order within a group
+        order = torch.argsort(group_rank[cg] + r)
+        if self.classes_per_group is not None:
+            g_sorted = cg[order]
+            pos = torch.arange(order.numel())
+            new_group = torch.ones_like(g_sorted, dtype=torch.bool)
+            new_group[1:] = g_sorted[1:] != g_sorted[:-1]
+            start = torch.cummax(torch.where(new_group, pos, torch.zeros_like(pos)), 0).values
+            order = order[(pos - start) < self.classes_per_group]
+        return order[: self.classes_per_batch]
 
 
 @dataclass

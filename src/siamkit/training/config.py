@@ -36,6 +36,10 @@ class TrainConfig:
         margin: triplet margin, or the contrastive negative margin.
         pos_margin: the contrastive positive margin.
         mnr_scale: similarity scale of the mnr loss.
+        normsoftmax: a cosine classifier over learnt proxies of all training classes
+            (NormFace; with ``margin`` > 0, CosFace's additive margin), scale
+            ``classifier_scale``. The proxies are training state only: the saved model
+            is the encoder, used with the distance like every other loss.
         instance_weight: weight of the ``views`` term added to another loss (0 = off,
             one view per image, cheaper). It keeps the embedding from collapsing onto
             the training classes, which helps on unseen classes when there are few
@@ -47,9 +51,14 @@ class TrainConfig:
             pairs, half genuine, half impostor: the classic tutorial setup; contrastive
             or binary loss only, no miner).
         batch_size, m_per_class: images per batch; samples per class (classes batching).
+        classes_per_group: with ``fit(..., groups=...)`` (e.g. the alphabet of each
+            character), take at most this many classes of one group into a batch and
+            fill the batch group by group, so negatives come from the same group (hard,
+            like a within-alphabet test); None = classes drawn from all groups at once.
         epochs, steps_per_epoch (None = len(train) // batch_size).
-        optimizer: adam or adamw; lr, weight_decay, schedule (cosine, step, none),
-        step_size / gamma (step schedule), grad_clip (max gradient norm, None = off).
+        optimizer: adam or adamw; lr, weight_decay, schedule (cosine: annealed to 0 over
+        all steps of all epochs, updated every step; step: multiplied by gamma every
+        step_size epochs; none), grad_clip (max gradient norm, None = off).
 
     Augmentation (random affine on each batch):
         augment, rotation (degrees), shear (factor), scale (low, high), translate
@@ -78,12 +87,14 @@ class TrainConfig:
     margin: float = 0.2
     pos_margin: float = 0.0
     mnr_scale: float = 20.0
+    classifier_scale: float = 16.0
     instance_weight: float = 0.0
     instance_scale: float = 10.0
 
     batching: str = "classes"
     batch_size: int = 64
     m_per_class: int = 4
+    classes_per_group: int | None = None
     epochs: int = 20
     steps_per_epoch: int | None = None
     optimizer: str = "adam"
@@ -133,15 +144,15 @@ class TrainConfig:
                 bad("pair batches are used as given: set no miner")
             if self.instance_weight:
                 bad("pair batches do not combine with instance_weight")
-        elif self.loss not in ("contrastive", "triplet", "binary", "mnr", "views"):
-            bad(f"loss {self.loss!r}; choose contrastive, triplet, binary, mnr or views")
+        elif self.loss not in ("contrastive", "triplet", "binary", "mnr", "views", "normsoftmax"):
+            bad(f"loss {self.loss!r}; choose contrastive, triplet, binary, mnr, views or normsoftmax")
         if self.miner is not None and self.miner not in MINERS:
             bad(f"miner {self.miner!r}; choose one of {sorted(MINERS)}")
         if self.loss == "triplet" and self.miner not in _TRIPLET_MINERS:
             bad(f"the triplet loss needs a triplet miner ({sorted(_TRIPLET_MINERS)}), got {self.miner!r}")
         if self.loss in ("contrastive", "binary") and self.batching == "classes" and self.miner not in _PAIR_MINERS:
             bad(f"the {self.loss} loss needs a pair miner ({sorted(_PAIR_MINERS)}), got {self.miner!r}")
-        if self.loss in ("mnr", "views") and self.miner is not None:
+        if self.loss in ("mnr", "views", "normsoftmax") and self.miner is not None:
             bad(f"the {self.loss} loss uses in-batch negatives and takes no miner")
         if self.loss == "views" and self.instance_weight:
             bad("the views loss is already the instance term; leave instance_weight at 0")
@@ -156,6 +167,10 @@ class TrainConfig:
                 bad(f"batch_size {self.batch_size} must be a multiple of m_per_class {self.m_per_class}")
             if self.batch_size // self.m_per_class < 2:
                 bad("a batch must hold at least 2 classes (batch_size // m_per_class >= 2)")
+        if self.classes_per_group is not None and self.classes_per_group < 2:
+            bad(f"classes_per_group must be >= 2 or None, got {self.classes_per_group}")
+        if self.classes_per_group is not None and self.batching != "classes":
+            bad("classes_per_group applies to class batches (batching='classes')")
         if not self.lr > 0:
             bad(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "adamw"):
@@ -168,6 +183,8 @@ class TrainConfig:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:
             bad(f"patience must be >= 1 or None, got {self.patience}")
+        if not self.classifier_scale > 0:
+            bad(f"classifier_scale must be > 0, got {self.classifier_scale}")
         if self.instance_weight < 0:
             bad(f"instance_weight must be >= 0, got {self.instance_weight}")
         if self.grad_clip is not None and not self.grad_clip > 0:

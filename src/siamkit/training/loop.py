@@ -35,7 +35,13 @@ from ..io import (
     unflatten_optimizer_state,
     write_json_atomic,
 )
-from ..losses import binary_pair_loss, contrastive_loss, multiple_negatives_ranking_loss, triplet_loss
+from ..losses import (
+    binary_pair_loss,
+    contrastive_loss,
+    multiple_negatives_ranking_loss,
+    normalized_softmax_loss,
+    triplet_loss,
+)
 from ..miners import MINERS, BaseMiner, HardPairMiner
 from ..network import SiameseNetwork
 from ..tuples import Pairs, Triplets, all_pairs, pairs_from_pair_batch
@@ -146,7 +152,14 @@ def _batch_loss(
     e: torch.Tensor,
     y: torch.Tensor,
     given_pairs: Pairs | None = None,
+    proxies: torch.Tensor | None = None,
+    class_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if config.loss == "normsoftmax":
+        assert proxies is not None and class_values is not None
+        return normalized_softmax_loss(
+            e, torch.searchsorted(class_values, y), proxies, scale=config.classifier_scale, margin=config.margin
+        )
     if config.loss == "mnr":
         m = config.m_per_class
         e = e.view(-1, m, e.shape[1])
@@ -181,9 +194,11 @@ def _make_optimizer(config: TrainConfig, network: SiameseNetwork) -> torch.optim
     return cls(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _make_scheduler(config: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+def _make_scheduler(
+    config: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.schedule == "cosine":  # stepped after every batch: reaches 0 at the last step
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch)
     if config.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
     return None
@@ -236,12 +251,22 @@ class _Progress:
 
 
 def _save_checkpoint(
-    ckpt: Path, epoch: int, network: SiameseNetwork, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]
+    ckpt: Path,
+    epoch: int,
+    network: SiameseNetwork,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    state: dict[str, Any],
+    loss_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
     model_file = f"epoch-{epoch:04d}.model.safetensors"
     opt_file = f"epoch-{epoch:04d}.optimizer.safetensors"
     save_state_dict(network.state_dict(), ckpt / model_file)
+    if loss_state:  # parameters of the loss (the normsoftmax proxies): training state, not the model
+        loss_file = f"epoch-{epoch:04d}.loss.safetensors"
+        save_state_dict({k: v.detach() for k, v in loss_state.items()}, ckpt / loss_file)
+        state = dict(state, loss_file=loss_file)
     tensors, opt_meta = flatten_optimizer_state(opt.state_dict())
     save_state_dict(tensors, ckpt / opt_file)
     record = dict(
@@ -279,6 +304,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    groups: torch.Tensor | None = None,
 ) -> FitResult:
     """Train a Siamese network on labelled samples.
 
@@ -292,6 +318,10 @@ def fit(
             epoch) and ``metrics.jsonl``; None = keep everything in memory.
         resume: continue from ``out_dir/checkpoint``.
         callbacks: called with each epoch's record after its checkpoint is written.
+        groups: (N,) a group per training sample, constant within a class (e.g. the
+            alphabet of an Omniglot character): batches are then filled group by group,
+            at most ``config.classes_per_group`` classes from each (see
+            :class:`MPerClassSampler`); class batching only.
 
     Returns:
         FitResult with the best network.
@@ -309,9 +339,19 @@ def fit(
         raise DataError("no training samples")
     if train_x.is_floating_point() and not torch.isfinite(train_x).all():
         raise DataError("training inputs contain NaN or infinity")
+    if groups is not None:
+        groups = torch.as_tensor(groups).long()
+        if groups.shape != train_y.shape:
+            raise DataError(f"groups must have one entry per training sample ({train_y.numel()}), got {tuple(groups.shape)}")
+    if groups is not None and config.batching != "classes":
+        raise DataError("groups shape class batches; pair batching (batching='pairs') does not use them")
+    if config.classes_per_group is not None and groups is None:
+        raise DataError("classes_per_group is set but no groups were given (fit(..., groups=...))")
     if val_x is None and config.val_fraction > 0:
         tr, va = split_by_class(train_y, config.val_fraction, config.seed)
         train_x, train_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
+        if groups is not None:
+            groups = groups[tr]
     if torch.unique(train_y).numel() < 2:
         raise DataError("training data has a single class: similarity needs at least 2 classes")
 
@@ -323,7 +363,32 @@ def fit(
     torch.manual_seed(config.seed)
     network = build_network(config, train_x.shape[1:])
     opt = _make_optimizer(config, network)
-    sched = _make_scheduler(config, opt)
+    proxies: torch.nn.Parameter | None = None
+    class_values: torch.Tensor | None = None
+    if config.loss == "normsoftmax":
+        class_values = torch.unique(train_y)
+        network.eval()
+        with torch.no_grad():
+            dim = int(network.embed(to_float(train_x[:2])).shape[1])
+        network.train()
+        gp = torch.Generator().manual_seed(config.seed)
+        proxies = torch.nn.Parameter(torch.randn(class_values.numel(), dim, generator=gp))
+        opt.add_param_group({"params": [proxies]})
+    sampler: MPerClassSampler | BalancedPairSampler
+    if config.batching == "pairs":
+        sampler = BalancedPairSampler(
+            train_y, batch_size=config.batch_size // 2, pairs_per_epoch=max(1, train_y.numel() // 2)
+        )
+    else:
+        sampler = MPerClassSampler(
+            train_y,
+            m=config.m_per_class,
+            batch_size=config.batch_size,
+            groups=groups,
+            classes_per_group=config.classes_per_group,
+        )
+    steps = config.steps_per_epoch or len(sampler)
+    sched = _make_scheduler(config, opt, steps)
     history: list[dict[str, Any]] = []
     best_metric: float | None = None
     best_epoch = 0
@@ -347,6 +412,11 @@ def fit(
                 f"the data has {list(train_x.shape[1:])} (channel count or image size differ)"
             )
         network.load_state_dict(load_state_dict(ckpt / st["model_file"]))
+        if proxies is not None:
+            if "loss_file" not in st:
+                raise ModelFileError(f"the checkpoint in {out} has no loss state (proxies) to resume")
+            with torch.no_grad():
+                proxies.copy_(load_state_dict(ckpt / st["loss_file"])["proxies"])
         opt.load_state_dict(unflatten_optimizer_state(load_state_dict(ckpt / st["optimizer_file"]), st["optimizer_meta"]))
         if sched is not None and st.get("scheduler") is not None:
             sched.load_state_dict(st["scheduler"])
@@ -360,14 +430,6 @@ def fit(
     if channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     miner = _make_miner(config, network)
-    sampler: MPerClassSampler | BalancedPairSampler
-    if config.batching == "pairs":
-        sampler = BalancedPairSampler(
-            train_y, batch_size=config.batch_size // 2, pairs_per_epoch=max(1, train_y.numel() // 2)
-        )
-    else:
-        sampler = MPerClassSampler(train_y, m=config.m_per_class, batch_size=config.batch_size)
-    steps = config.steps_per_epoch or len(sampler)
     augment = (
         RandomAffine(
             degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
@@ -395,6 +457,7 @@ def fit(
             task = progress.task(f"epoch {epoch}/{config.epochs}", steps)
             t0 = time.perf_counter()
             total, n_batches, n_images = 0.0, 0, 0
+            lr = opt.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
             batches = _take(_cycle(sampler, g), steps)
             for batch in batches:
                 given_pairs: Pairs | None = None
@@ -422,9 +485,12 @@ def fit(
                     if config.loss == "views":
                         loss = views
                     else:
-                        loss = _batch_loss(config, network, miner, e, y) + config.instance_weight * views
+                        loss = (
+                            _batch_loss(config, network, miner, e, y, None, proxies, class_values)
+                            + config.instance_weight * views
+                        )
                 else:
-                    loss = _batch_loss(config, network, miner, e, y, given_pairs)
+                    loss = _batch_loss(config, network, miner, e, y, given_pairs, proxies, class_values)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) "
@@ -435,13 +501,14 @@ def fit(
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
                 opt.step()
+                if sched is not None and config.schedule == "cosine":
+                    sched.step()
                 total += loss.item()
                 n_batches += 1
                 n_images += int(idx.numel())
                 progress.advance(task, f"loss {total / n_batches:.4f}")
             seconds = time.perf_counter() - t0
-            lr = opt.param_groups[0]["lr"]
-            if sched is not None:
+            if sched is not None and config.schedule != "cosine":
                 sched.step()
             record: dict[str, Any] = {
                 "epoch": epoch,
@@ -485,6 +552,7 @@ def fit(
                         "best_epoch": best_epoch,
                         "bad_epochs": bad_epochs,
                     },
+                    {"proxies": proxies} if proxies is not None else None,
                 )
             for cb in callbacks:
                 cb(record)

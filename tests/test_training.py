@@ -206,3 +206,47 @@ def test_normsoftmax_resume_is_exact_and_keeps_proxies_out_of_the_model(tmp_path
     files = sorted(p.name for p in (tmp_path / "cut" / "checkpoint").glob("*.safetensors"))
     assert files == ["epoch-0003.loss.safetensors", "epoch-0003.model.safetensors", "epoch-0003.optimizer.safetensors"]
     assert not any("prox" in k for k in load_model(tmp_path / "full" / "model").state_dict())
+
+
+@pytest.mark.parametrize("tie_break,expected", [("earlier", 2), ("later", 4)])
+def test_validate_fn_and_tie_break_choose_the_kept_epoch(tie_break: str, expected: int) -> None:
+    x, y = toy(n_classes=8)
+    scores = iter([0.5, 0.9, 0.7, 0.9, 0.8])
+    seen: list[int] = []
+
+    def my_validate(network, vx, vy, *, precision):  # type: ignore[no-untyped-def]
+        seen.append(int(vx.shape[0]))
+        return {"val_roc_auc": next(scores), "val_custom": 1.0}
+
+    r = fit(x, y, small(epochs=5, val_fraction=0.25, patience=None, tie_break=tie_break), validate_fn=my_validate)
+    assert r.best_epoch == expected and r.best_metric == 0.9
+    assert seen == [16] * 5 and all(h["val_custom"] == 1.0 for h in r.history)
+    with pytest.raises(KeyError, match="val_roc_auc"):
+        fit(x, y, small(epochs=1, val_fraction=0.25), validate_fn=lambda *a, **k: {"auc": 1.0})
+    with pytest.raises(SiamkitError, match="tie_break"):
+        small(tie_break="latest")
+
+
+def test_fit_uses_a_given_sampler() -> None:
+    x, y = toy(n_classes=6)
+
+    class OnlyClasses01:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __len__(self) -> int:
+            return 3
+
+        def batches(self, generator: torch.Generator):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            for _ in range(3):
+                perm = torch.randperm(8, generator=generator)
+                yield torch.cat([perm[:3], 8 + perm[:3]])  # 3 of class 0 and 3 of class 1
+
+    s = OnlyClasses01()
+    r = fit(x, y, small(epochs=2, batch_size=6, m_per_class=3), sampler=s)
+    assert s.calls == 2 and len(r.history) == 2
+    with pytest.raises(TypeError, match="batches"):
+        fit(x, y, small(epochs=1), sampler=[1, 2, 3])
+    with pytest.raises(DataError, match="not both"):
+        fit(x, y, small(epochs=1), sampler=s, groups=y // 2)

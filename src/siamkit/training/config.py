@@ -67,7 +67,10 @@ class TrainConfig:
     Validation and stopping:
         val_fraction: classes held out for validation (split by class, so validation
             measures unseen classes); patience: epochs without a better validation ROC
-            AUC before stopping (None = never).
+            AUC before stopping (None = never). tie_break: which epoch is kept when
+            validation ties the best so far: "earlier" (the default) or "later" (a
+            small validation set that saturates at AUC 1.0 otherwise freezes an early,
+            barely trained network; a tie then also resets the patience).
 
     Run:
         seed, precision (fp32, bf16 autocast, or auto = bf16 with channels_last on CPUs
@@ -114,6 +117,7 @@ class TrainConfig:
 
     val_fraction: float = 0.2
     patience: int | None = 5
+    tie_break: str = "earlier"
 
     seed: int = 0
     precision: str = "auto"
@@ -181,6 +185,8 @@ class TrainConfig:
             bad(f"precision {self.precision!r}; choose auto, fp32 or bf16")
         if not 0.0 <= self.val_fraction < 1.0:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.tie_break not in ("earlier", "later"):
+            bad(f"tie_break {self.tie_break!r}; choose earlier or later")
         if self.patience is not None and self.patience < 1:
             bad(f"patience must be >= 1 or None, got {self.patience}")
         if not self.classifier_scale > 0:

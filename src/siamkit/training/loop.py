@@ -305,6 +305,8 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
     groups: torch.Tensor | None = None,
+    sampler: Any = None,
+    validate_fn: Callable[..., dict[str, float]] | None = None,
 ) -> FitResult:
     """Train a Siamese network on labelled samples.
 
@@ -322,6 +324,14 @@ def fit(
             alphabet of an Omniglot character): batches are then filled group by group,
             at most ``config.classes_per_group`` classes from each (see
             :class:`MPerClassSampler`); class batching only.
+        sampler: your own batch sampler instead of the one the config implies: an
+            object with ``batches(generator)`` yielding index tensors (class batching)
+            or ``(i, j, same)`` tuples (pair batching), and ``__len__`` (batches per
+            epoch). It must draw only from ``generator`` for resume to stay exact.
+        validate_fn: your own validation, ``validate_fn(network, val_x, val_y,
+            precision=...) -> dict`` holding at least ``"val_roc_auc"`` (the metric that
+            picks the best epoch; higher is better), e.g. a task's own pair protocol.
+            Default: ROC AUC / EER over all pairs of the validation set.
 
     Returns:
         FitResult with the best network.
@@ -374,8 +384,12 @@ def fit(
         gp = torch.Generator().manual_seed(config.seed)
         proxies = torch.nn.Parameter(torch.randn(class_values.numel(), dim, generator=gp))
         opt.add_param_group({"params": [proxies]})
-    sampler: MPerClassSampler | BalancedPairSampler
-    if config.batching == "pairs":
+    if sampler is not None:
+        if not callable(getattr(sampler, "batches", None)):
+            raise TypeError(f"sampler must have a batches(generator) method, got {type(sampler).__name__}")
+        if groups is not None:
+            raise DataError("pass groups or your own sampler, not both")
+    elif config.batching == "pairs":
         sampler = BalancedPairSampler(
             train_y, batch_size=config.batch_size // 2, pairs_per_epoch=max(1, train_y.numel() // 2)
         )
@@ -520,9 +534,18 @@ def fit(
             improved = False
             if has_val:
                 assert val_x is not None and val_y is not None
-                record.update(validate(network, val_x, val_y, precision=precision))
+                scores = (validate_fn or validate)(network, val_x, val_y, precision=precision)
+                if "val_roc_auc" not in scores:
+                    raise KeyError(f"validate_fn must return a dict with 'val_roc_auc', got keys {sorted(scores)}")
+                record.update(scores)
                 metric = record["val_roc_auc"]
-                if best_metric is None or (metric == metric and metric > best_metric):
+                if best_metric is None:
+                    better = True
+                elif metric != metric:  # NaN never wins
+                    better = False
+                else:
+                    better = metric >= best_metric if config.tie_break == "later" else metric > best_metric
+                if better:
                     best_metric, best_epoch, bad_epochs, improved = metric, epoch, 0, True
                 else:
                     bad_epochs += 1
@@ -568,7 +591,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _cycle(sampler: MPerClassSampler | BalancedPairSampler, g: torch.Generator):  # type: ignore[no-untyped-def]
+def _cycle(sampler: Any, g: torch.Generator):  # type: ignore[no-untyped-def]
     while True:
         yield from sampler.batches(g)
 

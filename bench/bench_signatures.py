@@ -27,7 +27,6 @@ _LOAD = os.getloadavg()[0]
 torch.set_num_threads(2 if _LOAD < 1.0 else 1)
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import statistics
@@ -45,7 +44,6 @@ from _common import (
     write_json,
 )
 
-import siamkit.training.loop as _loop
 from siamkit.calibration import Calibrator
 from siamkit.data.samplers import BalancedPairSampler, MPerClassSampler
 from siamkit.data.signatures import (
@@ -149,14 +147,14 @@ RECORDED_ABLATION = [
 ]
 
 
-# ----------------------------------------------------------------------------- library workarounds
+# ----------------------------------------------------------------------------- samplers and validation
 
 
 class WriterForgerySampler(MPerClassSampler):
     """k writers x (m genuine + m skilled forgeries of that writer) per batch.
 
     Expects labels ``w`` (genuine of writer w) and ``W + w`` (forgeries of w), W writers.
-    siamkit's fit() has no hook for a custom sampler; the benchmark swaps it in.
+    Passed to ``fit(..., sampler=...)``.
     """
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -198,7 +196,7 @@ class SkilledPairSampler(BalancedPairSampler):
 
 
 def _signature_validate(n_writers: int) -> Callable[..., dict[str, float]]:
-    """fit()'s per-epoch validation, on the signature protocol instead of all pairs.
+    """fit()'s per-epoch validation (``validate_fn``), on the signature protocol instead of all pairs.
 
     The validation labels encode ``w`` for genuine and ``n_writers + w`` for forgeries.
     """
@@ -213,18 +211,13 @@ def _signature_validate(n_writers: int) -> Callable[..., dict[str, float]]:
     return validate
 
 
-@contextlib.contextmanager
-def _patched_fit(val_writers: int, forgeries: str) -> Iterator[None]:
-    saved = _loop.validate, _loop.MPerClassSampler, _loop.BalancedPairSampler
-    _loop.validate = _signature_validate(val_writers)
+def _sampler(forgeries: str, y: torch.Tensor, cfg: TrainConfig) -> Any:
+    """The batch sampler for a forgery use (None = fit()'s own)."""
     if forgeries == "paired":
-        _loop.MPerClassSampler = WriterForgerySampler  # type: ignore[misc]
-    elif forgeries == "skilled_pairs":
-        _loop.BalancedPairSampler = SkilledPairSampler  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        _loop.validate, _loop.MPerClassSampler, _loop.BalancedPairSampler = saved
+        return WriterForgerySampler(y, m=cfg.m_per_class, batch_size=cfg.batch_size)
+    if forgeries == "skilled_pairs":
+        return SkilledPairSampler(y, batch_size=cfg.batch_size // 2, pairs_per_epoch=max(1, y.numel() // 2))
+    return None
 
 
 def _labels(part: SignatureDataset, forgeries: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,8 +271,8 @@ def train(cfg: TrainConfig, forgeries: str, tr: SignatureDataset, va: SignatureD
     x, y = _labels(tr, forgeries)
     vx, vy = _labels(va, "classes")
     t0 = time.perf_counter()
-    with _patched_fit(len(va.writers), forgeries):
-        res = fit(x, y, cfg, val_x=vx, val_y=vy)
+    res = fit(x, y, cfg, val_x=vx, val_y=vy, sampler=_sampler(forgeries, y, cfg),
+              validate_fn=_signature_validate(len(va.writers)))
     return res.network, time.perf_counter() - t0, res.best_epoch
 
 

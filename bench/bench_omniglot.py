@@ -161,6 +161,22 @@ def raw_evaluate(side: int, test, runs, trials) -> dict:  # type: ignore[no-unty
             "random_20way": a20, "random_20way_ci95": c20, "random_5way": a5, "random_5way_ci95": c5}
 
 
+FINDINGS = (
+    "What the validation runs say (same 4-minute wall-time budget each; within-alphabet accuracy, the kind of the "
+    "official runs; differences under ~1.5 points are noise): (1) keeping spatial layout in the embedding was the one "
+    "clear gain: a 2x2 map flattened and projected to 128-d at 40x40 (F, 0.899; 0.909 with TTA) or 3 blocks with a "
+    "3x3 grid at 28x28 (I, 0.891), against the ProtoNet global average pool at 28x28 (C, 0.886; A, 0.874 with fewer "
+    "steps). (2) Shift TTA adds about 1 point everywhere; centring on the support mean adds nothing. (3) Filling "
+    "batches alphabet by alphabet (hard within-alphabet negatives, B/C/J vs A/F) changes nothing measurable. "
+    "(4) A wider encoder (D, width 96), a larger batch (H, 512) and a higher input side with global pooling (E, 48x48) "
+    "are no better at equal wall time (fewer steps). (5) A cosine classifier over all 3,112 classes (G, normsoftmax, "
+    "margin 0.1, scale 16) is far worse at this budget (0.72): each proxy is seen ~100 times in 4 minutes. "
+    "(6) The schedule matters: before this round the budgeted run was one long epoch, and the per-epoch cosine "
+    "schedule never annealed; cosine now steps every batch. (7) A and B ran before the budget probe was fixed "
+    "(its first epoch includes start-up), so they trained ~2 of their 4 minutes."
+)
+
+
 def ablation_table() -> str:
     """The --validate runs in bench/results (omniglot_val_*.json) as a Markdown table."""
     rows = []
@@ -200,7 +216,12 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig option")
     ap.add_argument("--tag", default="", help="suffix of the --validate JSON file")
     ap.add_argument("--save", default=None, help="also save the trained model to this folder")
+    ap.add_argument("--doc-only", action="store_true", help="rewrite the docs section from bench/results/omniglot.json")
     args = ap.parse_args()
+    if args.doc_only:
+        out = json.loads((RESULTS / "omniglot.json").read_text())
+        replace_doc_section("Omniglot 20-way one-shot", doc_body(out))
+        return
     if args.side is None:
         args.side = SIDE.get(args.recipe, 28)
     if args.threads:
@@ -272,16 +293,35 @@ def main() -> None:
     out["tutorial"] = {**evaluate(tnet, args.side, test, runs, trials), "train_seconds": time.perf_counter() - t1}
     print("tutorial", out["tutorial"], flush=True)
     m["load_avg_end"] = os.getloadavg()[0]
+    out.update(command=f"python bench/bench_omniglot.py --minutes {args.minutes:g} --recipe {args.recipe}",
+               side=args.side, budget_minutes=args.minutes, train_classes=len(train.classes))
     write_json("omniglot", out)
     if args.no_doc:
         return
-    rows = [("siamkit recipe `" + args.recipe + "`", out["ours"], train_s),
-            ("siamkit recipe + shift TTA (`embed_all(..., tta=\"shift\")`)", out["ours_tta"], train_s), ("tutorial: small CNN, contrastive, random pairs", out["tutorial"], out["tutorial"]["train_seconds"]), ("raw pixels", out["raw_pixels"], 0.0)]
-    body = (
-        f"`python bench/bench_omniglot.py --minutes {args.minutes:g} --recipe {args.recipe}`. {machine_line(m)} "
-        f"Load average {m['load_avg_start']:.1f} at the start, {m['load_avg_end']:.1f} at the end (other jobs shared the 2 cores).\n\n"
-        f"Trained on the 30 background alphabets only ({len(train.classes)} classes with 90-degree rotations as new classes, "
-        f"{args.side}x{args.side}), {steps} steps x {cfg.batch_size} images; tested on the 20 evaluation alphabets.\n\n"
+    body = doc_body(out)
+    replace_doc_section("Omniglot 20-way one-shot", body)
+    print(body)
+
+
+def doc_body(out: dict) -> str:
+    m, cfg = out["machine"], out["config"]
+    train_s = out["train_seconds"]
+    rows = [("siamkit recipe `" + out["recipe"] + "`", out["ours"], train_s),
+            ("siamkit recipe + shift TTA (`embed_all(..., tta=\"shift\")`)", out["ours_tta"], train_s),
+            ("tutorial: small CNN, contrastive, random pairs", out["tutorial"], out["tutorial"]["train_seconds"]),
+            ("raw pixels", out["raw_pixels"], 0.0)]
+    ours, tta = out["ours"], out["ours_tta"]
+
+    def met(x: float, goal: float) -> str:
+        return "yes" if x >= goal else "**no**"
+
+    return (
+        f"`{out['command']}`. {machine_line(m)} "
+        f"Load average {m['load_avg_start']:.1f} at the start, {m['load_avg_end']:.1f} at the end (this run's own 2 threads count as 2).\n\n"
+        f"Trained on the 30 background alphabets only ({out['train_classes']} classes with 90-degree rotations as new classes, "
+        f"{out['side']}x{out['side']}), {out['steps']} steps x {cfg['batch_size']} images, fixed before training from the speed "
+        f"measured on a probe so that the cosine schedule ends within the {out['budget_minutes']:g}-minute budget (training "
+        f"took {train_s / 60:.1f} min: the probe overestimated the step time); tested on the 20 evaluation alphabets.\n\n"
         "| method | official 20 runs (400 queries) | Koch 400 trials | random 20-way (1,000) | random 5-way (1,000) | training |\n"
         "|---|---|---|---|---|---|\n"
         + "".join(
@@ -289,9 +329,15 @@ def main() -> None:
             f"{r['random_5way']:.4f} ± {r['random_5way_ci95']:.4f} | {s / 60:.1f} min |\n"
             for name, r, s in rows
         )
-        + "\nAnchors: Koch et al. 2015 92.0% (20-way, their protocol); humans 95.5%, BPL 96.7% on the official runs (Lake et al. 2015). "
-        "Goal: official runs >= 95.5% and random episodes >= 96% from at most 30 minutes of training.\n"
-        + f"\nRecipe: {', '.join(f'{k}={v}' for k, v in cfg.to_dict().items() if k not in ('progress',))}.\n"
+        + "\nAnchors: Koch et al. 2015 92.0% (20-way, their protocol); humans 95.5%, BPL 96.7% on the official runs "
+        "(Lake et al. 2015); a plain Prototypical Network measured on this CPU (issue 3): 90.75% official, 92.3% random.\n\n"
+        "| goal | plain | with shift TTA |\n|---|---|---|\n"
+        f"| official runs >= 95.5% | {ours['official_20way']:.4f} ({met(ours['official_20way'], 0.955)}) | {tta['official_20way']:.4f} ({met(tta['official_20way'], 0.955)}) |\n"
+        f"| random 20-way episodes >= 96% | {ours['random_20way']:.4f} ({met(ours['random_20way'], 0.96)}) | {tta['random_20way']:.4f} ({met(tta['random_20way'], 0.96)}) |\n"
+        f"| at most 30 minutes of training | {train_s / 60:.1f} min ({met(-train_s, -1800)}) | same model |\n"
+        "\nThe official runs are 400 queries in 20 runs: one query is 0.25 points, and a binomial 95% interval at 95% accuracy is about ±2 points, "
+        "so 0.9525 vs 0.955 is within noise; the Koch trials (400 queries in 20 episodes) have an interval of ±5 points.\n"
+        + f"\nRecipe: {', '.join(f'{k}={v}' for k, v in cfg.items() if k not in ('progress',))}.\n"
         + "\n### Ablation on validation alphabets\n\n"
         "`python bench/bench_omniglot.py --validate --minutes M [--recipe R] [--set KEY=VALUE]`: trained on 25 background "
         "alphabets (with rotations), judged on the other 5 (seeded draw; the evaluation alphabets play no part): random "
@@ -300,9 +346,8 @@ def main() -> None:
         "support mean. The budget is wall time, so a slower recipe gets fewer steps. Differences under ~1.5 points "
         "within-alphabet are noise (2,000 trials in 100 episodes).\n\n"
         + ablation_table()
+        + "\n" + FINDINGS + "\n"
     )
-    replace_doc_section("Omniglot 20-way one-shot", body)
-    print(body)
 
 
 if __name__ == "__main__":

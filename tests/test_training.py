@@ -62,18 +62,23 @@ class Interrupt(Exception):
     pass
 
 
+def interrupt_after(x, y, cfg: TrainConfig, out_dir: Path, epoch: int) -> None:  # type: ignore[no-untyped-def]
+    """Train into out_dir and die (an exception) right after epoch ``epoch``'s checkpoint."""
+
+    def stop(record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(x, y, cfg, out_dir=out_dir, callbacks=[stop])
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, augment: bool) -> None:
     x, y = toy(n_classes=8)
     cfg = small(epochs=4, val_fraction=0.25, patience=10, augment=augment, encoder_kwargs={"width": 8, "dropout": 0.2})
     full = fit(x, y, cfg, out_dir=tmp_path / "full")
-
-    def stop_after_2(record: dict) -> None:
-        if record["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(x, y, cfg, out_dir=tmp_path / "cut", callbacks=[stop_after_2])
+    interrupt_after(x, y, cfg, tmp_path / "cut", 2)
     state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer.json").read_text())
     assert state["epoch"] == 2
     resumed = fit(x, y, cfg, out_dir=tmp_path / "cut", resume=True)
@@ -194,13 +199,7 @@ def test_normsoftmax_resume_is_exact_and_keeps_proxies_out_of_the_model(tmp_path
     y = y * 3 + 5  # labels need not be 0..C-1
     cfg = small(epochs=3, loss="normsoftmax", margin=0.1)
     full = fit(x, y, cfg, out_dir=tmp_path / "full")
-
-    def stop_after_1(record: dict) -> None:
-        if record["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(x, y, cfg, out_dir=tmp_path / "cut", callbacks=[stop_after_1])
+    interrupt_after(x, y, cfg, tmp_path / "cut", 1)
     resumed = fit(x, y, cfg, out_dir=tmp_path / "cut", resume=True)
     assert params_equal(full.network, resumed.network)
     files = sorted(p.name for p in (tmp_path / "cut" / "checkpoint").glob("*.safetensors"))

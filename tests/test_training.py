@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from siamkit import SiamkitError, TrainConfig, fit, load_model
-from siamkit.errors import DataError
+from siamkit.errors import DataError, ModelFileError
 from siamkit.inference import embed_all
 from siamkit.training import split_by_class
 
@@ -249,3 +249,15 @@ def test_fit_uses_a_given_sampler() -> None:
         fit(x, y, small(epochs=1), sampler=[1, 2, 3])
     with pytest.raises(DataError, match="not both"):
         fit(x, y, small(epochs=1), sampler=s, groups=y // 2)
+
+
+def test_resume_refuses_a_checkpoint_with_another_cosine_length(tmp_path: Path) -> None:
+    x, y = toy(n_classes=8)
+    cfg = small(epochs=3, steps_per_epoch=2)
+    interrupt_after(x, y, cfg, tmp_path / "r", 1)
+    state_path = tmp_path / "r" / "checkpoint" / "trainer.json"
+    state = json.loads(state_path.read_text())
+    state["scheduler"]["T_max"] = 3  # what a per-epoch cosine checkpoint held
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ModelFileError, match="anneals the learning rate over 3 steps, this run over 6"):
+        fit(x, y, cfg, out_dir=tmp_path / "r", resume=True)

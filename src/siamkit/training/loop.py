@@ -434,6 +434,12 @@ def fit(
         opt.load_state_dict(unflatten_optimizer_state(load_state_dict(ckpt / st["optimizer_file"]), st["optimizer_meta"]))
         if sched is not None and st.get("scheduler") is not None:
             sched.load_state_dict(st["scheduler"])
+            if config.schedule == "cosine" and getattr(sched, "T_max", None) != config.epochs * steps:
+                raise ModelFileError(
+                    f"the checkpoint in {out} anneals the learning rate over {getattr(sched, 'T_max', '?')} steps, "
+                    f"this run over {config.epochs * steps} (checkpoints written before cosine annealing was stepped "
+                    "every batch count epochs; or the number of batches per epoch changed): start a new run"
+                )
         history, best_metric, best_epoch, bad_epochs = st["history"], st["best_metric"], st["best_epoch"], st["bad_epochs"]
         start_epoch = int(st["epoch"]) + 1
         if best_epoch and out is not None and (out / MODEL_DIR / "model.safetensors").is_file():

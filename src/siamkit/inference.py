@@ -87,15 +87,15 @@ def _embed_tta(
         raise ValueError(f"tta {tta!r}: choose one of {_TTA} or None")
     if inputs.ndim != 4:
         raise ValueError(f"tta needs images (N, C, H, W), got shape {tuple(inputs.shape)}")
-    total: torch.Tensor | None = None
+    parts: list[torch.Tensor] = []
     for start in range(0, inputs.shape[0], batch_size):
         x = to_float(inputs[start : start + batch_size])
         views = _tta_views(x, tta)
         e = embed_all(network, torch.cat(views), batch_size=batch_size, precision=precision, channels_last=channels_last)
-        e = e.view(len(views), x.shape[0], -1).mean(0)
-        total = e if total is None else torch.cat([total, e])
-    if total is None:
+        parts.append(e.view(len(views), x.shape[0], -1).mean(0))
+    if not parts:
         return torch.zeros(0, network.embedding_dim)
+    total = torch.cat(parts)
     return torch.nn.functional.normalize(total, dim=1) if network.normalize else total
 
 

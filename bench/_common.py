@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,34 @@ def replace_doc_section(heading: str, body: str) -> None:
 
 def machine_line(m: dict[str, Any]) -> str:
     return f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), {m['date']}."
+
+
+def shrink_report(folder: Path, max_points: int = 200) -> None:
+    """Keep a report folder small: thin the ROC / DET curves in metrics.json to at most
+    ``max_points`` points each (the plots are drawn from the full curves) and show the
+    data folder relative to the project checkout."""
+    path = folder / "metrics.json"
+    m = json.loads(path.read_text())
+    for curve in ("roc", "det"):
+        c = m.get("verification", {}).get(curve)
+        if c:
+            n = len(next(iter(c.values())))
+            if n > max_points:
+                keep = sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
+                m["verification"][curve] = {k: [v[i] for i in keep] for k, v in c.items()}
+                m["verification"][curve + "_thinned_from"] = n
+    data = m.get("split", {}).get("data")
+    if data and data.startswith(str(SHARED_DATA.parent)):
+        m["split"]["data"] = "shared/" + str(Path(data).relative_to(SHARED_DATA.parent))
+    path.write_text(json.dumps(m, indent=1) + "\n")
+    page = folder / "report.md"
+    page.write_text(page.read_text().replace(str(SHARED_DATA.parent) + "/", "shared/"))
+
+
+def mean_sd(vals: list[float | None], fmt: str = "{:.4f}") -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"

@@ -37,7 +37,9 @@ from _common import (
     SHARED_DATA,
     machine,
     machine_line,
+    mean_sd,
     replace_doc_section,
+    shrink_report,
     write_json,
 )
 
@@ -255,38 +257,7 @@ def run_ablation(faces: Any, quick: bool, seeds: tuple[int, ...] = (0, 1)) -> li
     return rows
 
 
-def shrink_report(folder: Path, max_points: int = 200) -> None:
-    """Keep a report folder small: thin the ROC / DET curves in metrics.json to at most
-    ``max_points`` points each (the plots are drawn from the full curves) and show the
-    data folder relative to the project checkout."""
-    path = folder / "metrics.json"
-    m = json.loads(path.read_text())
-    for curve in ("roc", "det"):
-        c = m.get("verification", {}).get(curve)
-        if c:
-            n = len(next(iter(c.values())))
-            if n > max_points:
-                keep = sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
-                m["verification"][curve] = {k: [v[i] for i in keep] for k, v in c.items()}
-                m["verification"][curve + "_thinned_from"] = n
-    data = m.get("split", {}).get("data")
-    if data and data.startswith(str(SHARED_DATA.parent)):
-        m["split"]["data"] = "shared/" + str(Path(data).relative_to(SHARED_DATA.parent))
-    path.write_text(json.dumps(m, indent=1) + "\n")
-    page = folder / "report.md"
-    page.write_text(page.read_text().replace(str(SHARED_DATA.parent) + "/", "shared/"))
-
-
 # ----------------------------------------------------------------------------- output
-
-
-def _ms(vals: list[float], fmt: str = "{:.4f}") -> str:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return fmt.format(vals[0])
-    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -324,11 +295,11 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
               "ours": "**siamkit recipe**"}
     for m in ("raw pixels", "tutorial", "ours"):
         v = s[m]
-        t = "-" if m == "raw pixels" else _ms(v["train_seconds"], "{:.0f}") + " s"
+        t = "-" if m == "raw pixels" else mean_sd(v["train_seconds"], "{:.0f}") + " s"
         lines.append(
-            f"| {labels[m]} | {_ms(v['roc_auc'])} | {_ms(v['eer'])} | {_ms(v['tar_at_far_0.01'])} | "
-            f"{_ms(v['tar_at_far_0.001'])} | {_ms(v['accuracy_at_threshold'])} | "
-            f"{_ms(v['far_at_threshold'], '{:.3f}')} / {_ms(v['frr_at_threshold'], '{:.3f}')} | {_ms(v['ten_way_one_shot'])} | {t} |"
+            f"| {labels[m]} | {mean_sd(v['roc_auc'])} | {mean_sd(v['eer'])} | {mean_sd(v['tar_at_far_0.01'])} | "
+            f"{mean_sd(v['tar_at_far_0.001'])} | {mean_sd(v['accuracy_at_threshold'])} | "
+            f"{mean_sd(v['far_at_threshold'], '{:.3f}')} / {mean_sd(v['frr_at_threshold'], '{:.3f}')} | {mean_sd(v['ten_way_one_shot'])} | {t} |"
         )
     o = s["ours"]
     eer, auc, one = statistics.mean(o["eer"]), statistics.mean(o["roc_auc"]), statistics.mean(o["ten_way_one_shot"])

@@ -39,7 +39,8 @@ import siamkit
 from siamkit.calibration import Calibrator
 from siamkit.gallery import Gallery
 from siamkit.service import KeyStore, Limits
-from siamkit.service.images import ImageSpec, decode_image
+from siamkit.network import InputSpec
+from siamkit.service.images import decode_image
 from siamkit.verify import Verifier
 
 HOST = "127.0.0.1"
@@ -63,7 +64,7 @@ def build(root: Path, n_identities: int, images: list[bytes]) -> tuple[Path, Pat
     ks = KeyStore()
     key = ks.add("bench", "admin")
     ks.save(root / "keys.json")
-    ispec = ImageSpec(1, 28, 28)
+    ispec = InputSpec.for_sample((1, 28, 28))
     with Gallery.open(root / "gallery.db", Verifier.from_dir(model)) as g:
         for i in range(n_identities):
             x = torch.stack([decode_image(images[(2 * i) % len(images)], ispec, Limits()), decode_image(images[(2 * i + 1) % len(images)], ispec, Limits())])
@@ -74,7 +75,7 @@ def build(root: Path, n_identities: int, images: list[bytes]) -> tuple[Path, Pat
 def library_rates(model: Path, gallery: Path, images: list[bytes], seconds: float = 4.0) -> dict[str, float]:
     torch.set_num_threads(1)
     v = Verifier.from_dir(model)
-    spec = ImageSpec(1, 28, 28)
+    spec = InputSpec.for_sample((1, 28, 28))
     out = {}
     with Gallery.open(gallery, v, create=False) as g:
         g.identify(decode_image(images[0], spec, Limits())[None])  # build the index

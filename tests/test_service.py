@@ -38,7 +38,8 @@ from siamkit.service import (  # noqa: E402
     decode_image,
 )
 from siamkit.service.cli import service_cli  # noqa: E402
-from siamkit.service.images import ImageSpec, sniff_image_format  # noqa: E402
+from siamkit.network import InputSpec  # noqa: E402
+from siamkit.service.images import sniff_image_format  # noqa: E402
 from siamkit.verify import Verifier  # noqa: E402
 
 SPEC = {"shape": [1, 28, 28], "channels": 1, "height": 28, "width": 28}
@@ -281,10 +282,10 @@ def test_bad_images_are_4xx(client: TestClient, R: dict[str, str]) -> None:
 
 
 def test_decode_image_unit() -> None:
-    spec = ImageSpec(1, 28, 28)
+    spec = InputSpec.for_sample((1, 28, 28))
     t = decode_image(image_bytes(1, size=(50, 10), mode="RGB"), spec, Limits())
     assert t.dtype == torch.uint8 and tuple(t.shape) == (1, 28, 28)
-    t3 = decode_image(image_bytes(1), ImageSpec(3, 12, 14), Limits())
+    t3 = decode_image(image_bytes(1), InputSpec.for_sample((3, 12, 14)), Limits())
     assert tuple(t3.shape) == (3, 12, 14)
     with pytest.raises(UploadError) as e:
         decode_image(png_header_only(20000, 20000), spec, Limits())
@@ -294,7 +295,7 @@ def test_decode_image_unit() -> None:
     with pytest.raises(ValueError):
         Limits(max_pixels=10**12)
     with pytest.raises(ValueError):
-        ImageSpec.from_input_spec({"shape": [8]})
+        InputSpec.from_dict({"shape": [8]}).require_image()
 
 
 def test_wrong_content_types_and_bodies(client: TestClient, R: dict[str, str], A: dict[str, str]) -> None:

@@ -32,12 +32,12 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from siamkit.service import KeyStore, Limits, ServiceSettings, UploadError, create_app, decode_image  # noqa: E402
-from siamkit.service.images import ImageSpec  # noqa: E402
+from siamkit.network import InputSpec  # noqa: E402
 
 from .test_service import build_model, png_header_only  # noqa: E402
 
 LIMITS = Limits(max_request_bytes=400_000, max_json_bytes=100_000, max_image_bytes=100_000, max_pixels=250_000, max_batch=4, max_k=10)
-SPEC = ImageSpec(1, 28, 28)
+SPEC = InputSpec.for_sample((1, 28, 28))
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 
 

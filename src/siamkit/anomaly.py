@@ -68,6 +68,7 @@ from .evaluation.verification import (
     tar_at_far,
 )
 from .io import write_json_atomic
+from .errors import AnomalyError, NotFittedError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import SiameseNetwork
@@ -97,14 +98,6 @@ CRITERIA = ("far", "eer")
 _FAISS_METRICS = ("euclidean", "sqeuclidean", "cosine")
 _EPS = 1e-12  # as siamkit.distances: cosine of a zero vector is 0
 _CHUNK = 1 << 22  # float64 values per chunk in the exact k-NN (32 MB)
-
-
-class AnomalyError(SiamkitError):
-    """An anomaly detector cannot be fitted or used as asked."""
-
-
-class NotFittedError(AnomalyError):
-    """The detector (or its threshold) is used before it is fitted."""
 
 
 # --------------------------------------------------------------------------- input checks

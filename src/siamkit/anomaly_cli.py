@@ -70,7 +70,7 @@ def _load_model(model: Path) -> Any:
     from .io import load_model
 
     net = load_model(model)
-    if "height" not in net.input_spec:
+    if not net.input_spec.is_image:
         raise DataError(f"the model in {model} was not trained on images (its input spec has no image size)")
     return net
 

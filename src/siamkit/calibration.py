@@ -47,6 +47,7 @@ from .evaluation.verification import (
     _tar_at_far_from_counts,
 )
 from .io import write_json_atomic
+from .errors import CalibrationError, NotFittedError, SplitLeakageError
 
 __all__ = [
     "Calibrator",
@@ -66,18 +67,6 @@ FORMAT_VERSION = 1
 
 THRESHOLD_METHODS = ("eer", "accuracy", "far")
 CONFIDENCE_METHODS = ("platt", "isotonic")
-
-
-class CalibrationError(SiamkitError):
-    """A calibrator cannot be fitted or used as asked."""
-
-
-class NotFittedError(CalibrationError):
-    """The calibrator is used before :meth:`Calibrator.fit` (or loading)."""
-
-
-class SplitLeakageError(CalibrationError):
-    """Metrics were asked for on the split the calibrator was fitted on."""
 
 
 # --------------------------------------------------------------------------- Platt

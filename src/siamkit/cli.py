@@ -222,7 +222,7 @@ def summary(
     net: Any
     if path.exists():
         net = load_model(path)
-        shape = _parse_shape(input_shape) if input_shape else tuple(net.input_spec.get("shape", ()))
+        shape = _parse_shape(input_shape) if input_shape else net.input_spec.shape
         if not shape:
             _fail("the model does not record its input shape; pass --input-shape")
     elif model in list_encoders():
@@ -271,9 +271,9 @@ def _scored(model: Path, data: Path, max_pairs: int, seed: int):  # type: ignore
 
     net = load_model(model)
     spec = net.input_spec
-    if "height" not in spec:
+    if not spec.is_image:
         _fail("evaluate and calibrate take image models; this model was trained on vectors")
-    size, ch = (int(spec["height"]), int(spec["width"])), int(spec["channels"])
+    size, ch = spec.image_size, int(spec.channels)
     if data.is_file() and data.suffix.lower() == ".csv":
         scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch))
     else:

@@ -1,8 +1,33 @@
-"""Exceptions siamkit raises for bad input: each message names what is wrong."""
+"""Every exception siamkit raises for bad input: each message names what is wrong.
+
+They all derive from :class:`SiamkitError` (a ``ValueError``): a problem with the user's
+input, data or files, never a bug. The edges (CLI, HTTP service) map them to exit code 2
+or a 4xx by *type*; no caller matches on message text.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SiamkitError", "DataError", "ModelFileError"]
+from typing import Any
+
+__all__ = [
+    "SiamkitError",
+    "DataError",
+    "ModelFileError",
+    "NotFittedError",
+    "CalibrationError",
+    "SplitLeakageError",
+    "AnomalyError",
+    "GalleryError",
+    "GalleryFileError",
+    "GalleryLockedError",
+    "ModelMismatchError",
+    "UnknownIdentityError",
+    "IdentityExistsError",
+    "FeedbackError",
+    "FeedbackLockedError",
+    "KeyFileError",
+    "FinetuneRefused",
+]
 
 
 class SiamkitError(ValueError):
@@ -15,3 +40,67 @@ class DataError(SiamkitError):
 
 class ModelFileError(SiamkitError):
     """A model or checkpoint folder is missing, damaged or from an incompatible version."""
+
+
+class CalibrationError(SiamkitError):
+    """A calibration cannot be fitted, loaded or applied."""
+
+
+class AnomalyError(SiamkitError):
+    """An anomaly detector cannot be fitted, loaded or applied."""
+
+
+class NotFittedError(CalibrationError, AnomalyError):
+    """An estimator (calibrator, anomaly detector) was used before ``fit()`` or ``load()``."""
+
+
+class SplitLeakageError(CalibrationError):
+    """Evaluation was asked on the very split a threshold was fitted on."""
+
+
+class GalleryError(SiamkitError):
+    """A gallery operation cannot be done as asked."""
+
+
+class GalleryFileError(GalleryError):
+    """A gallery file is missing, not a siamkit gallery, or from a newer schema."""
+
+
+class GalleryLockedError(GalleryError):
+    """Another process holds the gallery's write lock for longer than the timeout."""
+
+
+class ModelMismatchError(GalleryError):
+    """The gallery (or detector) was built with another model than the one given."""
+
+
+class UnknownIdentityError(GalleryError):
+    """The identity is not enrolled."""
+
+
+class IdentityExistsError(GalleryError):
+    """The identity is already enrolled (an enrolment never merges silently)."""
+
+
+class FeedbackError(SiamkitError):
+    """A feedback store or report cannot be used as given."""
+
+
+class FeedbackLockedError(FeedbackError):
+    """Another process holds the feedback store's write lock for longer than the timeout."""
+
+
+class KeyFileError(SiamkitError):
+    """An API keys file is missing, damaged or refused."""
+
+
+class FinetuneRefused(SiamkitError):
+    """The fine-tuned model is worse on the held-out split; nothing was written.
+
+    Attributes:
+        report: the comparison (old vs new).
+    """
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report

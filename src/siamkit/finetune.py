@@ -48,22 +48,11 @@ import torch.nn.functional as F
 from .calibration import Calibrator
 from .errors import DataError, SiamkitError
 from .io import load_model, save_model, write_json_atomic
+from .errors import FinetuneRefused
 
 __all__ = ["FinetuneConfig", "FinetuneRefused", "FeedbackPairs", "feedback_pairs", "finetune"]
 
 logger = logging.getLogger(__name__)
-
-
-class FinetuneRefused(SiamkitError):
-    """The fine-tuned model is worse on the held-out split; nothing was written.
-
-    Attributes:
-        report: the comparison (old vs new).
-    """
-
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
@@ -139,9 +128,7 @@ def _gallery_samples(gallery: Any, identity: str, spec: Any) -> list[torch.Tenso
 
 def feedback_pairs(records: list[Any], network: Any, *, gallery: Any = None) -> FeedbackPairs:
     """Turn feedback records into labelled pairs (see the module doc)."""
-    from .service.images import ImageSpec
-
-    spec = ImageSpec.from_input_spec(network.input_spec)
+    spec = network.input_spec.require_image()
     a_list: list[torch.Tensor] = []
     b_list: list[torch.Tensor] = []
     same: list[bool] = []
@@ -298,7 +285,7 @@ def finetune(
     old_cal = Calibrator.load(model_dir, expected_fingerprint=old.fingerprint)
     if old_cal is None:
         raise SiamkitError(f"{model_dir} is not calibrated: fine-tuning needs its threshold (run `siamkit calibrate`)")
-    shape = tuple(int(s) for s in old.input_spec.get("shape", ()))
+    shape = old.input_spec.shape
     if replay_images.dtype != torch.uint8 or tuple(replay_images.shape[1:]) != shape:
         raise DataError(f"replay images must be uint8 (N, {', '.join(map(str, shape))}), got {replay_images.dtype} {tuple(replay_images.shape)}")
 

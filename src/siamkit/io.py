@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from ._atomic import atomic_path, write_json_atomic
 from .encoders import create_encoder
 from .errors import ModelFileError
 from .network import SiameseNetwork
@@ -34,6 +34,8 @@ __all__ = [
     "save_model",
     "load_model",
     "read_config",
+    "read_versioned_json",
+    "check_fingerprint",
     "file_fingerprint",
     "write_json_atomic",
     "save_state_dict",
@@ -44,37 +46,24 @@ __all__ = [
     "FORMAT_VERSION",
 ]
 
+logger = logging.getLogger(__name__)
+
 FORMAT = "siamkit-model"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename (no half-written files)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors save through a temporary file and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a safetensors file atomically (see :mod:`siamkit._atomic`).
+
+    Args:
+        state: name -> tensor (moved to CPU and made contiguous).
+        path: the file to (re)place.
+        metadata: string metadata stored in the file's header.
+    """
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -118,6 +107,73 @@ def file_fingerprint(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return "sha256:" + h.hexdigest()
+
+
+def read_versioned_json(path: str | Path, *, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """Read one of siamkit's versioned JSON files (model config, calibration, detector...).
+
+    Every such file is a JSON object with ``"format"``, ``"format_version"`` and the
+    ``"siamkit_version"`` that wrote it; this is the one place that checks them.
+
+    Args:
+        path: the JSON file.
+        fmt: the expected ``"format"`` value.
+        version: the format version this siamkit reads.
+        what: how the messages name the file's kind (e.g. ``"calibration"``).
+
+    Returns:
+        The parsed object.
+
+    Raises:
+        ModelFileError: missing, not JSON, another format, or another format version
+            (the message names the file and both versions).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ModelFileError(f"{path} is not a siamkit {what} (format is not {fmt!r})")
+    found = data.get("format_version")
+    if found != version:
+        raise ModelFileError(
+            f"{path} has {what} format version {found!r} (siamkit {data.get('siamkit_version')}); "
+            f"this siamkit ({__version__}) reads version {version}"
+        )
+    return data
+
+
+def check_fingerprint(saved: str | None, given: str | None, *, where: str, hint: str = "") -> None:
+    """The one rule for "does this file belong to this model?".
+
+    A file that records no fingerprint (written before fingerprints existed, or for an
+    unsaved network) cannot be checked: a warning. A network without a fingerprint (never
+    saved or loaded) cannot be checked either: an error, since the file's numbers would be
+    applied to weights nobody can name. Otherwise the two must be equal.
+
+    Args:
+        saved: the fingerprint the file records (or None).
+        given: the fingerprint of the network it is used with (or None).
+        where: names the file in messages.
+        hint: appended to the mismatch message (what to do, e.g. "refit the detector").
+
+    Raises:
+        ModelFileError: the network has no fingerprint, or the fingerprints differ.
+    """
+    if saved is None:
+        if given is not None:
+            logger.warning("%s records no model fingerprint: cannot check that it belongs to this model", where)
+        return
+    if given is None:
+        raise ModelFileError(
+            f"{where} was fitted with model {saved!r}, but this network has no fingerprint (it was never saved "
+            "or loaded): load the model folder it was fitted with"
+        )
+    if given != saved:
+        raise ModelFileError(f"{where} was fitted with model {saved!r}, not with this model ({given!r}){hint}")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

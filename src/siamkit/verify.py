@@ -31,9 +31,9 @@ def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
     Returns: uint8 (C, H, W).
     """
     spec = network.input_spec
-    if "height" not in spec:
+    if not spec.is_image:
         raise DataError("this model was not trained on images (its input spec has no image size)")
-    return load_image(path, size=(int(spec["height"]), int(spec["width"])), channels=int(spec["channels"]))
+    return load_image(path, size=spec.image_size, channels=int(spec.channels))
 
 
 @dataclass

@@ -216,7 +216,7 @@ def model_hash(network: SiameseNetwork) -> str:
             "distance": network.distance.name,
             "normalize": network.normalize,
             "head": network.head_type,
-            "input_spec": network.input_spec,
+            "input_spec": network.input_spec.to_dict(),
         }
     h.update(json.dumps(recipe, sort_keys=True).encode())
     for name, t in sorted(network.state_dict().items()):
@@ -375,7 +375,7 @@ class Gallery:
                 "embedding_dim": int(net.embedding_dim),
                 "distance": _distance_name(net),
                 "normalize": bool(net.normalize),
-                "input_spec": net.input_spec,
+                "input_spec": net.input_spec.to_dict(),
                 "scoring": scoring or "best",
                 "siamkit_version": __version__,
             }
@@ -497,7 +497,7 @@ class Gallery:
         a list), or a uint8 / float array (N, *shape) or one sample (*shape)."""
         net = network or self.network
         assert net is not None
-        spec_shape = tuple(int(s) for s in net.input_spec.get("shape", ()))
+        spec_shape = net.input_spec.shape
         if _is_pathlike(inputs):
             inputs = [inputs]
         if isinstance(inputs, (list, tuple)):
@@ -1078,7 +1078,7 @@ class Gallery:
                 "embedding_dim": int(net.embedding_dim),
                 "distance": _distance_name(net),
                 "normalize": bool(net.normalize),
-                "input_spec": net.input_spec,
+                "input_spec": net.input_spec.to_dict(),
                 "siamkit_version": __version__,
             }
             self.store.replace_embeddings(np.asarray(ids, dtype=np.int64), emb, updates, expected_generation=gen0)
@@ -1092,7 +1092,7 @@ class Gallery:
 
     @staticmethod
     def _decode_stored(s: StoredSample, sid: int, net: SiameseNetwork) -> torch.Tensor:
-        spec_shape = tuple(int(v) for v in net.input_spec.get("shape", ()))
+        spec_shape = net.input_spec.shape
         if s.format.startswith("file:"):
             suffix = s.format[5:] or ".img"
             fd, tmp = tempfile.mkstemp(suffix=suffix)

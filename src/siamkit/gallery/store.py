@@ -53,6 +53,7 @@ import numpy as np
 from .. import __version__
 from .._sqlite import immediate_transaction
 from ..errors import SiamkitError
+from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
 
 __all__ = [
     "GalleryStore",
@@ -72,26 +73,6 @@ SCHEMA_VERSION = 1
 #: seconds a writer waits for another process's transaction before giving up
 DEFAULT_TIMEOUT = 60.0
 MAX_IDENTITY_LENGTH = 256
-
-
-class GalleryError(SiamkitError):
-    """A gallery cannot be used as asked."""
-
-
-class GalleryFileError(GalleryError):
-    """The gallery file is missing, not a siamkit gallery, damaged, or from a newer siamkit."""
-
-
-class ModelMismatchError(GalleryError):
-    """The gallery was built with another model than the one it is opened with."""
-
-
-class UnknownIdentityError(GalleryError):
-    """The identity is not enrolled."""
-
-
-class IdentityExistsError(GalleryError):
-    """Enrolling an identity that is already enrolled (use ``add_samples`` instead)."""
 
 
 _SCHEMA = """
@@ -349,7 +330,7 @@ class GalleryStore:
         writers queue instead of deadlocking on a lock upgrade), COMMIT or ROLLBACK."""
         with self._lock, immediate_transaction(
             self._conn(),
-            lambda e: GalleryError(f"gallery {self.path} is locked by another process ({e}); try again"),
+            lambda e: GalleryLockedError(f"gallery {self.path} is locked by another process ({e}); try again"),
         ) as cur:
             yield cur
 

@@ -64,7 +64,7 @@ from .. import __version__
 from ..errors import DataError, SiamkitError
 from ..verify import Verifier
 from .feedback import FeedbackError, FeedbackStore, default_feedback_path
-from .images import ImageSpec, Limits, UploadError, decode_image, sniff_image_format
+from .images import Limits, UploadError, decode_image, sniff_image_format
 from .security import KeyStore, Principal
 
 __all__ = ["ServiceSettings", "create_app", "create_app_from_env", "ApiError"]
@@ -143,7 +143,7 @@ def _error_response(request: Request, status: int, code: str, message: str, *, d
 
 def _library_error(e: Exception) -> ApiError:
     """Map a library exception to an HTTP error (status, code, message)."""
-    from ..gallery import GalleryError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
+    from ..errors import FeedbackLockedError, GalleryError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
 
     msg = str(e)[:500]
     if isinstance(e, UploadError):
@@ -156,9 +156,9 @@ def _library_error(e: Exception) -> ApiError:
         return ApiError(409, "model_mismatch", msg)
     if isinstance(e, FeedbackError):
         return ApiError(422, "invalid_feedback", msg)
+    if isinstance(e, (GalleryLockedError, FeedbackLockedError)):
+        return ApiError(503, "gallery_busy", msg)
     if isinstance(e, GalleryError):
-        if "locked" in msg:
-            return ApiError(503, "gallery_busy", msg)
         return ApiError(422, "invalid_request", msg)
     if isinstance(e, DataError):
         return ApiError(422, "invalid_input", msg)
@@ -444,7 +444,7 @@ class _State:
         self.verifier = Verifier.from_dir(settings.model)
         net = self.verifier.network
         try:
-            self.spec = ImageSpec.from_input_spec(net.input_spec)
+            self.spec = net.input_spec.require_image()
         except ValueError as e:
             raise SiamkitError(f"cannot serve {settings.model}: {e}") from None
         self.fingerprint: str | None = getattr(net, "fingerprint", None)

@@ -180,12 +180,12 @@ def feedback_add(
     fingerprint = None
     if model is not None:
         from ..io import load_model
-        from .images import ImageSpec, Limits, decode_image
+        from .images import Limits, decode_image
 
         net = load_model(model)
         fingerprint = getattr(net, "fingerprint", None)
         if model_checked:
-            spec = ImageSpec.from_input_spec(net.input_spec)
+            spec = net.input_spec.require_image()
             for data, what in [(a, "--image-a"), (b, "--image-b")]:
                 if data is not None:
                     try:
@@ -241,12 +241,13 @@ def finetune_command(
     from ..data.images import ImageFolderDataset
     from ..finetune import FinetuneConfig, FinetuneRefused, finetune
     from ..io import read_config
+    from ..network import InputSpec
 
-    spec = read_config(model)["network"].get("input_spec", {})
-    if "height" not in spec:
+    spec = InputSpec.from_dict(read_config(model)["network"].get("input_spec"))
+    if not spec.is_image:
         typer.echo("error: finetune takes image models", err=True)
         raise typer.Exit(2)
-    ds = ImageFolderDataset.from_folder(replay, image_size=(int(spec["height"]), int(spec["width"])), channels=int(spec["channels"]))
+    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels))
     cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression, seed=seed)
     try:
         rep = finetune(model, feedback, out, replay_images=ds.images, replay_labels=ds.labels, gallery=gallery,

@@ -44,6 +44,7 @@ from typing import Any, Iterator
 
 from .._sqlite import immediate_transaction
 from ..errors import SiamkitError
+from ..errors import FeedbackError, FeedbackLockedError
 
 __all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "default_feedback_path"]
 
@@ -79,10 +80,6 @@ CREATE TABLE IF NOT EXISTS service_audit (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 """
-
-
-class FeedbackError(SiamkitError):
-    """The feedback store cannot be used as asked."""
 
 
 def default_feedback_path(gallery: str | Path) -> Path:
@@ -211,7 +208,7 @@ class FeedbackStore:
             if self._con is None:
                 raise FeedbackError(f"feedback store {self.path} is closed")
             with immediate_transaction(
-                self._con, lambda e: FeedbackError(f"feedback store {self.path} is locked ({e}); try again")
+                self._con, lambda e: FeedbackLockedError(f"feedback store {self.path} is locked ({e}); try again")
             ) as cur:
                 yield cur
 

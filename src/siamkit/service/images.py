@@ -30,8 +30,9 @@ import torch
 from PIL import Image
 
 from ..data.images import MAX_PIXELS
+from ..network import InputSpec
 
-__all__ = ["Limits", "UploadError", "sniff_image_format", "decode_image", "ImageSpec", "ALLOWED_FORMATS"]
+__all__ = ["Limits", "UploadError", "sniff_image_format", "decode_image", "ALLOWED_FORMATS"]
 
 #: sniffed format -> the PIL plugin allowed to decode it
 ALLOWED_FORMATS = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
@@ -78,24 +79,6 @@ class UploadError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """What the model takes: channels (1 or 3) and (height, width)."""
-
-    channels: int
-    height: int
-    width: int
-
-    @classmethod
-    def from_input_spec(cls, spec: dict[str, Any]) -> "ImageSpec":
-        if not isinstance(spec, dict) or "height" not in spec or "width" not in spec:
-            raise ValueError("the model was not trained on images (its input spec has no image size)")
-        ch = int(spec.get("channels", 1))
-        if ch not in (1, 3):
-            raise ValueError(f"the model takes {ch} channels; the service serves 1 (grey) or 3 (RGB)")
-        return cls(ch, int(spec["height"]), int(spec["width"]))
-
-
 def sniff_image_format(data: bytes) -> str | None:
     """The image format from the data's magic bytes, or None (not an allowed image)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -121,7 +104,7 @@ def _describe(data: bytes) -> str:
     return "not a PNG, JPEG, GIF, BMP or WebP image"
 
 
-def decode_image(data: bytes, spec: ImageSpec, limits: Limits, *, what: str = "image") -> torch.Tensor:
+def decode_image(data: bytes, spec: InputSpec, limits: Limits, *, what: str = "image") -> torch.Tensor:
     """Validate and decode one uploaded image to uint8 (C, H, W) in the model's spec.
 
     Raises:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamkitError
+from ..errors import KeyFileError
 
 __all__ = ["ROLES", "ApiKeyRecord", "KeyStore", "Principal", "KeyFileError", "generate_key", "hash_secret"]
 
@@ -45,10 +46,6 @@ FORMAT_VERSION = 1
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _KEY_RE = re.compile(r"^sk_([0-9a-f]{8})_([A-Za-z0-9_-]{20,100})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
-
-
-class KeyFileError(SiamkitError):
-    """The keys file is missing, damaged or cannot be written."""
 
 
 def hash_secret(secret: str, salt: bytes, *, n: int = _SCRYPT["n"], r: int = _SCRYPT["r"], p: int = _SCRYPT["p"]) -> bytes:

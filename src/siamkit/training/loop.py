@@ -43,7 +43,7 @@ from ..losses import (
     triplet_loss,
 )
 from ..miners import MINERS, BaseMiner, HardPairMiner
-from ..network import SiameseNetwork
+from ..network import InputSpec, SiameseNetwork
 from ..tuples import Pairs, Triplets, all_pairs, pairs_from_pair_batch
 from .config import TrainConfig
 
@@ -113,9 +113,7 @@ def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNe
         kwargs.setdefault("in_channels", int(sample_shape[0]))
         kwargs.setdefault("embedding_dim", config.embedding_dim)
     encoder = create_encoder(config.encoder, **kwargs)
-    spec: dict[str, Any] = {"shape": [int(s) for s in sample_shape]}
-    if len(sample_shape) == 3:
-        spec.update(channels=int(sample_shape[0]), height=int(sample_shape[1]), width=int(sample_shape[2]))
+    spec = InputSpec.for_sample(sample_shape)
     return SiameseNetwork(
         encoder,
         distance=config.distance,

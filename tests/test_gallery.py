@@ -34,7 +34,7 @@ from siamkit.gallery import (
     recall_at_k,
 )
 from siamkit.gallery.cli import gallery_app
-from siamkit.gallery.search import network_pairwise
+from siamkit.inference import network_pairwise
 from siamkit.inference import embed_all
 from siamkit.verify import Verifier
 

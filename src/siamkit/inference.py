@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
 from .data.images import to_float
 from .network import SiameseNetwork
 
-__all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context"]
+__all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
@@ -108,3 +108,36 @@ def pair_distances_of_embeddings(
             network.embedding_distance(embeddings[a[s]], embeddings[b[s]]).float() for s in _chunks(a.numel(), chunk)
         ]
     return torch.cat(parts) if parts else embeddings.new_zeros(0)
+
+
+def network_pairwise(network: Any, queries: torch.Tensor, vectors: torch.Tensor, *, chunk_elems: int = 1 << 24) -> torch.Tensor:
+    """The network's distance (lower = closer; a pair head's ``-logit``) of every query
+    embedding to every vector: the one "queries against many embeddings" used by the
+    gallery, the anomaly detector, evaluation and fine-tuning.
+
+    Args:
+        network: a :class:`~siamkit.network.SiameseNetwork` (its distance, or its pair head).
+        queries: query embeddings.
+        vectors: the embeddings to compare with.
+        chunk_elems: about this many distances are computed at once (bounded memory).
+
+    Shapes:
+        queries (Q, D), vectors (N, D) -> (Q, N).
+
+    Returns:
+        The distances, no gradient.
+    """
+    q, n = queries.shape[0], vectors.shape[0]
+    if q == 0 or n == 0:
+        return vectors.new_zeros(q, n)
+    with torch.no_grad():
+        if network.pair_head is None:
+            rows = max(1, chunk_elems // max(1, n))
+            return torch.cat([network.distance.pairwise(queries[i : i + rows], vectors) for i in range(0, q, rows)])
+        out = vectors.new_empty(q, n)
+        step = max(1, chunk_elems // max(1, vectors.shape[1]))
+        for i in range(q):
+            for j in range(0, n, step):
+                v = vectors[j : j + step]
+                out[i, j : j + step] = network.embedding_distance(queries[i : i + 1].expand(v.shape[0], -1), v)
+        return out

@@ -50,14 +50,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .store import GalleryError
+from ..errors import GalleryError
+from ..inference import network_pairwise
 
 __all__ = [
     "ExactIndex",
     "FaissIndex",
     "choose_index",
     "metric_for_network",
-    "network_pairwise",
     "recall_at_k",
     "EXACT_MAX",
     "HNSW_DEFAULTS",
@@ -125,28 +125,6 @@ def metric_for_network(network: Any) -> str | None:
     if name in ("euclidean", "sqeuclidean"):
         return "l2"
     return None
-
-
-def network_pairwise(network: Any, queries: torch.Tensor, vectors: torch.Tensor, *, chunk_elems: int = 1 << 24) -> torch.Tensor:
-    """The network's distance (lower = closer; a pair head's ``-logit``) of every query
-    to every vector.
-
-    Shapes: queries (Q, D), vectors (N, D) -> (Q, N).
-    """
-    q, n = queries.shape[0], vectors.shape[0]
-    if q == 0 or n == 0:
-        return vectors.new_zeros(q, n)
-    with torch.no_grad():
-        if network.pair_head is None:
-            rows = max(1, chunk_elems // max(1, n))
-            return torch.cat([network.distance.pairwise(queries[i : i + rows], vectors) for i in range(0, q, rows)])
-        out = vectors.new_empty(q, n)
-        step = max(1, chunk_elems // max(1, vectors.shape[1]))
-        for i in range(q):
-            for j in range(0, n, step):
-                v = vectors[j : j + step]
-                out[i, j : j + step] = network.embedding_distance(queries[i : i + 1].expand(v.shape[0], -1), v)
-        return out
 
 
 def _as_f32(x: Any, what: str = "vectors") -> np.ndarray:

@@ -100,12 +100,9 @@ class FeedbackPairs:
 
 
 def _decode(data: bytes, spec: Any) -> torch.Tensor:
-    from .service.images import Limits, UploadError, decode_image
+    from .data.decode import decode_image_bytes
 
-    try:
-        return decode_image(data, spec, Limits())
-    except UploadError as e:
-        raise DataError(e.message) from None
+    return decode_image_bytes(data, spec)
 
 
 def _gallery_samples(gallery: Any, identity: str, spec: Any) -> list[torch.Tensor]:

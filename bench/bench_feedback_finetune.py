@@ -11,7 +11,8 @@ from siamkit.data.omniglot import load_omniglot
 from siamkit.training import TrainConfig, fit
 from siamkit.io import save_model, load_model
 from siamkit.calibration import Calibrator
-from siamkit.finetune import finetune, FinetuneConfig, _random_pairs, _distances, FinetuneRefused
+from siamkit.finetune import finetune, FinetuneConfig, _distances, FinetuneRefused
+from siamkit.tuples import random_pairs
 from siamkit.service.feedback import FeedbackStore
 OUT = Path(sys.argv[4]) if len(sys.argv) > 4 else Path("/tmp/siamkit-ft"); t0 = time.time()
 ds = load_omniglot(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"), split="background", image_size=28)
@@ -29,7 +30,7 @@ if not (model_dir / "config.json").exists():
     save_model(res.network, model_dir)
     print("trained", time.time()-t0, flush=True)
 net = load_model(model_dir)
-ci, cj, cs = _random_pairs(ds.labels[mcal], 4000, torch.Generator().manual_seed(1))
+ci, cj, cs = random_pairs(ds.labels[mcal], 4000, torch.Generator().manual_seed(1))
 xc = ds.images[mcal]
 cal = Calibrator().fit(_distances(net, xc[ci], xc[cj]), cs.numpy(), split_name="cal", model_fingerprint=net.fingerprint)
 cal.save(model_dir)
@@ -38,7 +39,7 @@ ep = torch.randperm(len(ev.classes), generator=g)
 rep_c, fresh_c = ep[:300], ep[300:]
 mr = torch.isin(ev.labels, rep_c); mf = torch.isin(ev.labels, fresh_c)
 xr, yr = ev.images[mr], ev.labels[mr]
-ri, rj, rs = _random_pairs(yr, 6000, torch.Generator().manual_seed(2))
+ri, rj, rs = random_pairs(yr, 6000, torch.Generator().manual_seed(2))
 d = _distances(net, xr[ri], xr[rj]); wrong = cal.decide(d) != rs.numpy()
 print("deployment pairs", len(rs), "mistakes", int(wrong.sum()), "error rate", float(wrong.mean()), flush=True)
 mist = np.nonzero(wrong)[0][:300]
@@ -50,7 +51,7 @@ with FeedbackStore.open(fbdb) as st:
     for k in mist:
         a, b = xr[ri[k]], xr[rj[k]]
         st.add(actor="bench", kind="verify", image_a=(png(a), "png"), image_b=(png(b), "png"), predicted={"same": bool(not rs[k])}, truth={"same": bool(rs[k])})
-fi, fj, fs = _random_pairs(ev.labels[mf], 4000, torch.Generator().manual_seed(3))
+fi, fj, fs = random_pairs(ev.labels[mf], 4000, torch.Generator().manual_seed(3))
 xf = ev.images[mf]
 def fresh_acc(n, c):
     return float((c.decide(_distances(n, xf[fi], xf[fj])) == fs.numpy()).mean())

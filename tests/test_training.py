@@ -10,7 +10,7 @@ import torch
 from siamkit import SiamkitError, TrainConfig, fit, load_model
 from siamkit.errors import DataError, ModelFileError
 from siamkit.inference import embed_all
-from siamkit.training import split_by_class
+from siamkit.data.splits import split_by_class
 
 
 def toy(n_classes: int = 6, per_class: int = 8, side: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,7 @@ from .calibration import Calibrator
 from .errors import DataError, SiamkitError
 from .io import load_model, save_model, write_json_atomic
 from .errors import FinetuneRefused
+from .tuples import random_pairs
 
 __all__ = ["FinetuneConfig", "FinetuneRefused", "FeedbackPairs", "feedback_pairs", "finetune"]
 
@@ -178,40 +179,6 @@ def feedback_pairs(records: list[Any], network: Any, *, gallery: Any = None) -> 
 # --------------------------------------------------------------------------- pairs of a labelled set
 
 
-def _random_pairs(labels: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n pairs (i, j, same): about half genuine (anchors from classes with >= 2 members,
-    partner another member of the class), the rest impostor."""
-    labels = labels.long()
-    order = torch.argsort(labels, stable=True)
-    counts = torch.bincount(labels)
-    starts = torch.cumsum(counts, 0) - counts
-    multi = torch.nonzero(counts[labels] >= 2).flatten()
-    ii, jj = [], []
-    n_gen = n // 2 if len(multi) else 0
-    if n_gen:
-        anchors = multi[torch.randint(len(multi), (n_gen,), generator=g)]
-        c = labels[anchors]
-        # rank of each anchor inside its class, then a random *other* rank
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(order)) - starts[labels[order]]
-        other = (rank[anchors] + 1 + torch.floor(torch.rand(n_gen, generator=g) * (counts[c] - 1).double()).long()) % counts[c]
-        ii.append(anchors)
-        jj.append(order[starts[c] + other])
-    n_imp = n - n_gen
-    a = torch.randint(len(labels), (n_imp,), generator=g)
-    b = torch.randint(len(labels), (n_imp,), generator=g)
-    clash = labels[a] == labels[b]
-    for _ in range(10):
-        if not clash.any():
-            break
-        b[clash] = torch.randint(len(labels), (int(clash.sum()),), generator=g)
-        clash = labels[a] == labels[b]
-    ii.append(a[~clash])
-    jj.append(b[~clash])
-    i, j = torch.cat(ii), torch.cat(jj)
-    return i, j, labels[i] == labels[j]
-
-
 @torch.no_grad()
 def _distances(net: Any, a: torch.Tensor, b: torch.Tensor, batch: int = 512) -> np.ndarray:
     from .data.images import to_float
@@ -313,8 +280,8 @@ def finetune(
     x_cal, y_cal = replay_images[m_cal], labels[m_cal]
     x_te, y_te = replay_images[m_test], labels[m_test]
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    ci, cj, cs = _random_pairs(y_cal, cfg.eval_pairs, eval_gen)
-    ti, tj, ts = _random_pairs(y_te, cfg.eval_pairs, eval_gen)
+    ci, cj, cs = random_pairs(y_cal, cfg.eval_pairs, eval_gen)
+    ti, tj, ts = random_pairs(y_te, cfg.eval_pairs, eval_gen)
 
     # train
     net = copy.deepcopy(old).train()
@@ -329,7 +296,7 @@ def finetune(
     losses = []
     for step in range(cfg.steps):
         k = torch.randint(len(fb), (cfg.feedback_per_batch,), generator=gen)
-        ri, rj, rs = _random_pairs(y_tr, cfg.replay_per_batch, gen)
+        ri, rj, rs = random_pairs(y_tr, cfg.replay_per_batch, gen)
         a = torch.cat([fb.a[k], x_tr[ri]])
         b = torch.cat([fb.b[k], x_tr[rj]])
         same = torch.cat([fb.same[k], rs])

@@ -25,6 +25,8 @@ __all__ = [
     "all_pairs",
     "pairs_from_pair_batch",
     "check_labels",
+    "random_pairs",
+    "subsample_pairs",
 ]
 
 
@@ -121,3 +123,87 @@ def pairs_from_pair_batch(same: torch.Tensor) -> Pairs:
     n = same.numel()
     idx = torch.arange(n, device=same.device)
     return Pairs(idx, idx + n, same)
+
+
+def random_pairs(labels: torch.Tensor, n: int, generator: torch.Generator, *, same_fraction: float = 0.5) -> Pairs:
+    """``n`` random pairs of a labelled set: ``round(n * same_fraction)`` genuine pairs
+    (two *different* samples of one class, drawn among classes with >= 2 samples), the
+    rest impostor pairs (two different classes). O(n) time and memory.
+
+    With no class of 2 samples every pair is an impostor; with a single class every pair
+    is genuine.
+
+    Args:
+        labels: class of every sample (any integer ids).
+        n: number of pairs.
+        generator: the source of randomness.
+        same_fraction: share of genuine pairs.
+
+    Shapes:
+        labels (N,) -> Pairs of length n (genuine pairs first).
+
+    Returns:
+        :class:`Pairs` ``(a, b, same)`` indexing ``labels``.
+
+    Raises:
+        ValueError: ``n`` < 0, ``same_fraction`` outside [0, 1], or fewer than 2 samples.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= same_fraction <= 1.0:
+        raise ValueError(f"same_fraction must be in [0, 1], got {same_fraction}")
+    labels = torch.as_tensor(labels).long().flatten().cpu()
+    if labels.numel() < 2:
+        raise ValueError(f"pairs need at least 2 samples, got {labels.numel()}")
+    _, inv = torch.unique(labels, return_inverse=True)
+    order = torch.argsort(inv, stable=True)
+    counts = torch.bincount(inv)
+    starts = torch.cumsum(counts, 0) - counts
+    n_cls = counts.numel()
+    multi = (counts >= 2).nonzero(as_tuple=True)[0]
+    n_gen = int(round(n * same_fraction)) if len(multi) else 0
+    if n_cls < 2:
+        n_gen = n
+    n_imp = n - n_gen
+    # genuine: a class with >= 2 samples, a sample of it, and another sample of it
+    c = multi[torch.randint(len(multi), (n_gen,), generator=generator)] if n_gen else counts.new_zeros(0)
+    cnt = counts[c]
+    i = (torch.rand(n_gen, generator=generator) * cnt).long()
+    j = (i + 1 + (torch.rand(n_gen, generator=generator) * (cnt - 1)).long()) % cnt.clamp_min(1)
+    ga, gb = order[starts[c] + i], order[starts[c] + j]
+    # impostor: a class, another class (shift by 1..n_cls-1), a sample of each
+    if n_imp:
+        c1 = torch.randint(n_cls, (n_imp,), generator=generator)
+        c2 = (c1 + torch.randint(1, n_cls, (n_imp,), generator=generator)) % n_cls
+        i1 = (torch.rand(n_imp, generator=generator) * counts[c1]).long()
+        i2 = (torch.rand(n_imp, generator=generator) * counts[c2]).long()
+        ia, ib = order[starts[c1] + i1], order[starts[c2] + i2]
+    else:
+        ia = ib = counts.new_zeros(0)
+    a, b = torch.cat([ga, ia]), torch.cat([gb, ib])
+    return Pairs(a, b, labels[a] == labels[b])
+
+
+def subsample_pairs(pairs: Pairs, max_pairs: int, generator: torch.Generator) -> Pairs:
+    """At most ``max_pairs`` of ``pairs``, keeping genuine pairs when they fit in half:
+    ``min(#genuine, max_pairs // 2)`` random genuine pairs and the rest random impostors
+    (so rare genuine pairs are not lost to subsampling). Unchanged when it already fits.
+
+    Args:
+        pairs: the candidate pairs.
+        max_pairs: the most pairs to keep.
+        generator: the source of randomness.
+
+    Returns:
+        The kept pairs (genuine first).
+    """
+    a, b, same = pairs
+    if a.numel() <= max_pairs:
+        return pairs
+    pos = same.nonzero(as_tuple=True)[0]
+    neg = (~same).nonzero(as_tuple=True)[0]
+    n_pos = min(pos.numel(), max_pairs // 2)
+    pos = pos[torch.randperm(pos.numel(), generator=generator)[:n_pos]]
+    neg = neg[torch.randperm(neg.numel(), generator=generator)[: max_pairs - n_pos]]
+    keep = torch.cat([pos, neg])
+    return Pairs(a[keep], b[keep], same[keep])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .augment import RandomAffine
-from .faces import IdentitySplit, load_face_folder, split_identities
+from .faces import load_face_folder, split_identities
+from .splits import IdentitySplit, split_by_class
 from .images import ImageFolderDataset, load_image, to_float
 from .omniglot import (
     OmniglotDataset,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Sequence
 
-import torch
 
 from ..errors import DataError
 from .images import ImageFolderDataset
+from .splits import IdentitySplit, split_parts
 from ._files import _is_image
 
 __all__ = ["load_face_folder", "split_identities", "IdentitySplit"]
@@ -80,81 +80,6 @@ def load_face_folder(
     )
 
 
-class IdentitySplit(NamedTuple):
-    """Identity-disjoint parts of a dataset, plus a JSON-able record of the split.
-
-    ``info`` = ``{"seed", "test_given", "val_given", "train", "val", "test", "num_images"}``
-    where train/val/test are the identity names of each part.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-    info: dict[str, Any]
-
-
-def _choose_parts(
-    names: Sequence[str],
-    test: int | Sequence[str],
-    val: int | Sequence[str],
-    seed: int,
-    what: str = "identity",
-) -> tuple[list[int], list[int], list[int], dict[str, Any]]:
-    """Pick test then val class indices (fixed names or seeded random counts).
-
-    Returns train, val, test class indices (each ascending) and the description
-    (without image counts).
-    """
-    n = len(names)
-    index = {name: i for i, name in enumerate(names)}
-    g = torch.Generator().manual_seed(seed)
-    taken: set[int] = set()
-    parts: list[list[int]] = []
-    for part, spec in (("test", test), ("val", val)):
-        if isinstance(spec, (str, bytes)):
-            raise TypeError(f"{part} must be a count or a list of names, got the string {spec!r}; use [{spec!r}]")
-        if isinstance(spec, bool) or not isinstance(spec, (int, Sequence)):
-            raise TypeError(f"{part} must be an int or a list of names, got {type(spec).__name__}")
-        if isinstance(spec, int):
-            free = [i for i in range(n) if i not in taken]
-            if spec < 0:
-                raise ValueError(f"number of {part} {what}s must be >= 0, got {spec}")
-            if spec > len(free) - 1:
-                raise DataError(
-                    f"cannot draw {spec} {part} {what}s: {n} {what}s, {len(taken)} already used, "
-                    f"and at least one must stay for training"
-                )
-            chosen = [free[i] for i in torch.randperm(len(free), generator=g)[:spec].tolist()]
-        else:
-            spec = [str(s) for s in spec]
-            unknown = [s for s in spec if s not in index]
-            if unknown:
-                known = ", ".join(list(names)[:10]) + (" ..." if n > 10 else "")
-                raise DataError(f"unknown {what} name(s) {unknown} for the {part} part; known: {known}")
-            dup = sorted({s for s in spec if spec.count(s) > 1})
-            if dup:
-                raise DataError(f"{what} name(s) {dup} listed twice for the {part} part")
-            chosen = [index[s] for s in spec]
-            clash = [names[i] for i in chosen if i in taken]
-            if clash:
-                raise DataError(f"{what} name(s) {clash} are in both the test and the val part")
-        taken.update(chosen)
-        parts.append(sorted(chosen))
-    test_ids, val_ids = parts
-    train_ids = [i for i in range(n) if i not in taken]
-    if not train_ids:
-        raise DataError(f"the split leaves no {what} for training ({n} in total)")
-    info: dict[str, Any] = {
-        "seed": int(seed),
-        "test_given": "random" if isinstance(test, int) else "list",
-        "val_given": "random" if isinstance(val, int) else "list",
-        "train": [names[i] for i in train_ids],
-        "val": [names[i] for i in val_ids],
-        "test": [names[i] for i in test_ids],
-    }
-    return train_ids, val_ids, test_ids, info
-
-
 def split_identities(
     dataset: ImageFolderDataset,
     test_identities: int | Sequence[str],
@@ -181,7 +106,4 @@ def split_identities(
         DataError: unknown or repeated names, a name in both parts, or a split leaving
             no identity for training.
     """
-    train_ids, val_ids, test_ids, info = _choose_parts(dataset.classes, test_identities, val_identities, seed)
-    train, val, test = (dataset.subset(ids) for ids in (train_ids, val_ids, test_ids))
-    info["num_images"] = {"train": len(train), "val": len(val), "test": len(test)}
-    return IdentitySplit(train, val, test, info)
+    return split_parts(dataset, dataset.classes, test_identities, val_identities, seed)

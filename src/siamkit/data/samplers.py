@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 
 from ..errors import DataError
+from ..tuples import random_pairs
 
 __all__ = ["MPerClassSampler", "BalancedPairSampler"]
 
@@ -142,8 +143,8 @@ class BalancedPairSampler:
 
     def __post_init__(self) -> None:
         labels = torch.as_tensor(self.labels).long()
-        self._mp = MPerClassSampler(labels, m=1, batch_size=1)
-        counts = self._mp._counts
+        MPerClassSampler(labels, m=1, batch_size=1)  # the same label checks (>= 2 classes, ...)
+        counts = torch.unique(labels, return_counts=True)[1]
         if not bool((counts >= 2).any()):
             raise DataError("no class has 2 samples, so no genuine pair can be formed")
         self._labels = labels
@@ -152,23 +153,13 @@ class BalancedPairSampler:
         return max(1, self.pairs_per_epoch // self.batch_size)
 
     def batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        mp = self._mp
-        multi = (mp._counts >= 2).nonzero(as_tuple=True)[0]
-        n_cls = mp._n_classes
+        """Yield ``len(self)`` batches ``(i, j, same)`` of ``batch_size`` pairs, half genuine.
+
+        Args:
+            generator: the source of randomness (an epoch is a function of its state).
+
+        Returns:
+            An iterator of index tensors (B,), (B,) and bool (B,).
+        """
         for _ in range(len(self)):
-            b = self.batch_size
-            same = torch.rand(b, generator=generator) < 0.5
-            c1 = torch.where(
-                same,
-                multi[torch.randint(len(multi), (b,), generator=generator)],
-                torch.randint(n_cls, (b,), generator=generator),
-            )
-            # a different class for impostors: shift by 1..n_cls-1
-            c2 = torch.where(same, c1, (c1 + torch.randint(1, n_cls, (b,), generator=generator)) % n_cls)
-            cnt1, cnt2 = mp._counts[c1], mp._counts[c2]
-            i = (torch.rand(b, generator=generator) * cnt1).long()
-            # genuine: a different sample of the same class
-            j_same = (i + 1 + (torch.rand(b, generator=generator) * (cnt1 - 1).clamp_min(1)).long()) % cnt1
-            j_diff = (torch.rand(b, generator=generator) * cnt2).long()
-            j = torch.where(same, j_same, j_diff)
-            yield mp._order[mp._starts[c1] + i], mp._order[mp._starts[c2] + j], same
+            yield random_pairs(self._labels, self.batch_size, generator)

@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..tuples import Pairs
-from .faces import IdentitySplit, _choose_parts
+from .splits import IdentitySplit, split_parts
 from .images import ImageFolderDataset
 from ._files import _as_size, _decode_files, _images_in, _is_image, _natural_key
 
@@ -373,10 +373,7 @@ def split_writers(
     Raises:
         DataError: unknown or repeated names, or no writer left for training.
     """
-    train_ids, val_ids, test_ids, info = _choose_parts(dataset.writers, test_writers, val_writers, seed, what="writer")
-    train, val, test = (dataset.subset(ids) for ids in (train_ids, val_ids, test_ids))
-    info["num_images"] = {"train": len(train), "val": len(val), "test": len(test)}
-    return IdentitySplit(train, val, test, info)
+    return split_parts(dataset, dataset.writers, test_writers, val_writers, seed, what="writer")
 
 
 def signature_pairs(

@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ..distances import BaseDistance, get_distance
-from ..tuples import all_pairs, check_labels
+from ..tuples import all_pairs, check_labels, subsample_pairs
 from .verification import equal_error_rate
 
 __all__ = ["labelled_pair_distances", "verification_metrics", "VerificationResult", "n_way_k_shot_accuracy"]
@@ -38,16 +38,9 @@ def labelled_pair_distances(
     labels = check_labels(labels, embeddings.shape[0])
     dist = get_distance(distance)
     pairs = all_pairs(labels)
+    if max_pairs is not None:
+        pairs = subsample_pairs(pairs, max_pairs, torch.Generator().manual_seed(seed))
     a, b, same = pairs
-    if max_pairs is not None and a.numel() > max_pairs:
-        g = torch.Generator().manual_seed(seed)
-        pos = same.nonzero(as_tuple=True)[0]
-        neg = (~same).nonzero(as_tuple=True)[0]
-        n_pos = min(pos.numel(), max_pairs // 2)
-        pos = pos[torch.randperm(pos.numel(), generator=g)[:n_pos]]
-        neg = neg[torch.randperm(neg.numel(), generator=g)[: max_pairs - n_pos]]
-        keep = torch.cat([pos, neg])
-        a, b, same = a[keep], b[keep], same[keep]
     with torch.no_grad():
         d = torch.cat([dist.paired(embeddings[a[i : i + 65536]], embeddings[b[i : i + 65536]]) for i in range(0, a.numel(), 65536)]) if a.numel() else embeddings.new_zeros(0)
     return d, same

@@ -12,7 +12,7 @@ from ..data.pairs import PairCSVDataset
 from ..distances import EuclideanDistance
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
-from ..tuples import all_pairs
+from ..tuples import all_pairs, subsample_pairs
 from .metrics import n_way_k_shot_accuracy
 from .retrieval import retrieval_metrics
 
@@ -52,14 +52,7 @@ def score_folder(
     keeping every genuine pair when they fit in half), plus N-way 1-shot accuracy
     (5-way and 20-way when there are enough classes) and retrieval metrics."""
     e = embed_all(network, ds.images)
-    a, b, same = all_pairs(ds.labels)
-    if a.numel() > max_pairs:
-        g = torch.Generator().manual_seed(seed)
-        pos, neg = same.nonzero(as_tuple=True)[0], (~same).nonzero(as_tuple=True)[0]
-        n_pos = min(pos.numel(), max_pairs // 2)
-        keep = torch.cat([pos[torch.randperm(pos.numel(), generator=g)[:n_pos]],
-                          neg[torch.randperm(neg.numel(), generator=g)[: max_pairs - n_pos]]])
-        a, b, same = a[keep], b[keep], same[keep]
+    a, b, same = subsample_pairs(all_pairs(ds.labels), max_pairs, torch.Generator().manual_seed(seed))
     d = pair_distances_of_embeddings(network, e, a, b)
     raw = _raw(ds.images)
     base = EuclideanDistance().paired(raw[a], raw[b])

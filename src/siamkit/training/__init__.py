@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .config import TrainConfig
-from .loop import FitResult, build_network, fit, split_by_class
+from .loop import FitResult, build_network, fit
 
-__all__ = ["FitResult", "TrainConfig", "build_network", "fit", "split_by_class"]
+__all__ = ["FitResult", "TrainConfig", "build_network", "fit"]

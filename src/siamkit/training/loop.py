@@ -23,6 +23,7 @@ import torch
 from ..data.augment import RandomAffine
 from ..data.images import to_float
 from ..data.samplers import BalancedPairSampler, MPerClassSampler
+from ..data.splits import split_by_class
 from ..encoders import create_encoder
 from ..errors import DataError, ModelFileError
 from ..evaluation.metrics import verification_metrics
@@ -47,7 +48,7 @@ from ..network import InputSpec, SiameseNetwork
 from ..tuples import Pairs, Triplets, all_pairs, pairs_from_pair_batch
 from .config import TrainConfig
 
-__all__ = ["fit", "FitResult", "split_by_class", "build_network", "CHECKPOINT_DIR"]
+__all__ = ["fit", "FitResult", "build_network", "CHECKPOINT_DIR"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,28 +78,6 @@ class FitResult:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**62)
-
-
-def split_by_class(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split sample indices so that a ``fraction`` of the classes is held out whole.
-
-    Returns:
-        (train indices, validation indices); no class appears in both.
-    """
-    classes = torch.unique(labels)
-    n_val = int(round(len(classes) * fraction))
-    if fraction > 0 and n_val < 2:
-        n_val = 2
-    if fraction > 0 and len(classes) - n_val < 2:
-        raise DataError(
-            f"{len(classes)} classes are too few to hold out {fraction:.0%} for validation and keep 2 for "
-            "training; use more classes or val_fraction=0 (--val-fraction 0)"
-        )
-    g = torch.Generator().manual_seed(seed)
-    perm = classes[torch.randperm(len(classes), generator=g)]
-    val_classes = perm[:n_val]
-    is_val = torch.isin(labels, val_classes)
-    return (~is_val).nonzero(as_tuple=True)[0], is_val.nonzero(as_tuple=True)[0]
 
 
 def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNetwork:

@@ -34,6 +34,7 @@ __all__ = [
     "save_model",
     "load_model",
     "read_config",
+    "network_from_config",
     "read_versioned_json",
     "check_fingerprint",
     "file_fingerprint",
@@ -140,8 +141,8 @@ def read_versioned_json(path: str | Path, *, fmt: str, version: int, what: str) 
     found = data.get("format_version")
     if found != version:
         raise ModelFileError(
-            f"{path} has {what} format version {found!r} (siamkit {data.get('siamkit_version')}); "
-            f"this siamkit ({__version__}) reads version {version}"
+            f"{path} was written in {what} format {found!r} (siamkit {data.get('siamkit_version')}): "
+            f"format version {found!r} is not readable; this siamkit ({__version__}) reads version {version}"
         )
     return data
 
@@ -177,30 +178,42 @@ def check_fingerprint(saved: str | None, given: str | None, *, where: str, hint:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a model folder's config.json."""
+    """Read and check a model folder's config.json (format and version).
+
+    Args:
+        path: a model folder, or its config.json.
+
+    Returns:
+        The parsed config.
+
+    Raises:
+        ModelFileError: no such folder, no config.json, not JSON, another format or
+            format version.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model folder {path} does not exist")
     cfg_path = path / CONFIG if path.is_dir() else path
     if not cfg_path.is_file():
         raise ModelFileError(f"{path} is not a siamkit model folder (no {CONFIG})")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cfg_path} is not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(f"{cfg_path} is not a siamkit model config (format is not {FORMAT!r})")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} was written in model format {version} (siamkit {config.get('siamkit_version')}); "
-            f"this siamkit ({__version__}) reads format {FORMAT_VERSION}"
-        )
-    return config
+    return read_versioned_json(cfg_path, fmt=FORMAT, version=FORMAT_VERSION, what="model config")
 
 
-def build_network(net_cfg: dict[str, Any]) -> SiameseNetwork:
-    """Rebuild an (untrained) network from the ``"network"`` part of a config."""
+def network_from_config(net_cfg: dict[str, Any]) -> SiameseNetwork:
+    """Rebuild an (untrained) network from the ``"network"`` part of a model config
+    (what :meth:`SiameseNetwork.config` wrote). Training builds a network from a
+    :class:`~siamkit.training.TrainConfig` instead (``siamkit.training.build_network``).
+
+    Args:
+        net_cfg: the recipe: encoder name + keyword arguments, distance, normalize,
+            head, input spec.
+
+    Returns:
+        The network, with freshly initialised weights.
+
+    Raises:
+        ModelFileError: the recipe cannot be built (unknown encoder, bad arguments).
+    """
     try:
         enc_cfg = net_cfg["encoder"]
         encoder = create_encoder(enc_cfg["name"], **enc_cfg.get("kwargs", {}))
@@ -222,7 +235,7 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     """
     path = Path(path)
     config = read_config(path)
-    network = build_network(config.get("network", {}))
+    network = network_from_config(config.get("network", {}))
     state = load_state_dict(path / WEIGHTS)
     try:
         network.load_state_dict(state, strict=True)

@@ -429,6 +429,9 @@ class Calibrator:
             expected_fingerprint: when given and the file records a fingerprint, they must
                 match (a calibration belongs to one model).
 
+        Returns:
+            The fitted calibrator, or None when ``model_dir`` has no calibration.json.
+
         Raises:
             ModelFileError: the folder does not exist, the file is damaged or from another
                 format version, or the fingerprints differ.

@@ -66,9 +66,20 @@ class BaseDistance:
     bounded: bool = False
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """All-pairs distance matrix.
+        """All-pairs distance matrix, lower = closer.
 
-        Shapes: x (N, D), y (M, D) or None (then y = x) -> (N, M).
+        Args:
+            x: the first set of embeddings.
+            y: the second set; None compares ``x`` with itself.
+
+        Shapes:
+            x (N, D), y (M, D) or None (then y = x) -> (N, M).
+
+        Returns:
+            ``d[i, j]``, the distance from ``x[i]`` to ``y[j]``, with gradients.
+
+        Raises:
+            ValueError: ``x`` or ``y`` is not 2-D, or their embedding sizes differ.
         """
         if y is None:
             y = x
@@ -76,13 +87,42 @@ class BaseDistance:
         return self._pairwise(x, y)
 
     def paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Row-wise distance. Shapes: x (N, D), y (N, D) -> (N,)."""
+        """Row-wise distance, lower = closer.
+
+        Args:
+            x: embeddings.
+            y: embeddings compared row by row with ``x``.
+
+        Shapes:
+            x (N, D), y (N, D) -> (N,).
+
+        Returns:
+            ``d[i]``, the distance from ``x[i]`` to ``y[i]``, with gradients.
+
+        Raises:
+            ValueError: ``x`` or ``y`` is not 2-D, their embedding sizes differ, or
+                their numbers of rows differ.
+        """
         _check(x, y, paired=True)
         return self._paired(x, y)
 
     def ranking_pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """A matrix with the same ORDER as ``pairwise`` (same argmin/argmax and strict
-        comparisons), cheaper to compute: miners use it. Default: ``pairwise`` itself."""
+        comparisons), cheaper to compute: miners use it. Default: ``pairwise`` itself.
+
+        Args:
+            x: the first set of embeddings.
+            y: the second set; None compares ``x`` with itself.
+
+        Shapes:
+            x (N, D), y (M, D) or None (then y = x) -> (N, M).
+
+        Returns:
+            Values that rank like the distances (lower = closer) but need not equal them.
+
+        Raises:
+            ValueError: ``x`` or ``y`` is not 2-D, or their embedding sizes differ.
+        """
         return self.pairwise(x, y)
 
     def to_score(self, distance: torch.Tensor) -> torch.Tensor:
@@ -142,6 +182,25 @@ class EuclideanDistance(SquaredEuclideanDistance):
     name = "euclidean"
 
     def ranking_pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared distances, which rank like :meth:`pairwise` without its square root.
+
+        See :meth:`BaseDistance.ranking_pairwise`.
+
+        Args:
+            x: the first set of embeddings.
+            y: the second set; None compares ``x`` with itself.
+
+        Shapes:
+            x (N, D), y (M, D) or None (then y = x) -> (N, M).
+
+        Returns:
+            ``||x_i||^2 + ||y_j||^2 - 2 x_i . y_j`` (lower = closer), neither clamped
+            nor refined: near-identical rows may come out slightly negative, and rank
+            like :meth:`pairwise` only up to rounding.
+
+        Raises:
+            ValueError: ``x`` or ``y`` is not 2-D, or their embedding sizes differ.
+        """
         # sqrt is monotone: squared distances rank the same, without the sqrt pass;
         # addmm fuses the cross term into one pass (mining only: no gradient flows here)
         if y is None:

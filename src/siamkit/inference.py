@@ -14,7 +14,15 @@ __all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "net
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
-    """bfloat16 autocast for ``precision="bf16"``, nothing for ``"fp32"``."""
+    """bfloat16 autocast for ``precision="bf16"``, nothing for ``"fp32"``.
+
+    Args:
+        precision: ``"bf16"`` or ``"fp32"`` (any other value also gives no autocast).
+        device: the device (or its type) whose operations are autocast.
+
+    Returns:
+        A context manager: ``torch.autocast`` for bf16, else ``contextlib.nullcontext()``.
+    """
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -37,6 +45,14 @@ def embed_all(
     """Embed a whole set in eval mode, in batches. uint8 images are scaled to [0, 1].
 
     Args:
+        network: the network whose :meth:`~siamkit.network.SiameseNetwork.embed` is used
+            (put in eval mode for the call).
+        inputs: the whole set; uint8 images are scaled to [0, 1], other dtypes cast to
+            float32.
+        batch_size: rows per forward pass.
+        precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (the result is
+            float32 either way).
+        channels_last: give 4-D batches the channels-last memory format.
         tta: test-time augmentation for images: the mean embedding over views of each
             image (re-normalised when the network normalises). ``"shift"``: the image and
             its four 1-pixel shifts (edges replicated); ``"flip"``: the image and its
@@ -45,6 +61,13 @@ def embed_all(
             accuracy for 5x the embedding time.
 
     Shapes: (N, ...) -> (N, D) float32. The network's train/eval mode is restored.
+
+    Returns:
+        The embeddings, in input order, on the network's device and without gradients
+        (an empty set gives a (0, D) CPU tensor).
+
+    Raises:
+        ValueError: an unknown ``tta``, or ``tta`` on inputs that are not (N, C, H, W).
     """
     if tta is not None:
         return _embed_tta(network, inputs, tta, batch_size=batch_size, precision=precision, channels_last=channels_last)
@@ -102,7 +125,22 @@ def _embed_tta(
 def pair_distances_of_embeddings(
     network: SiameseNetwork, embeddings: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, chunk: int = 65536
 ) -> torch.Tensor:
-    """The network's distance (its head's, if any) for index pairs of an embedded set."""
+    """The network's distance (its head's, if any) for index pairs of an embedded set.
+
+    Args:
+        network: a :class:`~siamkit.network.SiameseNetwork` (its
+            :meth:`~siamkit.network.SiameseNetwork.embedding_distance`).
+        embeddings: the embedded set.
+        a: row index of each pair's first side.
+        b: row index of each pair's second side.
+        chunk: pairs compared per call (bounded memory).
+
+    Shapes:
+        embeddings (N, D), a (P,), b (P,) -> (P,).
+
+    Returns:
+        The distances (lower = closer; a pair head's ``-logit``), float32, no gradient.
+    """
     with torch.no_grad():
         parts = [
             network.embedding_distance(embeddings[a[s]], embeddings[b[s]]).float() for s in _chunks(a.numel(), chunk)

@@ -81,9 +81,22 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def save_model(network: SiameseNetwork, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``network`` to the folder ``path`` (created if needed). Returns the folder.
 
+    Writes ``model.safetensors``, then ``config.json`` with the weights' fingerprint
+    (both atomically), and sets ``network.fingerprint`` to it.
+
     Args:
+        network: the network to save (its :meth:`~siamkit.network.SiameseNetwork.config`
+            and weights).
+        path: the model folder.
         extra: JSON-able information kept under ``"extra"`` in config.json (e.g. the
             training configuration and metrics).
+
+    Returns:
+        The folder, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: the encoder was not made by :func:`~siamkit.encoders.create_encoder`
+            (it cannot be saved by name).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -232,6 +245,19 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     """Load a model folder written by :func:`save_model`, in eval mode.
 
     Never unpickles: weights come from safetensors, the recipe from JSON.
+
+    Args:
+        path: the model folder.
+        device: where to move the network; None leaves it on the CPU.
+
+    Returns:
+        The network, in eval mode, with ``fingerprint`` set (the one config.json
+        records, else the sha256 of the weights file).
+
+    Raises:
+        ModelFileError: no such folder or no config.json, another format or format
+            version, a recipe that cannot be built, or weights that are missing,
+            damaged or do not fit the recipe.
     """
     path = Path(path)
     config = read_config(path)
@@ -264,7 +290,17 @@ def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tens
 
 
 def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_optimizer_state`."""
+    """Inverse of :func:`flatten_optimizer_state`.
+
+    Args:
+        tensors: the tensor half, named ``"<param id>.<key>"``.
+        meta: the JSON half: ``"param_groups"`` and the ``"scalars"`` (named like the
+            tensors).
+
+    Returns:
+        An optimizer ``state_dict`` (``{"state": ..., "param_groups": ...}``, integer
+        param ids) for ``optimizer.load_state_dict``.
+    """
     state: dict[int, dict[str, Any]] = {}
     for source in (tensors, meta.get("scalars", {})):
         for name, value in source.items():

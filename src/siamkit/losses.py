@@ -79,6 +79,18 @@ def pair_distances(
 
     Few pairs: gathered row by row (O(P D)). Many pairs (more than 4 per embedding):
     one (N, N) matrix and a gather, which bounds memory by N^2 instead of P x D.
+
+    Args:
+        embeddings: the batch.
+        a: row index of each pair's first side.
+        b: row index of each pair's second side.
+        distance: a distance object (see :func:`siamkit.distances.get_distance`).
+
+    Shapes:
+        embeddings (N, D), a (P,), b (P,) -> (P,).
+
+    Returns:
+        The distances, lower = closer, with gradients.
     """
     if a.numel() > 4 * embeddings.shape[0]:
         return distance.pairwise(embeddings)[a, b]
@@ -115,6 +127,9 @@ def contrastive_loss(
         power: 1 or 2.
         reduction: see the module docstring.
 
+    Shapes:
+        embeddings (N, D), pairs of length P -> () (or (P,) with reduction="none").
+
     Returns:
         scalar (or (P,) with reduction="none").
     """
@@ -145,8 +160,23 @@ def triplet_loss(
     """Triplet margin loss: ``max(0, d(a, p) - d(a, n) + margin)`` per triplet.
 
     Args:
+        embeddings: (N, D) batch.
+        triplets: (anchor, positive, negative) indices into the batch.
+        distance: name or object; lower = closer.
+        margin: how much farther than the positive the negative must be, in the
+            distance's units.
         soft: use ``softplus(d(a, p) - d(a, n))`` instead (Hermans et al. 2017's soft
             margin; ``margin`` is then ignored).
+        reduction: see the module docstring.
+
+    Shapes:
+        embeddings (N, D), triplets of length T -> () (or (T,) with reduction="none").
+
+    Returns:
+        scalar (or (T,) with reduction="none").
+
+    Raises:
+        ValueError: ``embeddings`` is not 2-D, or an unknown reduction or distance.
     """
     _check_embeddings(embeddings)
     _check_reduction(reduction)
@@ -170,7 +200,22 @@ def binary_pair_loss(
 ) -> torch.Tensor:
     """Binary cross-entropy on a pair head's logits (Koch et al. 2015).
 
-    Shapes: logits (P,) (higher = more likely the same), same (P,) bool.
+    Args:
+        logits: the pair head's logit per pair, higher = more likely the same
+            (flattened first).
+        same: True for genuine pairs.
+        reduction: see the module docstring.
+
+    Shapes:
+        logits (P,) (higher = more likely the same), same (P,) bool
+        -> () (or (P,) with reduction="none").
+
+    Returns:
+        scalar (or (P,) with reduction="none").
+
+    Raises:
+        ValueError: ``logits`` and ``same`` differ in shape, or an unknown reduction.
+        TypeError: ``same`` is not a bool tensor.
     """
     _check_reduction(reduction)
     same = as_same_tensor(same)
@@ -198,9 +243,20 @@ def multiple_negatives_ranking_loss(
 
     Args:
         anchors, positives: (N, D) each.
+        scale: the cosine similarities are multiplied by it before the softmax.
         labels: optional (N,) class of each row; other rows of the same class are then
             masked out instead of being treated as negatives (no false negatives).
         symmetric: also rank anchors for each positive, and average.
+
+    Shapes:
+        anchors (N, D), positives (N, D), labels (N,) or None -> ().
+
+    Returns:
+        The mean cross-entropy, a scalar with gradients (0 for an empty batch).
+
+    Raises:
+        ValueError: ``anchors`` or ``positives`` is not 2-D, their shapes differ, or
+            ``labels`` is not (N,).
     """
     _check_embeddings(anchors)
     _check_embeddings(positives)
@@ -242,7 +298,19 @@ def normalized_softmax_loss(
         embeddings: (N, D).
         labels: (N,) int64 proxy index of each row, in [0, C).
         proxies: (C, D) one learnable vector per class (normalised here).
-        scale: logit scale s; margin: additive cosine margin m (0 = NormFace).
+        scale: logit scale s.
+        margin: additive cosine margin m (0 = NormFace).
+
+    Shapes:
+        embeddings (N, D), labels (N,), proxies (C, D) -> ().
+
+    Returns:
+        The mean cross-entropy, a scalar with gradients to ``embeddings`` and
+        ``proxies`` (0 for an empty batch).
+
+    Raises:
+        ValueError: ``embeddings`` is not 2-D, ``proxies`` not (C, D), ``labels`` not
+            (N,) or outside [0, C).
     """
     _check_embeddings(embeddings)
     if proxies.ndim != 2 or proxies.shape[1] != embeddings.shape[1]:

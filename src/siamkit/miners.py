@@ -52,6 +52,24 @@ class BaseMiner:
         self.distance = get_distance(distance)
 
     def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Pairs | Triplets:
+        """Select the pairs or triplets of a labelled batch, under ``torch.no_grad``.
+
+        Args:
+            embeddings: the batch (detached here: mining never back-propagates).
+            labels: the class of each row (integers).
+
+        Shapes:
+            embeddings (N, D), labels (N,) -> Pairs or Triplets of indices into the N rows.
+
+        Returns:
+            :class:`~siamkit.tuples.Pairs` or :class:`~siamkit.tuples.Triplets`, as the
+            class attribute ``produces`` says; the loss recomputes their distances
+            with gradients.
+
+        Raises:
+            ValueError: ``labels`` is not of shape (N,).
+            TypeError: ``labels`` is not an integer tensor.
+        """
         labels = check_labels(labels, embeddings.shape[0])
         with torch.no_grad():
             return self._mine(embeddings.detach(), labels)

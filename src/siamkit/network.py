@@ -177,8 +177,18 @@ class SiameseNetwork(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed both inputs with the one shared encoder (a single call on cat([x1, x2])).
 
+        Args:
+            x1: the first input of each pair.
+            x2: the second input of each pair, shaped like ``x1``.
+
+        Shapes:
+            x1 (B, ...), x2 (B, ...) -> (B, D), (B, D).
+
         Returns:
             (e1, e2), each (B, D).
+
+        Raises:
+            ValueError: ``x1`` and ``x2`` differ in shape.
         """
         if x1.shape != x2.shape:
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} differ in shape")
@@ -186,19 +196,61 @@ class SiameseNetwork(nn.Module):
         return e[: x1.shape[0]], e[x1.shape[0] :]
 
     def pair_logits(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
-        """Koch's head on two embedding batches. Shapes: (B, D), (B, D) -> (B,) logits."""
+        """Koch's head on two embedding batches.
+
+        Args:
+            e1: the first embedding of each pair.
+            e2: the second embedding of each pair.
+
+        Shapes:
+            (B, D), (B, D) -> (B,) logits.
+
+        Returns:
+            ``w . |e1 - e2| + b`` per pair, higher = more likely the same, with gradients.
+
+        Raises:
+            RuntimeError: the network has no pair head.
+        """
         if self.pair_head is None:
             raise RuntimeError("this network has no pair head; build it with head='l1'")
         return self.pair_head((e1 - e2).abs()).squeeze(1)
 
     def embedding_distance(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
-        """Distance between paired embeddings, lower = closer. With a head: ``-logit``."""
+        """Distance between paired embeddings, lower = closer. With a head: ``-logit``.
+
+        Args:
+            e1: the first embedding of each pair.
+            e2: the second embedding of each pair.
+
+        Shapes:
+            e1 (B, D), e2 (B, D) -> (B,).
+
+        Returns:
+            The distances (lower = closer), with gradients.
+        """
         if self.pair_head is not None:
             return -self.pair_logits(e1, e2)
         return self.distance.paired(e1, e2)
 
     def pair_distance(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """Distance between paired inputs (B,), lower = closer."""
+        """Distance between paired inputs (B,), lower = closer.
+
+        Embeds both with :meth:`forward`, then compares with :meth:`embedding_distance`;
+        the train/eval mode is left as it is.
+
+        Args:
+            x1: the first input of each pair.
+            x2: the second input of each pair, shaped like ``x1``.
+
+        Shapes:
+            x1 (B, ...), x2 (B, ...) -> (B,).
+
+        Returns:
+            The distances (lower = closer; a pair head's ``-logit``), with gradients.
+
+        Raises:
+            ValueError: ``x1`` and ``x2`` differ in shape.
+        """
         e1, e2 = self(x1, x2)
         return self.embedding_distance(e1, e2)
 

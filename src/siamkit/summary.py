@@ -53,6 +53,17 @@ def summarize(module: nn.Module, input_shape: Sequence[int], *, batch_size: int 
     For a :class:`~siamkit.network.SiameseNetwork` the shared encoder is summarised
     (that is what both twins run).
 
+    Args:
+        module: an encoder, or a :class:`~siamkit.network.SiameseNetwork`.
+        input_shape: one sample's shape, without the batch dimension.
+        batch_size: rows of the zero batch; the module runs in eval mode without
+            gradients, and its train/eval mode is restored.
+
+    Returns:
+        The :class:`ModelSummary`: one :class:`LayerInfo` per leaf-layer call (plus the
+        pair head, if any), the input and output shapes, and the parameter totals of
+        the whole ``module``.
+
     Example:
         >>> from siamkit import create_encoder
         >>> s = summarize(create_encoder("conv4", in_channels=1), (1, 28, 28))

@@ -65,6 +65,19 @@ def as_same_tensor(same: torch.Tensor, *, name: str = "same") -> torch.Tensor:
 
     Integer 0/1 labels are refused on purpose, because the meaning of 1 differs between
     papers (Hadsell et al.: 1 = dissimilar) and libraries (1 = similar).
+
+    Args:
+        same: the indicator; a list or array is converted with ``torch.as_tensor``.
+        name: how the error message names the argument (e.g. ``"pairs.same"``).
+
+    Shapes:
+        same (...) -> (...) bool, unchanged (usually (P,), one entry per pair).
+
+    Returns:
+        ``same`` as a bool tensor (the same object when it already is one).
+
+    Raises:
+        TypeError: the dtype is not bool.
     """
     if not isinstance(same, torch.Tensor):
         same = torch.as_tensor(same)
@@ -77,7 +90,23 @@ def as_same_tensor(same: torch.Tensor, *, name: str = "same") -> torch.Tensor:
 
 
 def check_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Validate class labels for ``n`` embeddings: 1-D integer tensor of length n."""
+    """Validate class labels for ``n`` embeddings: 1-D integer tensor of length n.
+
+    Args:
+        labels: the class of each embedding; a list or array is converted with
+            ``torch.as_tensor``.
+        n: the number of embeddings.
+
+    Shapes:
+        labels (n,) -> (n,).
+
+    Returns:
+        ``labels`` as a tensor, values and dtype unchanged.
+
+    Raises:
+        ValueError: ``labels`` is not of shape (n,).
+        TypeError: ``labels`` is floating-point or bool.
+    """
     if not isinstance(labels, torch.Tensor):
         labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.numel() != n:
@@ -91,6 +120,13 @@ def class_masks(
     labels: torch.Tensor, ref_labels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative masks between a batch and itself (or a reference set).
+
+    Args:
+        labels: the class of each row of the batch.
+        ref_labels: the class of each reference row; None compares the batch with itself.
+
+    Shapes:
+        labels (N,), ref_labels (M,) or None (then M = N) -> two (N, M) bool masks.
 
     Returns:
         pos (N, M) bool: same label, excluding the diagonal when ref_labels is None.
@@ -193,6 +229,9 @@ def subsample_pairs(pairs: Pairs, max_pairs: int, generator: torch.Generator) ->
         pairs: the candidate pairs.
         max_pairs: the most pairs to keep.
         generator: the source of randomness.
+
+    Shapes:
+        pairs of length P -> Pairs of length <= min(P, max_pairs).
 
     Returns:
         The kept pairs (genuine first).

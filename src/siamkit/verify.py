@@ -28,7 +28,19 @@ __all__ = ["PairDecision", "Verifier", "compare_tensors", "compare_files", "load
 def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
     """Load an image file the way ``network`` was trained: its channels and size.
 
-    Returns: uint8 (C, H, W).
+    Args:
+        network: the model whose ``input_spec`` gives the channels and image size.
+        path: the image file.
+
+    Shapes:
+        -> (C, H, W): the network's channels and image size.
+
+    Returns:
+        uint8 (C, H, W).
+
+    Raises:
+        DataError: the model was not trained on images, or the file is missing, not an
+            image, truncated or too large.
     """
     spec = network.input_spec
     if not spec.is_image:
@@ -80,7 +92,18 @@ class Verifier:
         return cls(network, cal)
 
     def distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distances of paired batches (B, ...) x (B, ...) -> (B,); uint8 is scaled to [0, 1]."""
+        """Distances of paired batches (B, ...) x (B, ...) -> (B,); uint8 is scaled to [0, 1].
+
+        Args:
+            a: the first input of each pair.
+            b: the second input of each pair, shaped like ``a``.
+
+        Shapes:
+            a (B, ...), b (B, ...) -> (B,).
+
+        Returns:
+            The network's distances (lower = closer; a pair head's ``-logit``), no gradient.
+        """
         with torch.no_grad():
             return self.network.pair_distance(to_float(a), to_float(b))
 
@@ -98,15 +121,55 @@ class Verifier:
         return out
 
     def verify(self, a: torch.Tensor, b: torch.Tensor) -> PairDecision:
-        """One pair of inputs (C, H, W) or (F,), uint8 or float."""
+        """One pair of inputs (C, H, W) or (F,), uint8 or float.
+
+        Args:
+            a: the first input, without a batch dimension.
+            b: the second input, shaped like ``a``.
+
+        Shapes:
+            a (C, H, W) or (F,), b the same -> one decision.
+
+        Returns:
+            The :class:`PairDecision`: distance (lower = closer) and score (higher = more
+            similar), plus decision, confidence and threshold when calibrated.
+        """
         return self.decide(self.distances(a[None], b[None]))[0]
 
     def verify_files(self, path_a: str | Path, path_b: str | Path) -> PairDecision:
+        """Two image files, each loaded the way the network was trained (:func:`load_image_for`).
+
+        Args:
+            path_a: the first image file.
+            path_b: the second image file.
+
+        Returns:
+            The :class:`PairDecision`, as :meth:`verify` gives it.
+
+        Raises:
+            DataError: the model was not trained on images, or a file cannot be read as
+                an image.
+        """
         return self.verify(load_image_for(self.network, path_a), load_image_for(self.network, path_b))
 
 
 def compare_tensors(network: SiameseNetwork, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(distance, score) of two single inputs, uint8 or float in [0, 1]."""
+    """(distance, score) of two single inputs, uint8 or float in [0, 1].
+
+    No calibration is used; ``network`` is put in eval mode.
+
+    Args:
+        network: the model.
+        a: the first input, without a batch dimension.
+        b: the second input, shaped like ``a``.
+
+    Shapes:
+        a (C, H, W) or (F,), b the same -> two floats.
+
+    Returns:
+        ``(distance, score)``: the distance is lower = closer (a pair head's
+        ``-logit``), the display score higher = more similar.
+    """
     r = Verifier(network).verify(a, b)
     return r.distance, r.score
 
@@ -115,8 +178,21 @@ def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path)
     """Compare two image files with the model in ``model_dir`` (calibrated if it has a
     ``calibration.json``).
 
+    Args:
+        model_dir: a model folder (see :func:`siamkit.io.load_model`).
+        path_a: the first image file.
+        path_b: the second image file.
+
     Returns:
         {"distance", "score", "same", "confidence", "threshold", "distance_kind"}.
+        ``distance`` is lower = closer, ``score`` higher = more similar; ``same``,
+        ``confidence`` and ``threshold`` are None without a calibration;
+        ``distance_kind`` names what the distance is (e.g. ``"euclidean distance"``).
+
+    Raises:
+        ModelFileError: the model folder or its calibration cannot be loaded.
+        DataError: the model was not trained on images, or a file cannot be read as an
+            image.
     """
     v = Verifier.from_dir(model_dir)
     r = v.verify_files(path_a, path_b).to_dict()

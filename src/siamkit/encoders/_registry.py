@@ -39,6 +39,18 @@ def create_encoder(name: str, **kwargs: Any) -> nn.Module:
 
     A misspelt or unsupported argument fails here, naming the accepted ones.
 
+    Args:
+        name: a registered encoder (see :func:`list_encoders`).
+        **kwargs: the encoder's keyword arguments; remembered on the encoder so that
+            :func:`encoder_config` can rebuild it.
+
+    Returns:
+        The encoder, with ``encoder_name`` and ``encoder_kwargs`` set.
+
+    Raises:
+        ValueError: unknown ``name``.
+        TypeError: an argument the encoder does not take.
+
     Example:
         >>> enc = create_encoder("conv4", in_channels=1, embedding_dim=64)
         >>> enc.embedding_dim

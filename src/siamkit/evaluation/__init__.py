@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .anomaly import anomaly_metrics
 from .metrics import VerificationResult, labelled_pair_distances, n_way_k_shot_accuracy, verification_metrics
 from .retrieval import retrieval_metrics
 from .verification import (
@@ -19,6 +20,7 @@ __all__ = [
     "Confusion",
     "TarAtFar",
     "VerificationResult",
+    "anomaly_metrics",
     "confusion_at_threshold",
     "det_curve",
     "equal_error_rate",

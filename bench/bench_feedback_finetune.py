@@ -11,9 +11,13 @@ from siamkit.data.omniglot import load_omniglot
 from siamkit.training import TrainConfig, fit
 from siamkit.io import save_model, load_model
 from siamkit.calibration import Calibrator
-from siamkit.finetune import finetune, FinetuneConfig, _distances, FinetuneRefused
+from siamkit.training.finetune import finetune, FinetuneConfig, FinetuneRefused
+from siamkit.inference import embed_all, pair_distances_of_embeddings
 from siamkit.tuples import random_pairs
-from siamkit.service.feedback import FeedbackStore
+from siamkit.feedback import FeedbackStore
+def pair_distances(n, x, i, j):
+    """The network's distance of the index pairs (i, j) of the set x (each image embedded once)."""
+    return pair_distances_of_embeddings(n, embed_all(n, x), i, j).double().numpy()
 OUT = Path(sys.argv[4]) if len(sys.argv) > 4 else Path("/tmp/siamkit-ft"); t0 = time.time()
 ds = load_omniglot(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"), split="background", image_size=28)
 ev = load_omniglot(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"), split="evaluation", image_size=28)
@@ -32,7 +36,7 @@ if not (model_dir / "config.json").exists():
 net = load_model(model_dir)
 ci, cj, cs = random_pairs(ds.labels[mcal], 4000, torch.Generator().manual_seed(1))
 xc = ds.images[mcal]
-cal = Calibrator().fit(_distances(net, xc[ci], xc[cj]), cs.numpy(), split_name="cal", model_fingerprint=net.fingerprint)
+cal = Calibrator().fit(pair_distances(net, xc, ci, cj), cs.numpy(), split_name="cal", model_fingerprint=net.fingerprint)
 cal.save(model_dir)
 # deployment: evaluation alphabets; split characters into "reported" and "fresh"
 ep = torch.randperm(len(ev.classes), generator=g)
@@ -40,7 +44,7 @@ rep_c, fresh_c = ep[:300], ep[300:]
 mr = torch.isin(ev.labels, rep_c); mf = torch.isin(ev.labels, fresh_c)
 xr, yr = ev.images[mr], ev.labels[mr]
 ri, rj, rs = random_pairs(yr, 6000, torch.Generator().manual_seed(2))
-d = _distances(net, xr[ri], xr[rj]); wrong = cal.decide(d) != rs.numpy()
+d = pair_distances(net, xr, ri, rj); wrong = cal.decide(d) != rs.numpy()
 print("deployment pairs", len(rs), "mistakes", int(wrong.sum()), "error rate", float(wrong.mean()), flush=True)
 mist = np.nonzero(wrong)[0][:300]
 def png(t):
@@ -54,7 +58,7 @@ with FeedbackStore.open(fbdb) as st:
 fi, fj, fs = random_pairs(ev.labels[mf], 4000, torch.Generator().manual_seed(3))
 xf = ev.images[mf]
 def fresh_acc(n, c):
-    return float((c.decide(_distances(n, xf[fi], xf[fj])) == fs.numpy()).mean())
+    return float((c.decide(pair_distances(n, xf, fi, fj)) == fs.numpy()).mean())
 old_fresh = fresh_acc(net, cal)
 import shutil; shutil.rmtree(OUT / f"new-{TAG}", ignore_errors=True)
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300

@@ -618,7 +618,7 @@ def _replay(n_classes: int = 8, per: int = 6, seed: int = 0) -> tuple[torch.Tens
 
 
 def test_finetune_writes_or_refuses(tmp_path: Path, model_dir: Path) -> None:
-    from siamkit.finetune import FinetuneConfig, FinetuneRefused, finetune
+    from siamkit.training.finetune import FinetuneConfig, FinetuneRefused, finetune
     from siamkit.gallery import Gallery
 
     x, y = _replay()

@@ -261,3 +261,27 @@ def test_resume_refuses_a_checkpoint_with_another_cosine_length(tmp_path: Path) 
     state_path.write_text(json.dumps(state))
     with pytest.raises(ModelFileError, match="anneals the learning rate over 3 steps, this run over 6"):
         fit(x, y, cfg, out_dir=tmp_path / "r", resume=True)
+
+
+def test_callback_objects_can_stop_the_run_and_functions_still_work() -> None:
+    from siamkit.training import Callback
+
+    x, y = toy()
+
+    class StopAfter2(Callback):
+        def on_epoch_end(self, record, state):  # type: ignore[no-untyped-def]
+            if record["epoch"] == 2:
+                state.stop = True
+
+    ends: list[int] = []
+
+    class OnlyEnd:  # any object with some of the hooks
+        def on_train_end(self, state):  # type: ignore[no-untyped-def]
+            ends.append(state.epoch)
+
+    seen: list[int] = []
+    r = fit(x, y, small(epochs=5), callbacks=[StopAfter2(), OnlyEnd(), lambda rec: seen.append(rec["epoch"])])
+    assert [h["epoch"] for h in r.history] == [1, 2] and r.stopped_early
+    assert seen == [1, 2] and ends == [2]
+    with pytest.raises(TypeError, match="callback"):
+        fit(x, y, small(epochs=1), callbacks=[3])  # type: ignore[list-item]

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from .app import ApiError, ServiceSettings, create_app, create_app_from_env
-from .feedback import FeedbackError, FeedbackRecord, FeedbackStore, default_feedback_path
+from ..feedback import FeedbackError, FeedbackRecord, FeedbackStore, default_feedback_path
 from .images import Limits, UploadError, decode_image
 from .security import KeyFileError, KeyStore, Principal
 

@@ -63,7 +63,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import DataError, SiamkitError
 from ..verify import Verifier
-from .feedback import FeedbackError, FeedbackStore, default_feedback_path
+from ..feedback import FeedbackError, FeedbackStore, default_feedback_path
 from .images import Limits, UploadError, decode_image, sniff_image_format
 from .security import KeyStore, Principal
 

@@ -164,7 +164,7 @@ def feedback_add(
 ) -> None:
     """Record a reported mistake (and its audit entry) in the feedback store."""
     from ..errors import SiamkitError
-    from .feedback import FeedbackStore
+    from ..feedback import FeedbackStore
 
     a = _image_arg(image_a, "--image-a")
     b = _image_arg(image_b, "--image-b") if image_b is not None else None
@@ -208,7 +208,7 @@ def feedback_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the reported mistakes (without the images)."""
-    from .feedback import FeedbackStore
+    from ..feedback import FeedbackStore
 
     with FeedbackStore.open(feedback, create=False) as store:
         rows = [r.summary() for r in store.list(status=status)]
@@ -239,7 +239,7 @@ def finetune_command(
     """Fine-tune on the reported mistakes mixed with replay of the training data;
     re-calibrate; refuse to write the new model if it is worse on held-out classes."""
     from ..data.images import ImageFolderDataset
-    from ..finetune import FinetuneConfig, FinetuneRefused, finetune
+    from ..training.finetune import FinetuneConfig, FinetuneRefused, finetune
     from ..io import read_config
     from ..network import InputSpec
 

@@ -1,8 +1,32 @@
-"""Training: the fit loop, its configuration, checkpoints and early stopping."""
+"""Training: the fit loop, its configuration, callbacks (best epoch, early stopping,
+checkpoints), and fine-tuning a trained model on feedback."""
 
 from __future__ import annotations
 
+from ..errors import FinetuneRefused
+from .callbacks import Callback, EarlyStopping, KeepBest, TrainState, as_callback
+from .checkpoint import Checkpoint, read_checkpoint_state
+from .components import build_network, make_optimizer, resolve_precision
 from .config import TrainConfig
-from .loop import FitResult, build_network, fit
+from .finetune import FinetuneConfig, finetune
+from .loop import FitResult, fit, validate
 
-__all__ = ["FitResult", "TrainConfig", "build_network", "fit"]
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "FinetuneConfig",
+    "FinetuneRefused",
+    "FitResult",
+    "KeepBest",
+    "TrainConfig",
+    "TrainState",
+    "as_callback",
+    "build_network",
+    "finetune",
+    "fit",
+    "make_optimizer",
+    "read_checkpoint_state",
+    "resolve_precision",
+    "validate",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..data.augment import RandomAffine
 from ..errors import SiamkitError
 from ..miners import MINERS
 
@@ -109,11 +110,11 @@ class TrainConfig:
     grad_clip: float | None = None
 
     augment: bool = False
-    rotation: float = 10.0
-    shear: float = 0.1
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.1
-    fill: float = 0.0
+    rotation: float = RandomAffine.degrees  # the augmentation's defaults are RandomAffine's
+    shear: float = RandomAffine.shear
+    scale: tuple[float, float] = RandomAffine.scale
+    translate: float = RandomAffine.translate
+    fill: float = RandomAffine.fill
 
     val_fraction: float = 0.2
     patience: int | None = 5
@@ -197,12 +198,24 @@ class TrainConfig:
             bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every option, JSON-able (``scale`` as a list)."""
         d = asdict(self)
         d["scale"] = list(self.scale)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config of :meth:`to_dict`'s output (missing options take their defaults).
+
+        Args:
+            d: option name -> value.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            SiamkitError: an unknown option or an inconsistent value.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

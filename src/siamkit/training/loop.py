@@ -4,58 +4,47 @@ Determinism and resume: every epoch draws its batches, augmentation and dropout 
 generators seeded by (seed, epoch). A checkpoint after each epoch stores the weights,
 the optimiser and scheduler state, and the early-stopping state, so a resumed run
 continues to exactly the same weights as an uninterrupted one (same seed, CPU).
+
+Around the epochs, callbacks (:mod:`siamkit.training.callbacks`) choose the best epoch,
+stop early and write the checkpoint (:mod:`siamkit.training.checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from ..data.augment import RandomAffine
 from ..data.images import to_float
-from ..data.samplers import BalancedPairSampler, MPerClassSampler
 from ..data.splits import split_by_class
-from ..encoders import create_encoder
 from ..errors import DataError, ModelFileError
 from ..evaluation.metrics import verification_metrics
 from ..inference import autocast_context, embed_all, pair_distances_of_embeddings
-from ..io import (
-    flatten_optimizer_state,
-    load_state_dict,
-    save_model,
-    save_state_dict,
-    unflatten_optimizer_state,
-    write_json_atomic,
+from ..network import SiameseNetwork
+from ..tuples import Pairs, all_pairs, pairs_from_pair_batch
+from .callbacks import Callback, CallbackLike, EarlyStopping, KeepBest, TrainState, as_callback
+from .checkpoint import CHECKPOINT_DIR, Checkpoint, read_checkpoint_state, restore_checkpoint
+from .components import (
+    build_network,
+    make_augment,
+    make_miner,
+    make_optimizer,
+    make_sampler,
+    make_scheduler,
+    resolve_precision,
 )
-from ..losses import (
-    binary_pair_loss,
-    contrastive_loss,
-    multiple_negatives_ranking_loss,
-    normalized_softmax_loss,
-    triplet_loss,
-)
-from ..miners import MINERS, BaseMiner, HardPairMiner
-from ..network import InputSpec, SiameseNetwork
-from ..tuples import Pairs, Triplets, all_pairs, pairs_from_pair_batch
 from .config import TrainConfig
+from .objective import Objective
+from .progress import ProgressBar
 
-__all__ = ["fit", "FitResult", "build_network", "CHECKPOINT_DIR"]
+__all__ = ["fit", "FitResult", "build_network", "validate", "read_checkpoint_state", "CHECKPOINT_DIR"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "trainer.json"
-METRICS_FILE = "metrics.jsonl"
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -80,111 +69,24 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**62)
 
 
-def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNetwork:
-    """Build the network a config describes, for inputs of ``sample_shape`` (no batch dim)."""
-    kwargs = dict(config.encoder_kwargs)
-    if config.encoder == "mlp":
-        kwargs.setdefault("in_features", int(math.prod(sample_shape)))
-        kwargs.setdefault("embedding_dim", config.embedding_dim or 64)
-    else:
-        if len(sample_shape) != 3:
-            raise DataError(f"image encoders take (C, H, W) samples, got shape {tuple(sample_shape)}")
-        kwargs.setdefault("in_channels", int(sample_shape[0]))
-        kwargs.setdefault("embedding_dim", config.embedding_dim)
-    encoder = create_encoder(config.encoder, **kwargs)
-    spec = InputSpec.for_sample(sample_shape)
-    return SiameseNetwork(
-        encoder,
-        distance=config.distance,
-        normalize=config.normalize,
-        head="l1" if config.loss == "binary" else None,
-        input_spec=spec,
-    )
-
-
-def resolve_precision(config: TrainConfig, *, images: bool = True) -> tuple[str, bool]:
-    """(precision, channels_last) actually used: ``auto`` is bf16 autocast with
-    channels_last where the CPU has native bfloat16 kernels, fp32 elsewhere."""
-    if config.precision != "auto":
-        return config.precision, bool(config.channels_last and images)
-    try:
-        fast_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        fast_bf16 = False
-    return ("bf16", images) if fast_bf16 else ("fp32", bool(config.channels_last and images))
-
-
-def _make_miner(config: TrainConfig, network: SiameseNetwork) -> BaseMiner | None:
-    if config.miner is None:
-        return None
-    if config.miner == "hard_pairs":
-        return HardPairMiner(pos_margin=config.pos_margin, neg_margin=config.margin, distance=network.distance)
-    return MINERS[config.miner](distance=network.distance)
-
-
-def _batch_loss(
-    config: TrainConfig,
-    network: SiameseNetwork,
-    miner: BaseMiner | None,
-    e: torch.Tensor,
-    y: torch.Tensor,
-    given_pairs: Pairs | None = None,
-    proxies: torch.Tensor | None = None,
-    class_values: torch.Tensor | None = None,
-) -> torch.Tensor:
-    if config.loss == "normsoftmax":
-        assert proxies is not None and class_values is not None
-        return normalized_softmax_loss(
-            e, torch.searchsorted(class_values, y), proxies, scale=config.classifier_scale, margin=config.margin
-        )
-    if config.loss == "mnr":
-        m = config.m_per_class
-        e = e.view(-1, m, e.shape[1])
-        return multiple_negatives_ranking_loss(e[:, 0], e[:, 1], scale=config.mnr_scale, symmetric=True)
-    if given_pairs is not None:
-        tuples: Pairs | Triplets = given_pairs
-    else:
-        assert miner is not None
-        tuples = miner.mine(e, y)
-    if config.loss == "triplet":
-        assert isinstance(tuples, Triplets)
-        return triplet_loss(e, tuples, distance=network.distance, margin=config.margin)
-    assert isinstance(tuples, Pairs)
-    if config.loss == "contrastive":
-        return contrastive_loss(
-            e, tuples, distance=network.distance, pos_margin=config.pos_margin, neg_margin=config.margin
-        )
-    logits = network.pair_logits(e[tuples.a], e[tuples.b])
-    # balance genuine and impostor pairs: in an m-per-class batch impostors dominate
-    per = binary_pair_loss(logits, tuples.same, reduction="none")
-    if per.numel() == 0:
-        return e.sum() * 0.0
-    same = tuples.same
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
-    if n_pos == 0 or n_neg == 0:
-        return per.mean()
-    return 0.5 * per[same].mean() + 0.5 * per[~same].mean()
-
-
-def _make_optimizer(config: TrainConfig, network: SiameseNetwork) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-
-def _make_scheduler(
-    config: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if config.schedule == "cosine":  # stepped after every batch: reaches 0 at the last step
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
-    return None
-
-
 def validate(
     network: SiameseNetwork, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32", max_pairs: int = 200_000
 ) -> dict[str, float]:
-    """Verification metrics of all (or max_pairs random) pairs of a labelled set."""
+    """Verification metrics of all (or max_pairs random) pairs of a labelled set.
+
+    Args:
+        network: the network to score.
+        x: the validation inputs.
+        y: their classes (at least 2).
+        precision: fp32 or bf16 (autocast) for the embeddings.
+        max_pairs: score at most this many pairs (a seeded random subset).
+
+    Shapes:
+        x (N, ...), y (N,).
+
+    Returns:
+        ``{"val_roc_auc", "val_eer"}`` (NaN when a distance is not finite).
+    """
     e = embed_all(network, x, precision=precision)
     a, b, same = all_pairs(y)
     if a.numel() > max_pairs:
@@ -197,78 +99,250 @@ def validate(
     return {"val_roc_auc": r.roc_auc, "val_eer": r.eer}
 
 
-class _Progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bar: Any = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
-            )
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Any:
-        return self._bar.add_task(description, total=total, info="") if self._bar else None
-
-    def advance(self, task: Any, info: str = "") -> None:
-        if self._bar is not None:
-            self._bar.update(task, advance=1, info=info)
+# --------------------------------------------------------------------------- set-up
 
 
-def _save_checkpoint(
-    ckpt: Path,
-    epoch: int,
-    network: SiameseNetwork,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    state: dict[str, Any],
-    loss_state: dict[str, torch.Tensor] | None = None,
-) -> None:
-    ckpt.mkdir(parents=True, exist_ok=True)
-    model_file = f"epoch-{epoch:04d}.model.safetensors"
-    opt_file = f"epoch-{epoch:04d}.optimizer.safetensors"
-    save_state_dict(network.state_dict(), ckpt / model_file)
-    if loss_state:  # parameters of the loss (the normsoftmax proxies): training state, not the model
-        loss_file = f"epoch-{epoch:04d}.loss.safetensors"
-        save_state_dict({k: v.detach() for k, v in loss_state.items()}, ckpt / loss_file)
-        state = dict(state, loss_file=loss_file)
-    tensors, opt_meta = flatten_optimizer_state(opt.state_dict())
-    save_state_dict(tensors, ckpt / opt_file)
-    record = dict(
-        state,
-        epoch=epoch,
-        model_file=model_file,
-        optimizer_file=opt_file,
-        optimizer_meta=opt_meta,
-        scheduler=sched.state_dict() if sched is not None else None,
+def _check_data(
+    train_x: torch.Tensor, train_y: torch.Tensor, config: TrainConfig, groups: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The labels (and groups) as long tensors, once the inputs are known to be usable."""
+    train_y = torch.as_tensor(train_y).long()
+    if train_x.shape[0] != train_y.numel():
+        raise DataError(f"{train_x.shape[0]} samples but {train_y.numel()} labels")
+    if train_x.shape[0] == 0:
+        raise DataError("no training samples")
+    if train_x.is_floating_point() and not torch.isfinite(train_x).all():
+        raise DataError("training inputs contain NaN or infinity")
+    if groups is not None:
+        groups = torch.as_tensor(groups).long()
+        if groups.shape != train_y.shape:
+            raise DataError(f"groups must have one entry per training sample ({train_y.numel()}), got {tuple(groups.shape)}")
+    if groups is not None and config.batching != "classes":
+        raise DataError("groups shape class batches; pair batching (batching='pairs') does not use them")
+    if config.classes_per_group is not None and groups is None:
+        raise DataError("classes_per_group is set but no groups were given (fit(..., groups=...))")
+    return train_y, groups
+
+
+@dataclass
+class _Data:
+    """The training and validation samples of a run."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    groups: torch.Tensor | None
+
+
+def _prepare_data(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    config: TrainConfig,
+    val_x: torch.Tensor | None,
+    val_y: torch.Tensor | None,
+    groups: torch.Tensor | None,
+) -> _Data:
+    """Check the inputs and hold out ``config.val_fraction`` of the classes when no
+    validation set is given."""
+    train_y, groups = _check_data(train_x, train_y, config, groups)
+    if val_x is None and config.val_fraction > 0:
+        tr, va = split_by_class(train_y, config.val_fraction, config.seed)
+        train_x, train_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
+        if groups is not None:
+            groups = groups[tr]
+    if torch.unique(train_y).numel() < 2:
+        raise DataError("training data has a single class: similarity needs at least 2 classes")
+    return _Data(train_x, train_y, val_x, val_y, groups)
+
+
+def _make_proxies(
+    config: TrainConfig, network: SiameseNetwork, data: _Data, opt: torch.optim.Optimizer
+) -> tuple[torch.nn.Parameter | None, torch.Tensor | None]:
+    """The normsoftmax class proxies (trained with the network), and the classes they
+    stand for; (None, None) for other losses."""
+    if config.loss != "normsoftmax":
+        return None, None
+    class_values = torch.unique(data.y)
+    network.eval()
+    with torch.no_grad():
+        dim = int(network.embed(to_float(data.x[:2])).shape[1])
+    network.train()
+    gp = torch.Generator().manual_seed(config.seed)
+    proxies = torch.nn.Parameter(torch.randn(class_values.numel(), dim, generator=gp))
+    opt.add_param_group({"params": [proxies]})
+    return proxies, class_values
+
+
+def _choose_sampler(config: TrainConfig, data: _Data, sampler: Any) -> Any:
+    if sampler is None:
+        return make_sampler(config, data.y, data.groups)
+    if not callable(getattr(sampler, "batches", None)):
+        raise TypeError(f"sampler must have a batches(generator) method, got {type(sampler).__name__}")
+    if data.groups is not None:
+        raise DataError("pass groups or your own sampler, not both")
+    return sampler
+
+
+@dataclass
+class _Run:
+    """What stays fixed while a run trains: the data, the sampler, the objective, the
+    augmentation and the precision."""
+
+    data: _Data
+    sampler: Any
+    objective: Objective
+    augment: RandomAffine | None
+    view_aug: RandomAffine
+    precision: str
+    channels_last: bool
+
+    def inputs(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """The inputs of a batch, augmented (with two views: both views, one after the other).
+
+        Args:
+            idx: the batch's sample indices.
+            g: the epoch's generator (the augmentation draws from it).
+
+        Shapes:
+            idx (B,) -> (B, ...) float, (2B, ...) with two views.
+
+        Returns:
+            The batch, in the run's memory format.
+        """
+        x = to_float(self.data.x[idx])
+        if self.objective.two_views:
+            x = torch.cat([self.view_aug(x, g), self.view_aug(x, g)])
+        elif self.augment is not None:
+            x = self.augment(x, g)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _set_up(config: TrainConfig, data: _Data, sampler: Any) -> tuple[TrainState, Any, Objective]:
+    """A fresh run: network (seeded), optimiser, loss parameters, sampler, schedule."""
+    torch.manual_seed(config.seed)
+    network = build_network(config, data.x.shape[1:])
+    opt = make_optimizer(network.parameters(), optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+    proxies, class_values = _make_proxies(config, network, data, opt)
+    sampler = _choose_sampler(config, data, sampler)
+    steps = config.steps_per_epoch or len(sampler)
+    state = TrainState(
+        config=config,
+        network=network,
+        optimizer=opt,
+        scheduler=make_scheduler(config, opt, steps),
+        sample_shape=list(data.x.shape[1:]),
+        steps_per_epoch=steps,
+        proxies=proxies,
     )
-    write_json_atomic(ckpt / STATE_FILE, record)  # the commit point: older files are now stale
-    for old in ckpt.glob("epoch-*.safetensors"):
-        if not old.name.startswith(f"epoch-{epoch:04d}."):
-            old.unlink(missing_ok=True)
+    return state, sampler, Objective(config, network, None, proxies=proxies, class_values=class_values)
 
 
-def read_checkpoint_state(out_dir: str | Path) -> dict[str, Any]:
-    """The trainer state of a run folder's checkpoint (for --resume)."""
-    path = Path(out_dir) / CHECKPOINT_DIR / STATE_FILE
-    if not path.is_file():
-        raise ModelFileError(f"no checkpoint to resume in {out_dir} ({path} is missing)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"checkpoint state {path} is damaged: {e}") from None
+def _make_run(state: TrainState, data: _Data, sampler: Any, objective: Objective) -> _Run:
+    """The precision, memory format, miner and augmentation of a (set-up or resumed) run."""
+    config = state.config
+    images = data.x.ndim == 4
+    precision, channels_last = resolve_precision(config, images=images)
+    if channels_last:
+        state.network = state.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    objective.network = state.network
+    objective.miner = make_miner(config, state.network)
+    augment = make_augment(config) if config.augment and images else None
+    if objective.two_views and not images:
+        raise DataError("the views loss and instance_weight need image inputs (the views are random affine transforms)")
+    view_aug = augment or make_augment(config)
+    state.has_val = data.val_x is not None and data.val_y is not None and torch.unique(data.val_y).numel() >= 2
+    return _Run(data, sampler, objective, augment, view_aug, precision, channels_last)
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def _cycle(sampler: Any, g: torch.Generator) -> Iterator[Any]:
+    while True:
+        yield from sampler.batches(g)
+
+
+def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
+    for _, item in zip(range(n), it):
+        yield item
+
+
+def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, epoch: int) -> tuple[float, int]:
+    """One optimiser step on one batch; returns (the batch loss, images in the batch)."""
+    config, network = state.config, state.network
+    given_pairs: Pairs | None = None
+    if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
+        idx = torch.cat([batch[0], batch[1]])
+        given_pairs = pairs_from_pair_batch(batch[2])
+    else:
+        idx = batch
+    x = run.inputs(idx, g)
+    with autocast_context(run.precision):
+        e = network.embed(x)
+    loss = run.objective(e.float(), run.data.y[idx], given_pairs)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) or check the inputs for NaN"
+        )
+    opt = state.optimizer
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    opt.step()
+    if state.scheduler is not None and config.schedule == "cosine":
+        state.scheduler.step()
+    return loss.item(), int(idx.numel())
+
+
+def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int) -> dict[str, Any]:
+    """Train one epoch from its own seeds; returns its record (loss, lr, speed)."""
+    config = state.config
+    seed = _epoch_seed(config.seed, epoch)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 1)
+    state.network.train()
+    task = progress.task(f"epoch {epoch}/{config.epochs}", state.steps_per_epoch)
+    t0 = time.perf_counter()
+    total, n_batches, n_images = 0.0, 0, 0
+    lr = state.optimizer.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
+    for batch in _take(_cycle(run.sampler, g), state.steps_per_epoch):
+        loss, n = _train_step(state, run, batch, g, epoch)
+        total += loss
+        n_batches += 1
+        n_images += n
+        progress.advance(task, f"loss {total / n_batches:.4f}")
+    seconds = time.perf_counter() - t0
+    if state.scheduler is not None and config.schedule != "cosine":
+        state.scheduler.step()
+    return {
+        "epoch": epoch,
+        "train_loss": total / max(1, n_batches),
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_images / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _validation_scores(
+    state: TrainState, run: _Run, validate_fn: Callable[..., dict[str, float]] | None
+) -> dict[str, float]:
+    assert run.data.val_x is not None and run.data.val_y is not None
+    scores = (validate_fn or validate)(state.network, run.data.val_x, run.data.val_y, precision=run.precision)
+    if "val_roc_auc" not in scores:
+        raise KeyError(f"validate_fn must return a dict with 'val_roc_auc', got keys {sorted(scores)}")
+    return scores
+
+
+def _callbacks(config: TrainConfig, out: Path | None, user: Sequence[CallbackLike]) -> list[Callback]:
+    """The loop's own callbacks (best epoch, early stopping, checkpoint), then the user's."""
+    own: list[Callback] = [KeepBest(config.tie_break), EarlyStopping(config.patience)]
+    if out is not None:
+        own.append(Checkpoint(out))
+    return own + [as_callback(cb) for cb in user]
 
 
 def fit(
@@ -280,7 +354,7 @@ def fit(
     val_y: torch.Tensor | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    callbacks: Sequence[CallbackLike] = (),
     groups: torch.Tensor | None = None,
     sampler: Any = None,
     validate_fn: Callable[..., dict[str, float]] | None = None,
@@ -296,7 +370,10 @@ def fit(
         out_dir: where to write ``model/`` (the best model), ``checkpoint/`` (after every
             epoch) and ``metrics.jsonl``; None = keep everything in memory.
         resume: continue from ``out_dir/checkpoint``.
-        callbacks: called with each epoch's record after its checkpoint is written.
+        callbacks: functions called with each epoch's record after its checkpoint is
+            written, or :class:`~siamkit.training.callbacks.Callback` objects (their
+            ``on_train_begin(state)``, ``on_epoch_end(record, state)`` and
+            ``on_train_end(state)``; setting ``state.stop`` ends the run).
         groups: (N,) a group per training sample, constant within a class (e.g. the
             alphabet of an Omniglot character): batches are then filled group by group,
             at most ``config.classes_per_group`` classes from each (see
@@ -319,266 +396,34 @@ def fit(
         >>> x, y = torch.rand(64, 1, 16, 16), torch.arange(8).repeat_interleave(8)
         >>> result = fit(x, y, TrainConfig(epochs=1, batch_size=16, val_fraction=0, progress=False))
     """
-    train_y = torch.as_tensor(train_y).long()
-    if train_x.shape[0] != train_y.numel():
-        raise DataError(f"{train_x.shape[0]} samples but {train_y.numel()} labels")
-    if train_x.shape[0] == 0:
-        raise DataError("no training samples")
-    if train_x.is_floating_point() and not torch.isfinite(train_x).all():
-        raise DataError("training inputs contain NaN or infinity")
-    if groups is not None:
-        groups = torch.as_tensor(groups).long()
-        if groups.shape != train_y.shape:
-            raise DataError(f"groups must have one entry per training sample ({train_y.numel()}), got {tuple(groups.shape)}")
-    if groups is not None and config.batching != "classes":
-        raise DataError("groups shape class batches; pair batching (batching='pairs') does not use them")
-    if config.classes_per_group is not None and groups is None:
-        raise DataError("classes_per_group is set but no groups were given (fit(..., groups=...))")
-    if val_x is None and config.val_fraction > 0:
-        tr, va = split_by_class(train_y, config.val_fraction, config.seed)
-        train_x, train_y, val_x, val_y = train_x[tr], train_y[tr], train_x[va], train_y[va]
-        if groups is not None:
-            groups = groups[tr]
-    if torch.unique(train_y).numel() < 2:
-        raise DataError("training data has a single class: similarity needs at least 2 classes")
-
+    data = _prepare_data(train_x, train_y, config, val_x, val_y, groups)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / CHECKPOINT_DIR if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(config.seed)
-    network = build_network(config, train_x.shape[1:])
-    opt = _make_optimizer(config, network)
-    proxies: torch.nn.Parameter | None = None
-    class_values: torch.Tensor | None = None
-    if config.loss == "normsoftmax":
-        class_values = torch.unique(train_y)
-        network.eval()
-        with torch.no_grad():
-            dim = int(network.embed(to_float(train_x[:2])).shape[1])
-        network.train()
-        gp = torch.Generator().manual_seed(config.seed)
-        proxies = torch.nn.Parameter(torch.randn(class_values.numel(), dim, generator=gp))
-        opt.add_param_group({"params": [proxies]})
-    if sampler is not None:
-        if not callable(getattr(sampler, "batches", None)):
-            raise TypeError(f"sampler must have a batches(generator) method, got {type(sampler).__name__}")
-        if groups is not None:
-            raise DataError("pass groups or your own sampler, not both")
-    elif config.batching == "pairs":
-        sampler = BalancedPairSampler(
-            train_y, batch_size=config.batch_size // 2, pairs_per_epoch=max(1, train_y.numel() // 2)
-        )
-    else:
-        sampler = MPerClassSampler(
-            train_y,
-            m=config.m_per_class,
-            batch_size=config.batch_size,
-            groups=groups,
-            classes_per_group=config.classes_per_group,
-        )
-    steps = config.steps_per_epoch or len(sampler)
-    sched = _make_scheduler(config, opt, steps)
-    history: list[dict[str, Any]] = []
-    best_metric: float | None = None
-    best_epoch = 0
-    bad_epochs = 0
-    start_epoch = 1
-    best_state: dict[str, torch.Tensor] | None = None
-
+    state, batch_sampler, objective = _set_up(config, data, sampler)
     if resume:
-        if ckpt is None:
+        if out is None:
             raise ModelFileError("resume needs out_dir")
-        st = read_checkpoint_state(out)
-        saved = TrainConfig.from_dict(st["config"])
-        ignore = {"progress"}  # display only: it does not change the result
-        if {k: v for k, v in saved.to_dict().items() if k not in ignore} != {
-            k: v for k, v in config.to_dict().items() if k not in ignore
-        }:
-            raise ModelFileError(f"the checkpoint in {out} was trained with other options; resume with the same ones")
-        if list(st.get("sample_shape", [])) != list(train_x.shape[1:]):
-            raise DataError(
-                f"the checkpoint in {out} was trained on inputs of shape {st.get('sample_shape')}, "
-                f"the data has {list(train_x.shape[1:])} (channel count or image size differ)"
-            )
-        network.load_state_dict(load_state_dict(ckpt / st["model_file"]))
-        if proxies is not None:
-            if "loss_file" not in st:
-                raise ModelFileError(f"the checkpoint in {out} has no loss state (proxies) to resume")
-            with torch.no_grad():
-                proxies.copy_(load_state_dict(ckpt / st["loss_file"])["proxies"])
-        opt.load_state_dict(unflatten_optimizer_state(load_state_dict(ckpt / st["optimizer_file"]), st["optimizer_meta"]))
-        if sched is not None and st.get("scheduler") is not None:
-            sched.load_state_dict(st["scheduler"])
-            if config.schedule == "cosine" and getattr(sched, "T_max", None) != config.epochs * steps:
-                raise ModelFileError(
-                    f"the checkpoint in {out} anneals the learning rate over {getattr(sched, 'T_max', '?')} steps, "
-                    f"this run over {config.epochs * steps} (checkpoints written before cosine annealing was stepped "
-                    "every batch count epochs; or the number of batches per epoch changed): start a new run"
-                )
-        history, best_metric, best_epoch, bad_epochs = st["history"], st["best_metric"], st["best_epoch"], st["bad_epochs"]
-        start_epoch = int(st["epoch"]) + 1
-        if best_epoch and out is not None and (out / MODEL_DIR / "model.safetensors").is_file():
-            best_state = load_state_dict(out / MODEL_DIR / "model.safetensors")
-        logger.info("resuming %s at epoch %d", out, start_epoch)
-
-    precision, channels_last = resolve_precision(config, images=train_x.ndim == 4)
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    miner = _make_miner(config, network)
-    augment = (
-        RandomAffine(
-            degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
-        )
-        if config.augment and train_x.ndim == 4
-        else None
-    )
-    two_views = config.loss == "views" or config.instance_weight > 0
-    if two_views and train_x.ndim != 4:
-        raise DataError("the views loss and instance_weight need image inputs (the views are random affine transforms)")
-    view_aug = augment or RandomAffine(
-        degrees=config.rotation, shear=config.shear, scale=config.scale, translate=config.translate, fill=config.fill
-    )
-    has_val = val_x is not None and val_y is not None and torch.unique(val_y).numel() >= 2
+        restore_checkpoint(out, state)
+    run = _make_run(state, data, batch_sampler, objective)
+    hooks = _callbacks(config, out, callbacks)
+    for cb in hooks:
+        cb.on_train_begin(state)
     stopped_early = False
-    with _Progress(config.progress) as progress:
-        for epoch in range(start_epoch, config.epochs + 1):
-            if config.patience is not None and has_val and bad_epochs >= config.patience:
+    with ProgressBar(config.progress) as progress:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            if state.stop:
                 stopped_early = True
                 break
-            seed = _epoch_seed(config.seed, epoch)
-            g = torch.Generator().manual_seed(seed)
-            torch.manual_seed(seed + 1)
-            network.train()
-            task = progress.task(f"epoch {epoch}/{config.epochs}", steps)
-            t0 = time.perf_counter()
-            total, n_batches, n_images = 0.0, 0, 0
-            lr = opt.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
-            batches = _take(_cycle(sampler, g), steps)
-            for batch in batches:
-                given_pairs: Pairs | None = None
-                if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
-                    idx = torch.cat([batch[0], batch[1]])
-                    given_pairs = pairs_from_pair_batch(batch[2])
-                else:
-                    idx = batch
-                x = to_float(train_x[idx])
-                y = train_y[idx]
-                if two_views:
-                    x = torch.cat([view_aug(x, g), view_aug(x, g)])
-                elif augment is not None:
-                    x = augment(x, g)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast_context(precision):
-                    e = network.embed(x)
-                e = e.float()
-                if two_views:
-                    e, e2 = e[: idx.numel()], e[idx.numel() :]
-                    views = multiple_negatives_ranking_loss(
-                        e, e2, scale=config.instance_scale, labels=y, symmetric=True
-                    )
-                    if config.loss == "views":
-                        loss = views
-                    else:
-                        loss = (
-                            _batch_loss(config, network, miner, e, y, None, proxies, class_values)
-                            + config.instance_weight * views
-                        )
-                else:
-                    loss = _batch_loss(config, network, miner, e, y, given_pairs, proxies, class_values)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) "
-                        "or check the inputs for NaN"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-                opt.step()
-                if sched is not None and config.schedule == "cosine":
-                    sched.step()
-                total += loss.item()
-                n_batches += 1
-                n_images += int(idx.numel())
-                progress.advance(task, f"loss {total / n_batches:.4f}")
-            seconds = time.perf_counter() - t0
-            if sched is not None and config.schedule != "cosine":
-                sched.step()
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": total / max(1, n_batches),
-                "lr": lr,
-                "seconds": round(seconds, 3),
-                "images_per_s": round(n_images / seconds, 1) if seconds > 0 else None,
-            }
-            improved = False
-            if has_val:
-                assert val_x is not None and val_y is not None
-                scores = (validate_fn or validate)(network, val_x, val_y, precision=precision)
-                if "val_roc_auc" not in scores:
-                    raise KeyError(f"validate_fn must return a dict with 'val_roc_auc', got keys {sorted(scores)}")
-                record.update(scores)
-                metric = record["val_roc_auc"]
-                if best_metric is None:
-                    better = True
-                elif metric != metric:  # NaN never wins
-                    better = False
-                else:
-                    better = metric >= best_metric if config.tie_break == "later" else metric > best_metric
-                if better:
-                    best_metric, best_epoch, bad_epochs, improved = metric, epoch, 0, True
-                else:
-                    bad_epochs += 1
-            else:
-                best_epoch, improved = epoch, True
-            if improved:
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            history.append(record)
+            record = _train_epoch(state, run, progress, epoch)
+            if state.has_val:
+                record.update(_validation_scores(state, run, validate_fn))
+            state.epoch = epoch
+            state.history.append(record)
             logger.info("epoch %d: %s", epoch, record)
-            if out is not None and ckpt is not None:
-                if improved:
-                    save_model(network, out / MODEL_DIR, extra={"train_config": config.to_dict(), "epoch": epoch})
-                # rewritten whole from the history (which the checkpoint also holds), so a
-                # resumed run never duplicates or drops an epoch's line
-                _write_text_atomic(out / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
-                _save_checkpoint(
-                    ckpt,
-                    epoch,
-                    network,
-                    opt,
-                    sched,
-                    {
-                        "config": config.to_dict(),
-                        "sample_shape": list(train_x.shape[1:]),
-                        "history": history,
-                        "best_metric": best_metric,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                    },
-                    {"proxies": proxies} if proxies is not None else None,
-                )
-            for cb in callbacks:
-                cb(record)
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    network.eval()
-    return FitResult(network, history, best_epoch, best_metric, stopped_early)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _cycle(sampler: Any, g: torch.Generator):  # type: ignore[no-untyped-def]
-    while True:
-        yield from sampler.batches(g)
-
-
-def _take(it, n: int):  # type: ignore[no-untyped-def]
-    for _, item in zip(range(n), it):
-        yield item
+            for cb in hooks:
+                cb.on_epoch_end(record, state)
+    for cb in hooks:
+        cb.on_train_end(state)
+    state.network.eval()
+    return FitResult(state.network, state.history, state.best_epoch, state.best_metric, stopped_early)

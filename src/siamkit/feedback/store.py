@@ -42,11 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .._sqlite import immediate_transaction
-from ..errors import SiamkitError
+from .._sqlite import connect, immediate_transaction
 from ..errors import FeedbackError, FeedbackLockedError
 
-__all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "default_feedback_path"]
+__all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "SCHEMA_VERSION", "default_feedback_path"]
 
 SCHEMA_VERSION = 1
 KINDS = ("verify", "identify", "identity_verify")
@@ -154,6 +153,14 @@ class FeedbackStore:
     def open(cls, path: str | Path, *, create: bool = True, timeout: float = 30.0) -> "FeedbackStore":
         """Open (and with ``create``, create) a feedback store.
 
+        Args:
+            path: the SQLite file (it may be the gallery file itself).
+            create: create the file and its tables when missing.
+            timeout: seconds to wait for another process's write lock.
+
+        Returns:
+            The open store (a context manager that closes it).
+
         Raises:
             FeedbackError: missing (without ``create``), not SQLite, or a newer schema.
         """
@@ -165,30 +172,32 @@ class FeedbackStore:
         if not path.parent.is_dir():
             raise FeedbackError(f"folder {path.parent} of feedback store {path.name} does not exist")
         try:
-            con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+            con = connect(path, timeout=timeout)
         except sqlite3.Error as e:
-            raise FeedbackError(f"cannot open feedback store {path}: {e}") from None
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN:
+                raise FeedbackError(f"cannot open feedback store {path}: {e}") from None
+            raise FeedbackError(f"{path} is not a usable SQLite file ({e})") from None
         store = cls(path, con)
         try:
-            con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA synchronous = FULL")
-            with store._transaction() as cur:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        cur.execute(stmt)
-                row = cur.execute("SELECT value FROM feedback_meta WHERE key = 'schema_version'").fetchone()
-                if row is None:
-                    cur.execute("INSERT INTO feedback_meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise FeedbackError(f"{path} has feedback schema version {row[0]}, newer than this siamkit reads")
-        except sqlite3.DatabaseError as e:
+            store._init_schema()
+        except BaseException as e:
             con.close()
-            raise FeedbackError(f"{path} is not a usable SQLite file ({e})") from None
-        except BaseException:
-            con.close()
+            if isinstance(e, sqlite3.DatabaseError):
+                raise FeedbackError(f"{path} is not a usable SQLite file ({e})") from None
             raise
         return store
+
+    def _init_schema(self) -> None:
+        """Create the tables (if missing) and check the schema version, in one transaction."""
+        with self._transaction() as cur:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+            row = cur.execute("SELECT value FROM feedback_meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                cur.execute("INSERT INTO feedback_meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise FeedbackError(f"{self.path} has feedback schema version {row[0]}, newer than this siamkit reads")
 
     def close(self) -> None:
         with self._lock:
@@ -228,7 +237,17 @@ class FeedbackStore:
     # ----------------------------------------------------------------- writes
 
     def audit(self, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None) -> None:
-        """Append one audit entry (enrol, add_samples, delete, ...)."""
+        """Append one audit entry (enrol, add_samples, delete, ...).
+
+        Args:
+            actor: who did it.
+            action: what was done.
+            target: what it was done to (an identity, a feedback id, a folder).
+            detail: JSON-able details.
+
+        Returns:
+            None.
+        """
         with self._transaction() as cur:
             self._audit_row(cur, actor, action, target, detail)
 
@@ -249,9 +268,19 @@ class FeedbackStore:
         """Record a reported mistake and its audit entry (one transaction). Returns its id.
 
         Args:
+            actor: who reports it (the API key's name or the CLI user).
+            kind: ``verify``, ``identify`` or ``identity_verify``.
             image_a / image_b: (validated image file bytes, format such as ``"png"``).
+            identity: the claimed identity (identity_verify).
+            predicted: what the system said.
             truth: ``{"same": bool}`` (verify, identity_verify) or ``{"identity": name}``
                 (identify; ``"unknown"`` = the person is not enrolled).
+            reporter: who reports it, as they wrote it.
+            note: free text.
+            model_fingerprint: the model that made the mistake.
+
+        Returns:
+            The new row's id.
 
         Raises:
             FeedbackError: the kind, images and truth do not fit together.
@@ -279,7 +308,19 @@ class FeedbackStore:
         return fid
 
     def set_status(self, ids: list[int], status: str, *, actor: str) -> int:
-        """Mark feedback rows ``used`` / ``rejected`` / ``new`` (audited). Returns rows changed."""
+        """Mark feedback rows ``used`` / ``rejected`` / ``new`` (audited).
+
+        Args:
+            ids: the feedback ids.
+            status: ``new``, ``used`` or ``rejected``.
+            actor: who changes them (audited).
+
+        Returns:
+            The number of rows changed.
+
+        Raises:
+            FeedbackError: an unknown status.
+        """
         if status not in ("new", "used", "rejected"):
             raise FeedbackError(f"status must be new, used or rejected, got {status!r}")
         with self._transaction() as cur:
@@ -311,7 +352,16 @@ class FeedbackStore:
         return self._record(rows[0])
 
     def list(self, *, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[FeedbackRecord]:
-        """Feedback rows, oldest first (optionally only one status)."""
+        """Feedback rows, oldest first (optionally only one status).
+
+        Args:
+            status: only rows of this status (None = all).
+            limit: at most this many rows (None = all).
+            offset: skip this many rows first.
+
+        Returns:
+            The records.
+        """
         sql = f"SELECT {self._COLS} FROM feedback"
         args: tuple[Any, ...] = ()
         if status is not None:

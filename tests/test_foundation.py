@@ -312,3 +312,19 @@ def test_decode_image_bytes_limits() -> None:
         decode_image_bytes(_png(40, 40), spec, max_pixels=100)
     assert e.value.code == "image_too_many_pixels"
     assert sniff_image_format(_png(2, 2)) == "png" and sniff_image_format(b"nope") is None
+
+
+def test_atomic_writes_keep_ordinary_file_modes(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        p = tmp_path / "new.json"
+        write_json_atomic(p, {})
+        assert p.stat().st_mode & 0o777 == 0o644  # as open(..., "w") would, not mkstemp's 0600
+        p.chmod(0o640)
+        write_json_atomic(p, {"a": 1})
+        assert p.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+        s = tmp_path / "secret"
+        write_bytes_atomic(s, b"k", mode=0o600)
+        assert s.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)

@@ -34,19 +34,33 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def _default_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0o666
+    less the umask (``mkstemp`` alone would make every file 0600)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsync-ed and renamed over
     ``path``, on any exception removed. For writers that need a file name (safetensors,
     FAISS, ``np.savez``).
 
     Args:
         path: the file to (re)place.
+        mode: permission bits of the new file (e.g. ``0o600`` for secrets); default: the
+            replaced file's mode, or what the umask gives a new file.
 
     Returns:
         A context manager yielding the temporary :class:`~pathlib.Path` to write.
     """
     path = Path(path)
+    final_mode = _default_mode(path) if mode is None else mode
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
@@ -54,6 +68,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, final_mode)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -61,14 +76,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     Args:
         path: the file to (re)place; its folder must exist.
         data: the new content.
+        mode: permission bits (see :func:`atomic_path`).
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=mode) as tmp:
         tmp.write_bytes(data)
 
 

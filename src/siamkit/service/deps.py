@@ -3,7 +3,8 @@
 :class:`ServiceState` is built once by :func:`~siamkit.service.app.create_app` (it loads the
 model, keys, gallery and feedback store) and lives at ``app.state.siamkit``; endpoints get
 it with ``Depends(get_state)``. The dependencies here check the API key and its role
-(:data:`require_read`, :data:`require_admin`) and the request's content type
+(:data:`require_read`, :data:`require_admin`; :data:`READ`, :data:`ADMIN` where the
+endpoint does not need the principal) and the request's content type
 (:data:`MULTIPART`, :data:`JSON_ONLY`).
 """
 
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
     from ..gallery import Gallery
 
 __all__ = [
+    "ADMIN",
     "JSON_ONLY",
     "MULTIPART",
+    "READ",
     "ServiceState",
     "check_identity_name",
     "content_type_check",
@@ -251,6 +254,10 @@ def require(role: str) -> Callable[..., Principal]:
 
 require_read = require("read")
 require_admin = require("admin")
+READ = Depends(require_read)
+"""For ``dependencies=[...]`` of an endpoint that needs a read key but not its principal."""
+ADMIN = Depends(require_admin)
+"""For ``dependencies=[...]`` of an endpoint that needs an admin key but not its principal."""
 
 
 # --------------------------------------------------------------------------- content types

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import JSON_ONLY, ServiceState, check_identity_name, get_state, require_admin
+from ..deps import ADMIN, JSON_ONLY, ServiceState, check_identity_name, get_state, require_admin
 from ..errors import error_responses
 from ..feedback import FeedbackStore
 from ..images import sniff_image_format
@@ -57,8 +57,8 @@ async def post_feedback(
     \f
     Args:
         body: the report.
-        principal: the caller (an admin key; its name is recorded).
-        state: the service state.
+        principal: who reports it (an admin key; its name is stored as the actor).
+        state: the app's state (the feedback store).
 
     Returns:
         The stored report's :class:`~siamkit.service.schemas.FeedbackOut`.
@@ -72,24 +72,24 @@ async def post_feedback(
     return FeedbackOut(id=rec.id, kind=rec.kind, status=rec.status, created=rec.created, actor=rec.actor)
 
 
-@router.get("/v1/feedback", response_model=FeedbackList, responses=error_responses(401, 403, 422, 503))
+@router.get(
+    "/v1/feedback", response_model=FeedbackList, dependencies=[ADMIN], responses=error_responses(401, 403, 422, 503),
+)
 async def list_feedback(
     status: Optional[Literal["new", "used", "rejected"]] = Query(None),
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
-    principal: Principal = Depends(require_admin),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     """Review the reported mistakes (without their images), oldest first.
     \f
     Args:
-        status: only the reports with this status.
-        limit: at most this many reports.
-        offset: skip this many first.
-        principal: the caller (an admin key).
-        state: the service state.
+        status: only the reports with this status (None: all).
+        limit: the page size.
+        offset: where the page starts.
+        state: the app's state (the feedback store).
 
     Returns:
-        A :class:`~siamkit.service.schemas.FeedbackList` (``total``: all matching reports).
+        A :class:`~siamkit.service.schemas.FeedbackList`; ``total`` counts every matching report.
     """
     store = state.need_feedback()
 

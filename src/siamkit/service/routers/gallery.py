@@ -1,7 +1,9 @@
 """The gallery endpoints: 1:1 against an enrolled identity, 1:N identification, and
 listing, enrolling, adding samples to and deleting identities.
 
-Reads run through :meth:`~siamkit.service.deps.ServiceState.run_inference`, writes through
+Read endpoints check the key with ``dependencies=[READ]``; writes take the admin
+``principal`` (the audit log records it). Reads run through
+:meth:`~siamkit.service.deps.ServiceState.run_inference`, writes through
 :meth:`~siamkit.service.deps.ServiceState.run_write` (one lock: writes are serialised).
 ``POST /v1/identify`` bounds ``k`` by the app's ``Limits.max_k``, which is part of its
 OpenAPI spec, so :func:`build_router` builds the router per app.
@@ -16,7 +18,7 @@ from typing import Any, Callable, Optional
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import MULTIPART, ServiceState, check_identity_name, get_state, require_admin, require_read
+from ..deps import MULTIPART, READ, ServiceState, check_identity_name, get_state, require_admin
 from ..errors import NOT_FOUND, error_responses
 from ..images import Limits
 from ..schemas import (
@@ -69,7 +71,6 @@ def _stack(state: ServiceState, datas: list[bytes]) -> Any:
 async def verify_identity(
     identity: str = IdentityPath(),
     image: UploadFile = File(..., description="the probe image"),
-    principal: Principal = Depends(require_read),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     """1:1: is this image the enrolled identity?
@@ -77,8 +78,7 @@ async def verify_identity(
     Args:
         identity: the claimed identity.
         image: the probe image.
-        principal: the caller (a read key).
-        state: the service state.
+        state: the app's state (the gallery it searches).
 
     Returns:
         An :class:`~siamkit.service.schemas.IdentityVerifyResponse`.
@@ -100,7 +100,6 @@ async def verify_identity(
 async def identify(
     image: UploadFile = File(..., description="the probe image"),
     k: int = _k_query(Limits().max_k),  # the app's bound replaces it: see build_router
-    principal: Principal = Depends(require_read),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     """1:N, open set: the k closest identities and the decision (an identity or
@@ -108,9 +107,8 @@ async def identify(
     \f
     Args:
         image: the probe image.
-        k: how many candidates to return.
-        principal: the caller (a read key).
-        state: the service state.
+        k: how many candidates to return, 1..``Limits.max_k``.
+        state: the app's state (the gallery it searches).
 
     Returns:
         An :class:`~siamkit.service.schemas.IdentifyResponse`.
@@ -133,37 +131,32 @@ async def identify(
 
 async def list_identities(
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
-    principal: Principal = Depends(require_read),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     """Enrolled identities (metadata, sample counts), in enrolment order.
     \f
     Args:
-        limit: at most this many identities.
-        offset: skip this many first.
-        principal: the caller (a read key).
-        state: the service state.
+        limit: the page size.
+        offset: where the page starts.
+        state: the app's state.
 
     Returns:
-        An :class:`~siamkit.service.schemas.IdentityList` (``total``: all identities).
+        An :class:`~siamkit.service.schemas.IdentityList`; ``total`` counts every identity.
     """
     g = state.need_gallery()
     recs = await run_in_threadpool(state.run_inference, g.list)
     return IdentityList(identities=[_identity_out(r) for r in recs[offset : offset + limit]], total=len(recs))
 
 
-async def get_identity(
-    identity: str = IdentityPath(), principal: Principal = Depends(require_read), state: ServiceState = Depends(get_state),
-) -> Any:
+async def get_identity(identity: str = IdentityPath(), state: ServiceState = Depends(get_state)) -> Any:
     """One identity with its samples.
     \f
     Args:
-        identity: the identity.
-        principal: the caller (a read key).
-        state: the service state.
+        identity: whom to show.
+        state: the app's state.
 
     Returns:
-        An :class:`~siamkit.service.schemas.IdentityOut`.
+        An :class:`~siamkit.service.schemas.IdentityOut` with ``samples`` filled in.
     """
     g = state.gallery_for(identity)
     return _identity_out(await run_in_threadpool(state.run_inference, g.get, identity))
@@ -180,13 +173,13 @@ async def enroll(
     \f
     Args:
         identity: the new identity's name.
-        images: its images.
-        metadata: a JSON object kept with it.
-        principal: the caller (an admin key).
-        state: the service state.
+        images: its first samples.
+        metadata: the ``metadata`` form field (a JSON object).
+        principal: who enrols (an admin key; audited).
+        state: the app's state.
 
     Returns:
-        The new :class:`~siamkit.service.schemas.IdentityOut`.
+        The new identity's :class:`~siamkit.service.schemas.IdentityOut` (201).
     """
     g = state.gallery_for(identity)
     meta = parse_metadata(metadata, state.limits)
@@ -209,13 +202,13 @@ async def add_samples(
     """Add samples to an enrolled identity (one transaction).
     \f
     Args:
-        identity: the identity.
-        images: the new samples' images.
-        principal: the caller (an admin key).
-        state: the service state.
+        identity: whose samples these are.
+        images: the new samples.
+        principal: who adds them (an admin key; audited).
+        state: the app's state.
 
     Returns:
-        The updated :class:`~siamkit.service.schemas.IdentityOut`.
+        The identity's updated :class:`~siamkit.service.schemas.IdentityOut`.
     """
     g = state.gallery_for(identity)
     datas = await read_batch(images, state.limits)
@@ -234,12 +227,12 @@ async def delete_identity(
     """Remove an identity and all its samples (one transaction).
     \f
     Args:
-        identity: the identity.
-        principal: the caller (an admin key).
-        state: the service state.
+        identity: whom to remove.
+        principal: who removes it (an admin key; audited).
+        state: the app's state.
 
     Returns:
-        A :class:`~siamkit.service.schemas.DeleteResponse`.
+        A :class:`~siamkit.service.schemas.DeleteResponse` (how many samples went).
     """
     g = state.gallery_for(identity)
     n = await run_in_threadpool(state.run_write, g.remove, identity)
@@ -272,27 +265,30 @@ def build_router(limits: Limits) -> APIRouter:
         A router to include in the app.
     """
     router = APIRouter(tags=["gallery"])
-    multipart = {"dependencies": [MULTIPART]}
     router.add_api_route(
         "/v1/identities/{identity}/verify", verify_identity, methods=["POST"], response_model=IdentityVerifyResponse,
-        responses=_UPLOAD_ERRORS | NOT_FOUND, **multipart,
+        responses=_UPLOAD_ERRORS | NOT_FOUND, dependencies=[MULTIPART, READ],
     )
     router.add_api_route(
         "/v1/identify", _identify_bounded(limits.max_k), methods=["POST"], response_model=IdentifyResponse,
-        responses=_UPLOAD_ERRORS, **multipart,
+        responses=_UPLOAD_ERRORS, dependencies=[MULTIPART, READ],
     )
-    router.add_api_route("/v1/identities", list_identities, methods=["GET"], response_model=IdentityList, responses=_READ_ERRORS)
+    router.add_api_route(
+        "/v1/identities", list_identities, methods=["GET"], response_model=IdentityList, responses=_READ_ERRORS,
+        dependencies=[READ],
+    )
     router.add_api_route(
         "/v1/identities/{identity}", get_identity, methods=["GET"], response_model=IdentityOut,
-        responses=_READ_ERRORS | NOT_FOUND,
+        responses=_READ_ERRORS | NOT_FOUND, dependencies=[READ],
     )
     router.add_api_route(
         "/v1/identities", enroll, methods=["POST"], response_model=IdentityOut, status_code=201,
-        responses=_UPLOAD_ERRORS | {409: {"model": ErrorResponse, "description": "already enrolled"}}, **multipart,
+        responses=_UPLOAD_ERRORS | {409: {"model": ErrorResponse, "description": "already enrolled"}},
+        dependencies=[MULTIPART],
     )
     router.add_api_route(
         "/v1/identities/{identity}/samples", add_samples, methods=["POST"], response_model=IdentityOut,
-        responses=_UPLOAD_ERRORS | NOT_FOUND, **multipart,
+        responses=_UPLOAD_ERRORS | NOT_FOUND, dependencies=[MULTIPART],
     )
     router.add_api_route(
         "/v1/identities/{identity}", delete_identity, methods=["DELETE"], response_model=DeleteResponse,

@@ -7,10 +7,9 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Depends, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import MULTIPART, ServiceState, get_state, require_read
+from ..deps import MULTIPART, READ, ServiceState, get_state
 from ..errors import error_responses
 from ..schemas import VerifyResponse
-from ..security import Principal
 from ..uploads import read_upload
 
 __all__ = ["router", "verify", "decision_label", "verdict_fields"]
@@ -45,13 +44,12 @@ def verdict_fields(result: Any, state: ServiceState, endpoint: str) -> dict[str,
 
 
 @router.post(
-    "/v1/verify", response_model=VerifyResponse, dependencies=[MULTIPART],
+    "/v1/verify", response_model=VerifyResponse, dependencies=[MULTIPART, READ],
     responses=error_responses(400, 401, 403, 413, 415, 422),
 )
 async def verify(
     image_a: UploadFile = File(..., description="first image (PNG, JPEG, GIF, BMP, WebP)"),
     image_b: UploadFile = File(..., description="second image"),
-    principal: Principal = Depends(require_read),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     """Are these two images the same? Distance (lower = closer), score (higher = more
@@ -60,8 +58,7 @@ async def verify(
     Args:
         image_a: the first image.
         image_b: the second image.
-        principal: the caller (a read key).
-        state: the service state.
+        state: the app's state (the verifier).
 
     Returns:
         A :class:`~siamkit.service.schemas.VerifyResponse`.

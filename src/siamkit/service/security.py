@@ -27,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import SiamkitError
+from .._atomic import atomic_path
 from ..errors import KeyFileError
 
 __all__ = ["ROLES", "ApiKeyRecord", "KeyStore", "Principal", "KeyFileError", "generate_key", "hash_secret"]
@@ -49,7 +48,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 
 
 def hash_secret(secret: str, salt: bytes, *, n: int = _SCRYPT["n"], r: int = _SCRYPT["r"], p: int = _SCRYPT["p"]) -> bytes:
-    """scrypt of a key's secret part (32 bytes)."""
+    """scrypt of a key's secret part.
+
+    Args:
+        secret: the secret part of the key (after ``sk_<id>_``).
+        salt: the key's random salt.
+        n: scrypt's cost.
+        r: scrypt's block size.
+        p: scrypt's parallelism.
+
+    Returns:
+        The 32-byte hash.
+    """
     return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=64 * 1024 * 1024)
 
 
@@ -112,6 +122,7 @@ class KeyStore:
     Args:
         records: the key records.
         path: the file they came from (None: in memory).
+        cache_size: how many verified keys are remembered (by their HMAC, see the module doc).
     """
 
     def __init__(self, records: list[ApiKeyRecord] | None = None, *, path: Path | None = None, cache_size: int = 1024) -> None:
@@ -160,23 +171,25 @@ class KeyStore:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "keys": [r.to_json() for r in self._by_id.values()]}
         if not path.parent.is_dir():
             raise KeyFileError(f"folder {path.parent} of the keys file does not exist")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path, mode=0o600) as tmp:
+            tmp.chmod(0o600)  # before the secrets' hashes are written
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         self.path = path
         return path
 
     def add(self, name: str, role: str) -> str:
-        """Create a key; returns the plaintext key (show it once, it is not stored)."""
+        """Create a key.
+
+        Args:
+            name: the key's name (1-64 characters: letters, digits, space, ``._@-``).
+            role: ``read`` or ``admin``.
+
+        Returns:
+            The plaintext key (show it once, it is not stored).
+
+        Raises:
+            KeyFileError: an invalid role or name, or the name is taken.
+        """
         if role not in ROLES:
             raise KeyFileError(f"role must be one of {list(ROLES)}, got {role!r}")
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):

@@ -1,0 +1,40 @@
+"""The service's settings: everything :func:`~siamkit.service.app.create_app` needs,
+parsed once at the edge (the CLI or the environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .images import Limits
+from .security import KeyStore
+
+__all__ = ["ServiceSettings"]
+
+
+@dataclass
+class ServiceSettings:
+    """Everything the service needs, parsed once at the edge (CLI or environment).
+
+    Attributes:
+        model: the model folder (with its calibration.json, if calibrated).
+        keys: the API keys file, or a :class:`KeyStore` (required: the service has no
+            anonymous mode).
+        gallery: the gallery SQLite file (created if missing); None disables the gallery
+            endpoints (503).
+        feedback: the feedback SQLite file; None = ``GALLERY.feedback.sqlite`` (or no
+            feedback endpoint when there is no gallery either).
+        limits: request / image / batch limits.
+        public_metrics: serve ``/metrics`` without a key (True) or only to read keys.
+        max_inference: concurrent decode + embed jobs (default: the CPU count).
+        index: the gallery's search index (auto, exact, flat, hnsw, ivf).
+    """
+
+    model: Path
+    keys: Path | KeyStore
+    gallery: Path | None = None
+    feedback: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    public_metrics: bool = True
+    max_inference: int | None = None
+    index: str = "auto"

@@ -53,7 +53,8 @@ from ..errors import DataError
 from ..inference import embed_all
 from ..network import SiameseNetwork
 from ..verify import Verifier, load_image_for
-from .search import EXACT_MAX, INDEX_KINDS, ExactIndex, FaissIndex, choose_index, metric_for_network, network_pairwise
+from ..inference import network_pairwise
+from .search import EXACT_MAX, INDEX_KINDS, ExactIndex, FaissIndex, choose_index, metric_for_network
 from .store import (
     GalleryError,
     GalleryStore,

@@ -45,7 +45,7 @@ def check_rule(rule: str | None) -> str:
     """``rule`` when it is a scoring rule (:data:`SCORING_RULES`), else GalleryError."""
     if rule not in SCORING_RULES:
         raise GalleryError(f"scoring must be one of {list(SCORING_RULES)}, got {rule!r}")
-    return rule
+    return str(rule)
 
 
 def check_k(k: Any) -> int:

@@ -1,7 +1,21 @@
 """Gallery: enrol identities, verify against the record (1:1), identify (1:N, open set).
 
 Persistence is one SQLite file (:mod:`siamkit.gallery.store`); search is exact or FAISS
-(:mod:`siamkit.gallery.search`); :class:`Gallery` ties them to a model.
+(:mod:`siamkit.gallery.search`); :class:`Gallery` ties them to a model. The parts:
+
+- ``gallery``: the :class:`Gallery` facade (open, enrol, verify, identify, reembed).
+- ``model``: which model (:func:`model_hash`, resolving a Verifier / network / folder,
+  the "opened with the model it was built with" check).
+- ``settings``: :class:`GallerySettings`, a handle's options (scoring, index, caching).
+- ``inputs``: image paths / arrays -> the model's input batch and the kept inputs; kept
+  inputs -> embeddings again (re-embedding).
+- ``cache``: a handle's in-memory state, kept in step with writes: ``snapshot`` (the
+  view of every embedding) and ``indexes`` (a search index per scoring rule, cached in
+  files by ``index_cache``).
+- ``ranking``: ranking by the best / mean rule, calibrated open-set decisions.
+- ``results``: what the gallery answers (:class:`Identification`, ...).
+- ``store`` / ``store_schema``: the SQLite file and its format.
+- ``search`` / ``exact``: the search indexes (:class:`FaissIndex`, :class:`ExactIndex`).
 
 Example:
     >>> from siamkit.gallery import Gallery                  # doctest: +SKIP
@@ -12,18 +26,12 @@ Example:
 
 from __future__ import annotations
 
-from .gallery import (
-    SCORING_RULES,
-    UNKNOWN,
-    Candidate,
-    Gallery,
-    GalleryVerification,
-    Identification,
-    IdentityRecord,
-    SampleInfo,
-    model_hash,
-)
+from .gallery import Gallery
+from .model import model_hash
+from .ranking import SCORING_RULES
+from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
 from .search import EXACT_MAX, ExactIndex, FaissIndex, choose_index, metric_for_network, recall_at_k
+from .settings import GallerySettings
 from .store import (
     GalleryError,
     GalleryFileError,
@@ -41,6 +49,7 @@ __all__ = [
     "Gallery",
     "GalleryError",
     "GalleryFileError",
+    "GallerySettings",
     "GalleryStore",
     "GalleryVerification",
     "Identification",

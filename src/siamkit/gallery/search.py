@@ -4,9 +4,10 @@ Every index answers ``search(queries, k) -> (distances, rows)`` with distances
 *lower = closer* in the index's metric and ``rows`` the positions of the vectors in the
 order they were added (-1 where fewer than ``k`` exist):
 
-- :class:`ExactIndex`: brute force with torch. With ``distance_fn`` it ranks by any
-  distance, e.g. the network's own (L1, or a learned pair head, which no vector index
-  can serve); otherwise by ``metric``.
+- :class:`ExactIndex` (:mod:`siamkit.gallery.exact`, importable from here): brute
+  force with torch. With ``distance_fn`` it ranks by any distance, e.g. the network's
+  own (L1, or a learned pair head, which no vector index can serve); otherwise by
+  ``metric``.
 - :class:`FaissIndex`: ``kind="flat"`` (exact, FAISS), ``"hnsw"`` (graph, approximate)
   or ``"ivf"`` (inverted lists, approximate).
 
@@ -21,8 +22,8 @@ beyond (thresholds below, chosen from ``bench/bench_search.py``; any call can ov
 
 Index files are a cache: :meth:`FaissIndex.save` writes the index and a JSON sidecar that
 records the state it matches (e.g. the gallery's write generation) and the file's
-sha256; :meth:`FaissIndex.load` returns None (rebuild!) unless the sidecar matches the
-expected state and the file is intact.
+sha256 (:mod:`siamkit.gallery.index_cache`); :meth:`FaissIndex.load` returns False
+(rebuild!) unless the sidecar matches the expected state and the file is intact.
 
 Example:
     >>> import numpy as np
@@ -37,21 +38,18 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import GalleryError
-from ..inference import network_pairwise
+from .exact import METRICS, ExactIndex, as_vectors, check_metric, normalize_rows
+from .index_cache import file_intact, read_sidecar, write_index_cache
 
 __all__ = [
     "ExactIndex",
@@ -61,13 +59,13 @@ __all__ = [
     "recall_at_k",
     "EXACT_MAX",
     "HNSW_DEFAULTS",
+    "IVF_NPROBE",
     "INDEX_KINDS",
     "METRICS",
 ]
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("l2", "cosine")
 INDEX_KINDS = ("exact", "flat", "hnsw", "ivf")
 
 #: choose_index: exact search up to this many vectors, IVF beyond. Exact search of 100k
@@ -101,6 +99,14 @@ def choose_index(n: int, *, exact_max: int = EXACT_MAX, supports_faiss: bool = T
     a 3-minute build to pass recall@10 0.95 at 1M (bench/bench_search.py). Override by
     passing ``index="flat" | "hnsw" | "ivf" | "exact"`` to the gallery.
 
+    Args:
+        n: the number of vectors.
+        exact_max: search exactly up to this many.
+        supports_faiss: whether a FAISS metric ranks like the network's distance.
+
+    Returns:
+        ``"exact"`` or ``"ivf"``.
+
     Example:
         >>> choose_index(5_000), choose_index(2_000_000), choose_index(2_000_000, supports_faiss=False)
         ('exact', 'ivf', 'exact')
@@ -127,124 +133,6 @@ def metric_for_network(network: Any) -> str | None:
     return None
 
 
-def _as_f32(x: Any, what: str = "vectors") -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    a = np.ascontiguousarray(x, dtype=np.float32)
-    if a.ndim != 2:
-        raise GalleryError(f"{what} must be 2-D (N, D), got shape {a.shape}")
-    if a.size and not np.isfinite(a).all():
-        raise GalleryError(f"{what} contain NaN or infinite values")
-    return a
-
-
-def _normalize(a: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.maximum(norms, 1e-12)
-
-
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-
-
-# --------------------------------------------------------------------------- exact
-
-
-class ExactIndex:
-    """Brute-force search with torch: exact for any distance.
-
-    Args:
-        metric: ``"l2"`` or ``"cosine"`` (ignored when ``distance_fn`` is given).
-        distance_fn: ``f(queries (Q, D), vectors (N, D)) -> (Q, N)`` distances, lower =
-            closer (e.g. ``lambda q, x: network_pairwise(net, q, x)``).
-        chunk_elems: queries are processed in chunks of about this many distances.
-    """
-
-    kind = "exact"
-
-    def __init__(
-        self,
-        *,
-        metric: str = "l2",
-        distance_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        chunk_elems: int = 1 << 24,
-    ) -> None:
-        self.metric = metric
-        self.distance_fn = distance_fn
-        self.chunk_elems = chunk_elems
-
-    def build(self, vectors: Any) -> ExactIndex:
-        """Index ``vectors`` (N, D) (replacing any previous content). Returns self."""
-        if self.distance_fn is None:
-            _check_metric(self.metric)
-        a = _as_f32(vectors)
-        self.dim_ = a.shape[1]
-        self.vectors_ = torch.from_numpy(_normalize(a) if self._cosine() else a.copy())
-        return self
-
-    def _cosine(self) -> bool:
-        return self.distance_fn is None and self.metric == "cosine"
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.vectors_.shape[0]) if hasattr(self, "vectors_") else 0
-
-    def add(self, vectors: Any) -> None:
-        """Append vectors (their rows continue after the existing ones)."""
-        a = _as_f32(vectors)
-        if not hasattr(self, "vectors_"):
-            self.build(a)
-            return
-        if a.shape[1] != self.dim_:
-            raise GalleryError(f"vectors have {a.shape[1]} dimensions, the index {self.dim_}")
-        self.vectors_ = torch.cat([self.vectors_, torch.from_numpy(_normalize(a) if self._cosine() else a)])
-
-    def remove(self, rows: Any) -> None:
-        """Remove vectors by row (the remaining rows are renumbered in order)."""
-        keep = np.ones(self.ntotal, dtype=bool)
-        keep[np.asarray(rows, dtype=np.int64)] = False
-        self.vectors_ = self.vectors_[torch.from_numpy(keep)]
-
-    def distances(self, queries: Any) -> torch.Tensor:
-        """All distances (Q, N), lower = closer."""
-        q = torch.from_numpy(_as_f32(queries, "queries"))
-        if q.shape[1] != getattr(self, "dim_", q.shape[1]):
-            raise GalleryError(f"queries have {q.shape[1]} dimensions, the index {self.dim_}")
-        x = self.vectors_ if hasattr(self, "vectors_") else q.new_zeros(0, q.shape[1])
-        if self.distance_fn is not None:
-            return self.distance_fn(q, x)
-        if self.metric == "cosine":
-            return 1.0 - torch.from_numpy(_normalize(q.numpy())) @ x.T
-        qq = (q * q).sum(1, keepdim=True)
-        xx = (x * x).sum(1)[None]
-        return (qq + xx - 2.0 * (q @ x.T)).clamp_min_(0.0)
-
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest vectors of each query.
-
-        Shapes: queries (Q, D) -> distances float32 (Q, k), rows int64 (Q, k) (-1 and
-        +inf where the index holds fewer than k vectors).
-        """
-        q = _as_f32(queries, "queries")
-        n = self.ntotal
-        kk = min(k, n)
-        dist = np.full((q.shape[0], k), np.inf, dtype=np.float32)
-        rows = np.full((q.shape[0], k), -1, dtype=np.int64)
-        if kk == 0 or q.shape[0] == 0:
-            return dist, rows
-        step = max(1, self.chunk_elems // max(1, n))
-        for i in range(0, q.shape[0], step):
-            d = self.distances(q[i : i + step])
-            v, r = torch.topk(d, kk, dim=1, largest=False, sorted=True)
-            dist[i : i + step, :kk] = v.numpy()
-            rows[i : i + step, :kk] = r.numpy()
-        return dist, rows
-
-    def params(self) -> dict[str, Any]:
-        return {"metric": self.metric if self.distance_fn is None else "custom"}
-
-
 # --------------------------------------------------------------------------- FAISS
 
 
@@ -259,14 +147,6 @@ def _faiss() -> Any:
 def _auto_nlist(n: int) -> int:
     nlist = 2 ** max(0, round(math.log2(max(1.0, 4.0 * math.sqrt(max(n, 1))))))
     return int(max(1, min(nlist, n // 39 if n >= 39 else 1)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FaissIndex:
@@ -316,7 +196,7 @@ class FaissIndex:
     def _check(self) -> None:
         if self.kind not in ("flat", "hnsw", "ivf"):
             raise GalleryError(f"FAISS index kind must be flat, hnsw or ivf, got {self.kind!r}")
-        _check_metric(self.metric)
+        check_metric(self.metric)
         for name in ("m", "ef_construction", "ef_search", "nlist", "nprobe", "train_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -327,7 +207,7 @@ class FaissIndex:
         return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
 
     def _prep(self, a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(_normalize(a), dtype=np.float32) if self.metric == "cosine" else a
+        return np.ascontiguousarray(normalize_rows(a), dtype=np.float32) if self.metric == "cosine" else a
 
     def build_params(self, n: int | None = None) -> dict[str, Any]:
         """The parameters the index structure depends on (defaults filled in; IVF's
@@ -361,7 +241,7 @@ class FaissIndex:
         """Build the index on ``vectors`` (N, D) (IVF: also trains it). Returns self."""
         self._check()
         faiss = _faiss()
-        a = self._prep(_as_f32(vectors))
+        a = self._prep(as_vectors(vectors))
         n, d = a.shape
         t0 = time.perf_counter()
         p = self.build_params(n)
@@ -407,7 +287,7 @@ class FaissIndex:
 
     def add(self, vectors: Any) -> None:
         """Append vectors (IVF: assigned with the existing quantizer)."""
-        a = self._prep(_as_f32(vectors))
+        a = self._prep(as_vectors(vectors))
         if not hasattr(self, "index_"):
             self.build(a)
             return
@@ -443,7 +323,12 @@ class FaissIndex:
         self.build(rest)
 
     def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change HNSW's efSearch or IVF's nprobe on a built index."""
+        """Change HNSW's efSearch or IVF's nprobe on a built index.
+
+        Args:
+            ef_search: HNSW's search beam (None: unchanged).
+            nprobe: IVF lists visited per query (None: unchanged).
+        """
         if ef_search is not None:
             self.ef_search = ef_search
         if nprobe is not None:
@@ -455,10 +340,18 @@ class FaissIndex:
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest vectors of each query (approximate for hnsw / ivf).
 
-        Shapes: queries (Q, D) -> distances float32 (Q, k) lower = closer (squared L2,
-        or ``1 - x.y``), rows int64 (Q, k) (-1 and +inf where nothing was found).
+        Args:
+            queries: the query vectors.
+            k: neighbours per query.
+
+        Returns:
+            (distances, rows): lower = closer (squared L2, or ``1 - x.y``); rows are the
+            positions of the vectors in the order they were added.
+
+        Shapes: queries (Q, D) -> distances float32 (Q, k), rows int64 (Q, k) (-1 and
+        +inf where nothing was found).
         """
-        q = self._prep(_as_f32(queries, "queries"))
+        q = self._prep(as_vectors(queries, "queries"))
         nq = q.shape[0]
         if not hasattr(self, "index_") or self.ntotal == 0 or nq == 0 or k < 1:
             return np.full((nq, max(k, 0)), np.inf, np.float32), np.full((nq, max(k, 0)), -1, np.int64)
@@ -483,68 +376,43 @@ class FaissIndex:
 
     def save(self, path: str | os.PathLike[str], *, state: dict[str, Any]) -> None:
         """Write the index to ``path`` and a sidecar ``path + ".json"`` recording
-        ``state`` (what the index matches), the parameters and the file's sha256.
+        ``state`` (what the index matches), the parameters and the file's sha256
+        (:func:`~siamkit.gallery.index_cache.write_index_cache`: both atomic; a crash
+        between the two renames leaves a sidecar that :meth:`load` treats as stale).
 
-        Both files are written through temporary files and atomic renames; a crash
-        between the two renames leaves a sidecar that does not match the index file,
-        which :meth:`load` treats as stale.
+        Args:
+            path: the index file.
+            state: what the index matches (JSON-able), compared by :meth:`load`.
         """
         faiss = _faiss()
-        path = Path(path)
-        side = Path(str(path) + ".json")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        fd2, tmp2 = tempfile.mkstemp(dir=path.parent, prefix=f".{side.name}.", suffix=".tmp")
-        os.close(fd2)
-        try:
-            faiss.write_index(self.index_, tmp)
-            record = {
-                "format": "siamkit-gallery-index",
-                "state": state,
-                "params": self.build_params(self.ntotal),
-                "ntotal": self.ntotal,
-                "dim": self.dim_,
-                "size": os.path.getsize(tmp),
-                "sha256": _sha256(Path(tmp)),
-            }
-            Path(tmp2).write_text(json.dumps(record, sort_keys=True))
-            os.replace(tmp, path)
-            os.replace(tmp2, side)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            Path(tmp2).unlink(missing_ok=True)
-            raise
+        record = {"state": state, "params": self.build_params(self.ntotal), "ntotal": self.ntotal, "dim": self.dim_}
+        write_index_cache(path, lambda tmp: faiss.write_index(self.index_, tmp), record)
 
     def load(self, path: str | os.PathLike[str], *, state: dict[str, Any]) -> bool:
         """Load the cached index at ``path`` if its sidecar matches ``state`` and these
-        parameters and the file is intact. Returns False (the caller rebuilds) when the
-        files are missing, stale, damaged or from other parameters; never raises for that.
+        parameters and the file is intact; never raises for a bad cache.
+
+        Args:
+            path: the index file.
+            state: what the index must match (as given to :meth:`save`).
+
+        Returns:
+            True when loaded; False (the caller rebuilds) when the files are missing,
+            stale, damaged or from other parameters.
         """
         self._check()
-        path = Path(path)
-        side = Path(str(path) + ".json")
         try:
-            record = json.loads(side.read_text())
-            if not isinstance(record, dict) or record.get("format") != "siamkit-gallery-index":
+            record = read_sidecar(path)
+            if record is None or not self._record_matches(record, state, path):
                 return False
-            if record.get("state") != json.loads(json.dumps(state)):
-                logger.info("index cache %s is stale (another gallery state); rebuilding", path)
-                return False
-            n = int(record["ntotal"])
-            want = self.build_params(n)
-            if self.kind == "ivf" and self.nlist is None:
-                want["nlist"] = record["params"].get("nlist")  # automatic: whatever it was built with
-            if record.get("params") != want:
-                logger.info("index cache %s was built with other parameters; rebuilding", path)
-                return False
-            if os.path.getsize(path) != record["size"] or _sha256(path) != record["sha256"]:
+            if not file_intact(path, record):
                 logger.warning("index cache %s is damaged (size or checksum); rebuilding", path)
                 return False
             index = _faiss().read_index(str(path))
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
             logger.info("index cache %s unusable (%s); rebuilding", path, e)
             return False
-        if int(index.ntotal) != n or int(index.d) != int(record["dim"]):
+        if int(index.ntotal) != int(record["ntotal"]) or int(index.d) != int(record["dim"]):
             return False
         self.index_ = index
         self.dim_ = int(index.d)
@@ -552,9 +420,30 @@ class FaissIndex:
         self._apply_search_params()
         return True
 
+    def _record_matches(self, record: dict[str, Any], state: dict[str, Any], path: Any) -> bool:
+        """Whether a sidecar is of ``state`` and of this index's build parameters."""
+        if record.get("state") != json.loads(json.dumps(state)):
+            logger.info("index cache %s is stale (another gallery state); rebuilding", path)
+            return False
+        want = self.build_params(int(record["ntotal"]))
+        if self.kind == "ivf" and self.nlist is None:
+            want["nlist"] = record["params"].get("nlist")  # automatic: whatever it was built with
+        if record.get("params") != want:
+            logger.info("index cache %s was built with other parameters; rebuilding", path)
+            return False
+        return True
+
 
 def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray, k: int) -> float:
     """Mean fraction of each query's true ``k`` nearest found among the approximate ``k``.
+
+    Args:
+        approx_rows: the rows an approximate index returned (-1: none).
+        exact_rows: the true nearest rows (-1: none).
+        k: how many neighbours count.
+
+    Returns:
+        The mean recall (NaN without queries).
 
     Shapes: (Q, >=k), (Q, >=k) -> float.
     """

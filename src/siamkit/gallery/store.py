@@ -4,27 +4,7 @@ One gallery is one SQLite file (the embedded default database: nothing to instal
 run). The file is the single source of truth; FAISS index files next to it are caches
 rebuilt from it whenever they are missing, stale or unreadable.
 
-Schema (version :data:`SCHEMA_VERSION`)::
-
-    schema_version(version INTEGER)
-    meta(key TEXT PRIMARY KEY, value TEXT)            -- JSON values, see below
-    identities(id TEXT PRIMARY KEY, metadata TEXT, created REAL, updated REAL)
-    samples(id INTEGER PRIMARY KEY AUTOINCREMENT,
-            identity_id TEXT REFERENCES identities(id) ON DELETE CASCADE,
-            embedding BLOB,        -- float32 little-endian, embedding_dim values
-            sample BLOB,           -- the original input, so `reembed` can recompute
-            sample_format TEXT,    -- 'uint8' | 'float32' (raw array) | 'file:.ext' (image file bytes)
-            sample_shape TEXT,     -- JSON list for raw arrays
-            metadata TEXT, created REAL)
-    audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, action TEXT,
-          identity_id TEXT, n_samples INTEGER, detail TEXT)
-
-``meta`` holds: ``gallery_id`` (random, ties index caches to this file), ``generation``
-(bumped by every write transaction: index caches record the generation they match),
-``model_fingerprint`` (the weights file's sha256, or null for an unsaved network),
-``model_hash`` (sha256 of the network's recipe and weights, what the gallery checks),
-``siamkit_version``, ``embedding_dim``, ``distance`` (the network's distance name or
-``"pair_head"``), ``normalize``, ``scoring`` (the default rule), ``created``.
+The schema, the meta values and the rules for rows are in :mod:`siamkit.gallery.store_schema`.
 
 Durability and concurrency: the file is in WAL mode with ``synchronous=FULL`` and a busy
 timeout; every write (enrol, add samples, metadata update, delete, re-embedding) is one
@@ -39,21 +19,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .. import __version__
-from .._sqlite import immediate_transaction
-from ..errors import SiamkitError
+from .._sqlite import connect, immediate_transaction
 from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
+from .snapshot import Snapshot
+from .store_schema import (
+    SCHEMA_VERSION,
+    StoredSample,
+    check_identity,
+    check_schema,
+    create_schema,
+    insert_audit,
+    json_object,
+    read_generation,
+    read_meta,
+    sample_rows,
+    write_meta,
+)
 
 __all__ = [
     "GalleryStore",
@@ -65,131 +54,13 @@ __all__ = [
     "UnknownIdentityError",
     "IdentityExistsError",
     "SCHEMA_VERSION",
+    "check_identity",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 #: seconds a writer waits for another process's transaction before giving up
 DEFAULT_TIMEOUT = 60.0
-MAX_IDENTITY_LENGTH = 256
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    id TEXT PRIMARY KEY,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    sample BLOB,
-    sample_format TEXT,
-    sample_shape TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_identity ON samples(identity_id);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    action TEXT NOT NULL,
-    identity_id TEXT,
-    n_samples INTEGER,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-_REQUIRED_META = ("gallery_id", "generation", "model_hash", "embedding_dim", "distance", "scoring")
-
-
-@dataclass
-class StoredSample:
-    """The original input of one sample, kept so that ``reembed`` can recompute it.
-
-    Attributes:
-        format: ``"uint8"`` or ``"float32"`` (a raw array of ``shape``), or
-            ``"file:.png"`` (the bytes of an image file with that suffix).
-        data: the bytes.
-        shape: the array's shape (raw arrays only).
-    """
-
-    format: str
-    data: bytes
-    shape: tuple[int, ...] | None = None
-
-    def array(self) -> np.ndarray:
-        """The raw array (raw formats only)."""
-        if self.format not in ("uint8", "float32") or self.shape is None:
-            raise GalleryError(f"a sample stored as {self.format!r} is not a raw array")
-        return np.frombuffer(self.data, dtype="<f4" if self.format == "float32" else np.uint8).reshape(self.shape)
-
-
-@dataclass
-class Snapshot:
-    """A consistent view of every sample's embedding at one generation.
-
-    Attributes:
-        generation: the write generation this view is of.
-        sample_ids: int64 (N,), increasing (new samples always get larger ids).
-        codes: int64 (N,), index into ``identities`` of each sample.
-        identities: identity names; ``identities[codes[i]]`` owns sample i. Ordered by
-            enrolment (SQLite rowid), so a newly enrolled identity is appended.
-        embeddings: float32 (N, D).
-    """
-
-    generation: int
-    sample_ids: np.ndarray
-    codes: np.ndarray
-    identities: list[str]
-    embeddings: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _json_object(value: Any, what: str) -> str:
-    """Serialise a metadata dict, refusing what JSON cannot hold."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise GalleryError(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise GalleryError(f"{what} keys must be strings, got {bad[0]!r}")
-    try:
-        return json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise GalleryError(f"{what} must be JSON-serialisable (numbers finite): {e}") from None
-
-
-def check_identity(identity: Any) -> str:
-    """Validate an identity name: a non-empty string without control characters or
-    surrounding spaces, at most 256 characters, not the reserved word ``"unknown"``.
-
-    Raises:
-        GalleryError: naming what is wrong.
-    """
-    if not isinstance(identity, str):
-        raise GalleryError(f"an identity must be a string, got {type(identity).__name__} {identity!r}")
-    if not identity or not identity.strip():
-        raise GalleryError("an identity must be a non-empty string")
-    if identity != identity.strip():
-        raise GalleryError(f"identity {identity!r} has leading or trailing spaces")
-    if len(identity) > MAX_IDENTITY_LENGTH:
-        raise GalleryError(f"identity is {len(identity)} characters long; the limit is {MAX_IDENTITY_LENGTH}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in identity):
-        raise GalleryError(f"identity {identity!r} contains control characters")
-    if identity == "unknown":
-        raise GalleryError("'unknown' is reserved: it is what identify() answers for a non-enrolled person")
-    return identity
 
 
 class GalleryStore:
@@ -213,7 +84,7 @@ class GalleryStore:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | Path,
         *,
         create: bool = False,
         init_meta: dict[str, Any] | None = None,
@@ -227,6 +98,9 @@ class GalleryStore:
             init_meta: meta values of a new gallery (model_hash, model_fingerprint,
                 embedding_dim, distance, normalize, scoring).
             timeout: seconds to wait for another process's write lock.
+
+        Returns:
+            The open store.
 
         Raises:
             GalleryFileError: missing file (without ``create``), not a SQLite file or
@@ -243,12 +117,13 @@ class GalleryStore:
         if not path.parent.is_dir():
             raise GalleryFileError(f"folder {path.parent} of gallery {path.name} does not exist")
         try:
-            con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
+            con = connect(path, timeout=timeout, foreign_keys=True)
+        except sqlite3.OperationalError as e:
             raise GalleryFileError(f"cannot open gallery {path}: {e}") from None
+        except sqlite3.DatabaseError as e:  # e.g. "file is not a database"
+            raise GalleryFileError(f"{path} is not a readable siamkit gallery ({e})") from None
         store = cls(path, con)
         try:
-            store._setup(timeout)
             store._init_schema(init_meta if create else None)
         except sqlite3.DatabaseError as e:
             con.close()
@@ -258,64 +133,17 @@ class GalleryStore:
             raise
         return store
 
-    def _setup(self, timeout: float) -> None:
-        con = self._conn()
-        con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            logger.warning("gallery %s: WAL journal mode unavailable (got %s)", self.path, mode)
-        con.execute("PRAGMA synchronous = FULL")
-        con.execute("PRAGMA foreign_keys = ON")
-
     def _init_schema(self, init_meta: dict[str, Any] | None) -> None:
         con = self._conn()
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and not {"meta", "schema_version"} <= tables:
             raise GalleryFileError(f"{self.path} is a SQLite file but not a siamkit gallery (tables: {sorted(tables)})")
-        if {"meta", "schema_version"} <= tables:
-            self._check_schema()
-            return
-        if init_meta is None:
-            raise GalleryFileError(f"{self.path} is an empty SQLite file, not a siamkit gallery")
-        # create, racing safely with another process creating the same file
-        with self._transaction() as cur:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    cur.execute(stmt)
-            if cur.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
-                cur.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
-            if cur.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0:
-                meta = {
-                    "gallery_id": uuid.uuid4().hex,
-                    "generation": 0,
-                    "siamkit_version": __version__,
-                    "created": _now(),
-                    **init_meta,
-                }
-                cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-                cur.execute(
-                    "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (?, 'create', NULL, 0, ?)",
-                    (_now(), json.dumps({k: init_meta.get(k) for k in ("model_fingerprint", "distance", "scoring")})),
-                )
-        self._check_schema()
-
-    def _check_schema(self) -> None:
-        con = self._conn()
-        row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        version = row[0] if row else None
-        if version is None:
-            raise GalleryFileError(f"{self.path} has no schema version: not a complete siamkit gallery")
-        if version > SCHEMA_VERSION:
-            raise GalleryFileError(
-                f"{self.path} has gallery schema version {version}, written by a newer siamkit; "
-                f"this siamkit ({__version__}) reads version {SCHEMA_VERSION}"
-            )
-        if version < SCHEMA_VERSION:  # pragma: no cover - no older versions exist yet
-            raise GalleryFileError(f"{self.path} has an old gallery schema version {version}")
-        meta = self.meta()
-        missing = [k for k in _REQUIRED_META if k not in meta]
-        if missing:
-            raise GalleryFileError(f"{self.path} is damaged: its meta table lacks {missing}")
+        if not tables:
+            if init_meta is None:
+                raise GalleryFileError(f"{self.path} is an empty SQLite file, not a siamkit gallery")
+            with self._transaction() as cur:  # races safely with another process creating the same file
+                create_schema(cur, init_meta)
+        check_schema(con, self.path)
 
     # ----------------------------------------------------------------- plumbing
 
@@ -349,16 +177,9 @@ class GalleryStore:
 
     @staticmethod
     def _bump(cur: sqlite3.Cursor) -> tuple[int, int]:
-        old = int(json.loads(cur.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]))
+        old = read_generation(cur)
         cur.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (json.dumps(old + 1),))
         return old, old + 1
-
-    @staticmethod
-    def _audit(cur: sqlite3.Cursor, action: str, identity: str | None, n: int, detail: dict[str, Any] | None = None) -> None:
-        cur.execute(
-            "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), action, identity, n, json.dumps(detail or {}, sort_keys=True)),
-        )
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -376,19 +197,17 @@ class GalleryStore:
     def meta(self) -> dict[str, Any]:
         """All meta values (JSON-decoded)."""
         with self._lock:
-            rows = self._conn().execute("SELECT key, value FROM meta").fetchall()
-        return {k: json.loads(v) for k, v in rows}
+            return read_meta(self._conn())
 
     def generation(self) -> int:
         """The write generation (bumped by every write transaction)."""
         with self._lock:
-            row = self._conn().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(json.loads(row[0]))
+            return read_generation(self._conn())
 
     def snapshot(self, embedding_dim: int) -> Snapshot:
         """Every sample's embedding, read in one transaction (a consistent view)."""
         with self._read() as cur:
-            gen = int(json.loads(cur.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]))
+            gen = read_generation(cur)
             names = [r[0] for r in cur.execute("SELECT id FROM identities ORDER BY rowid")]
             code_of = {n: i for i, n in enumerate(names)}
             rows = cur.execute("SELECT id, identity_id, embedding FROM samples ORDER BY id").fetchall()
@@ -464,13 +283,11 @@ class GalleryStore:
                 ).fetchall()
             if not rows:
                 return
-            out: list[tuple[int, StoredSample | None]] = []
-            for sid, data, fmt, shape in rows:
-                out.append(
-                    (int(sid), None if data is None else StoredSample(fmt, bytes(data), tuple(json.loads(shape)) if shape else None))
-                )
+            yield [
+                (int(sid), None if data is None else StoredSample(fmt, bytes(data), tuple(json.loads(shape)) if shape else None))
+                for sid, data, fmt, shape in rows
+            ]
             last = int(rows[-1][0])
-            yield out
 
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit events, newest first."""
@@ -510,38 +327,6 @@ class GalleryStore:
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
         return ids
 
-    @staticmethod
-    def _rows(
-        identity: str,
-        embeddings: np.ndarray,
-        samples: Sequence[StoredSample | None],
-        sample_metadata: Sequence[dict[str, Any] | None] | None,
-    ) -> list[tuple[Any, ...]]:
-        emb = np.ascontiguousarray(embeddings, dtype="<f4")
-        n = emb.shape[0]
-        if len(samples) != n:
-            raise GalleryError(f"{n} embeddings but {len(samples)} samples")
-        if sample_metadata is None:
-            sample_metadata = [None] * n
-        if len(sample_metadata) != n:
-            raise GalleryError(f"{n} samples but {len(sample_metadata)} sample metadata entries")
-        now = _now()
-        rows = []
-        for i in range(n):
-            s = samples[i]
-            rows.append(
-                (
-                    identity,
-                    emb[i].tobytes(),
-                    None if s is None else s.data,
-                    None if s is None else s.format,
-                    None if s is None or s.shape is None else json.dumps(list(s.shape)),
-                    _json_object(sample_metadata[i], f"metadata of sample {i}"),
-                    now,
-                )
-            )
-        return rows
-
     def add_identity(
         self,
         identity: str,
@@ -553,6 +338,13 @@ class GalleryStore:
     ) -> tuple[int, int, list[int]]:
         """Enrol a new identity with its samples, in one transaction.
 
+        Args:
+            identity: the new identity (see :func:`~siamkit.gallery.store_schema.check_identity`).
+            embeddings: float32 (N, D), one per sample.
+            samples: the kept input of each sample (None: not kept).
+            metadata: the identity's JSON-able metadata.
+            sample_metadata: one JSON-able dict (or None) per sample.
+
         Returns:
             (generation before, generation after, new sample ids).
 
@@ -560,8 +352,8 @@ class GalleryStore:
             IdentityExistsError: the identity is already enrolled (nothing is written).
         """
         check_identity(identity)
-        meta_json = _json_object(metadata, "identity metadata")
-        rows = self._rows(identity, embeddings, samples, sample_metadata)
+        meta_json = json_object(metadata, "identity metadata")
+        rows = sample_rows(identity, embeddings, samples, sample_metadata)
         if not rows:
             raise GalleryError(f"enrolling {identity!r} needs at least one sample")
         with self._transaction() as cur:
@@ -571,11 +363,11 @@ class GalleryStore:
                     f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
                     "add_samples (`siamkit gallery add`), or remove it first"
                 )
-            now = _now()
+            now = time.time()
             cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (?, ?, ?, ?)", (identity, meta_json, now, now))
             ids = self._insert_sample_rows(cur, rows)
             old, new = self._bump(cur)
-            self._audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
+            insert_audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
         return old, new, ids
 
     def add_samples(
@@ -588,30 +380,50 @@ class GalleryStore:
     ) -> tuple[int, int, list[int]]:
         """Add samples to an enrolled identity, in one transaction.
 
+        Args:
+            identity: an enrolled identity.
+            embeddings: float32 (N, D), one per sample.
+            samples: the kept input of each sample (None: not kept).
+            sample_metadata: one JSON-able dict (or None) per sample.
+
+        Returns:
+            (generation before, generation after, new sample ids).
+
         Raises:
             UnknownIdentityError: not enrolled.
         """
-        rows = self._rows(identity, embeddings, samples, sample_metadata)
+        rows = sample_rows(identity, embeddings, samples, sample_metadata)
         if not rows:
             raise GalleryError(f"adding samples to {identity!r} needs at least one sample")
         with self._transaction() as cur:
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")
             ids = self._insert_sample_rows(cur, rows)
-            cur.execute("UPDATE identities SET updated = ? WHERE id = ?", (_now(), identity))
+            cur.execute("UPDATE identities SET updated = ? WHERE id = ?", (time.time(), identity))
             old, new = self._bump(cur)
-            self._audit(cur, "add_samples", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
+            insert_audit(cur, "add_samples", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
         return old, new, ids
 
     def set_metadata(self, identity: str, metadata: dict[str, Any]) -> tuple[int, int]:
-        """Replace an identity's metadata."""
-        meta_json = _json_object(metadata, "identity metadata")
+        """Replace an identity's metadata.
+
+        Args:
+            identity: an enrolled identity.
+            metadata: its new JSON-able metadata.
+
+        Returns:
+            (generation before, generation after).
+
+        Raises:
+            UnknownIdentityError: not enrolled.
+        """
+        meta_json = json_object(metadata, "identity metadata")
         with self._transaction() as cur:
-            n = cur.execute("UPDATE identities SET metadata = ?, updated = ? WHERE id = ?", (meta_json, _now(), identity)).rowcount
+            n = cur.execute("UPDATE identities SET metadata = ?, updated = ? WHERE id = ?", (meta_json, time.time(), identity)).rowcount
             if n == 0:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled")
             old, new = self._bump(cur)
-            self._audit(cur, "update_metadata", identity, 0)
+            insert_audit(cur, "update_metadata", identity, 0)
         return old, new
 
     def remove_identity(self, identity: str) -> tuple[int, int, int]:
@@ -628,7 +440,7 @@ class GalleryStore:
             if cur.execute("DELETE FROM identities WHERE id = ?", (identity,)).rowcount == 0:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled")
             old, new = self._bump(cur)
-            self._audit(cur, "remove", identity, int(n))
+            insert_audit(cur, "remove", identity, int(n))
         return old, new, int(n)
 
     def replace_embeddings(
@@ -637,14 +449,22 @@ class GalleryStore:
         """Re-embedding: every sample's new embedding and the new model's meta, in ONE
         transaction (the gallery is never half old model, half new).
 
+        Args:
+            sample_ids: int64 (N,), every stored sample.
+            embeddings: float32 (N, D'), their new embeddings.
+            meta_updates: the new model's meta values.
+            expected_generation: the generation the samples were read at.
+
+        Returns:
+            (generation before, generation after).
+
         Raises:
             GalleryError: the gallery changed since the samples were read
                 (``expected_generation``), or the ids are not exactly the stored samples.
         """
         emb = np.ascontiguousarray(embeddings, dtype="<f4")
         with self._transaction() as cur:
-            gen = int(json.loads(cur.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]))
-            if gen != expected_generation:
+            if read_generation(cur) != expected_generation:
                 raise GalleryError(
                     f"gallery {self.path} changed while re-embedding (another process wrote to it); run reembed again"
                 )
@@ -655,19 +475,17 @@ class GalleryStore:
                 "UPDATE samples SET embedding = ? WHERE id = ?",
                 ((emb[i].tobytes(), int(sample_ids[i])) for i in range(len(sample_ids))),
             )
-            for k, v in meta_updates.items():
-                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, json.dumps(v)))
+            write_meta(cur, meta_updates)
             old, new = self._bump(cur)
-            self._audit(cur, "reembed", None, len(sample_ids), {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")})
+            insert_audit(cur, "reembed", None, len(sample_ids), {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")})
         return old, new
 
     def set_meta(self, updates: dict[str, Any]) -> None:
         """Update meta values in one transaction (bumps the generation)."""
         with self._transaction() as cur:
-            for k, v in updates.items():
-                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, json.dumps(v)))
+            write_meta(cur, updates)
             self._bump(cur)
-            self._audit(cur, "set_meta", None, 0, {k: v for k, v in updates.items()})
+            insert_audit(cur, "set_meta", None, 0, {k: v for k, v in updates.items()})
 
     def __repr__(self) -> str:
         return f"GalleryStore({str(self.path)!r}{', closed' if self.closed else ''})"

@@ -1,0 +1,294 @@
+"""What a gallery file holds: its SQLite schema, the checks on opening it, and the rules
+for what may go in its rows (identity names, metadata JSON, kept inputs).
+
+:class:`~siamkit.gallery.store.GalleryStore` does the reading and writing; this module is
+the file format. Schema (version :data:`SCHEMA_VERSION`)::
+
+    schema_version(version INTEGER)
+    meta(key TEXT PRIMARY KEY, value TEXT)            -- JSON values
+    identities(id TEXT PRIMARY KEY, metadata TEXT, created REAL, updated REAL)
+    samples(id INTEGER PRIMARY KEY AUTOINCREMENT,
+            identity_id TEXT REFERENCES identities(id) ON DELETE CASCADE,
+            embedding BLOB,        -- float32 little-endian, embedding_dim values
+            sample BLOB,           -- the original input, so `reembed` can recompute
+            sample_format TEXT,    -- 'uint8' | 'float32' (raw array) | 'file:.ext' (image file bytes)
+            sample_shape TEXT,     -- JSON list for raw arrays
+            metadata TEXT, created REAL)
+    audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, action TEXT,
+          identity_id TEXT, n_samples INTEGER, detail TEXT)
+
+``meta`` holds: ``gallery_id`` (random, ties index caches to this file), ``generation``
+(bumped by every write transaction: index caches record the generation they match),
+``model_fingerprint`` (the weights file's sha256, or null for an unsaved network),
+``model_hash`` (sha256 of the network's recipe and weights, what the gallery checks),
+``siamkit_version``, ``embedding_dim``, ``distance`` (the network's distance name or
+``"pair_head"``), ``normalize``, ``scoring`` (the default rule), ``created``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import GalleryError, GalleryFileError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MAX_IDENTITY_LENGTH",
+    "REQUIRED_META",
+    "StoredSample",
+    "check_identity",
+    "json_object",
+    "sample_rows",
+    "read_meta",
+    "read_generation",
+    "write_meta",
+    "insert_audit",
+    "create_schema",
+    "check_schema",
+]
+
+SCHEMA_VERSION = 1
+MAX_IDENTITY_LENGTH = 256
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    id TEXT PRIMARY KEY,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    sample BLOB,
+    sample_format TEXT,
+    sample_shape TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_identity ON samples(identity_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    action TEXT NOT NULL,
+    identity_id TEXT,
+    n_samples INTEGER,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+#: meta keys every gallery file has
+REQUIRED_META = ("gallery_id", "generation", "model_hash", "embedding_dim", "distance", "scoring")
+
+
+@dataclass
+class StoredSample:
+    """The original input of one sample, kept so that ``reembed`` can recompute it.
+
+    Attributes:
+        format: ``"uint8"`` or ``"float32"`` (a raw array of ``shape``), or
+            ``"file:.png"`` (the bytes of an image file with that suffix).
+        data: the bytes.
+        shape: the array's shape (raw arrays only).
+    """
+
+    format: str
+    data: bytes
+    shape: tuple[int, ...] | None = None
+
+    def array(self) -> np.ndarray:
+        """The raw array (raw formats only)."""
+        if self.format not in ("uint8", "float32") or self.shape is None:
+            raise GalleryError(f"a sample stored as {self.format!r} is not a raw array")
+        return np.frombuffer(self.data, dtype="<f4" if self.format == "float32" else np.uint8).reshape(self.shape)
+
+
+def check_identity(identity: Any) -> str:
+    """Validate an identity name: a non-empty string without control characters or
+    surrounding spaces, at most 256 characters, not the reserved word ``"unknown"``.
+
+    Raises:
+        GalleryError: naming what is wrong.
+    """
+    if not isinstance(identity, str):
+        raise GalleryError(f"an identity must be a string, got {type(identity).__name__} {identity!r}")
+    if not identity or not identity.strip():
+        raise GalleryError("an identity must be a non-empty string")
+    if identity != identity.strip():
+        raise GalleryError(f"identity {identity!r} has leading or trailing spaces")
+    if len(identity) > MAX_IDENTITY_LENGTH:
+        raise GalleryError(f"identity is {len(identity)} characters long; the limit is {MAX_IDENTITY_LENGTH}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in identity):
+        raise GalleryError(f"identity {identity!r} contains control characters")
+    if identity == "unknown":
+        raise GalleryError("'unknown' is reserved: it is what identify() answers for a non-enrolled person")
+    return identity
+
+
+def json_object(value: Any, what: str) -> str:
+    """Serialise a metadata dict, refusing what JSON cannot hold.
+
+    Args:
+        value: a dict with string keys (None: an empty dict).
+        what: names the value in messages.
+
+    Returns:
+        Compact, key-sorted JSON.
+
+    Raises:
+        GalleryError: not a dict, non-string keys, or not JSON-serialisable.
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise GalleryError(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise GalleryError(f"{what} keys must be strings, got {bad[0]!r}")
+    try:
+        return json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise GalleryError(f"{what} must be JSON-serialisable (numbers finite): {e}") from None
+
+
+def sample_rows(
+    identity: str,
+    embeddings: np.ndarray,
+    samples: Sequence[StoredSample | None],
+    sample_metadata: Sequence[dict[str, Any] | None] | None,
+) -> list[tuple[Any, ...]]:
+    """The ``samples`` rows of new samples, validated.
+
+    Args:
+        identity: their identity.
+        embeddings: float32 (N, D).
+        samples: the kept input of each (None: not kept).
+        sample_metadata: one dict (or None) per sample, or None.
+
+    Returns:
+        (identity, embedding, sample, format, shape, metadata, created) per sample.
+
+    Raises:
+        GalleryError: the counts differ, or bad metadata.
+    """
+    emb = np.ascontiguousarray(embeddings, dtype="<f4")
+    n = emb.shape[0]
+    if len(samples) != n:
+        raise GalleryError(f"{n} embeddings but {len(samples)} samples")
+    if sample_metadata is None:
+        sample_metadata = [None] * n
+    if len(sample_metadata) != n:
+        raise GalleryError(f"{n} samples but {len(sample_metadata)} sample metadata entries")
+    now = time.time()
+    rows = []
+    for i in range(n):
+        s = samples[i]
+        rows.append(
+            (
+                identity,
+                emb[i].tobytes(),
+                None if s is None else s.data,
+                None if s is None else s.format,
+                None if s is None or s.shape is None else json.dumps(list(s.shape)),
+                json_object(sample_metadata[i], f"metadata of sample {i}"),
+                now,
+            )
+        )
+    return rows
+
+
+def read_meta(con: sqlite3.Connection | sqlite3.Cursor) -> dict[str, Any]:
+    """Every meta value, JSON-decoded."""
+    return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()}
+
+
+def read_generation(con: sqlite3.Connection | sqlite3.Cursor) -> int:
+    """The write generation (bumped by every write transaction)."""
+    return int(json.loads(con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]))
+
+
+def write_meta(cur: sqlite3.Cursor, updates: dict[str, Any]) -> None:
+    """Set meta values (JSON-encoded), inside the caller's write transaction.
+
+    Args:
+        cur: a cursor inside a write transaction.
+        updates: key -> JSON-able value.
+    """
+    for k, v in updates.items():
+        cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, json.dumps(v)))
+
+
+def insert_audit(
+    cur: sqlite3.Cursor, action: str, identity: str | None, n: int, detail: dict[str, Any] | None = None, *, sort_keys: bool = True
+) -> None:
+    """Append one audit event.
+
+    Args:
+        cur: a cursor inside the write transaction the event belongs to.
+        action: what happened (create, enroll, add_samples, remove, reembed, ...).
+        identity: the identity concerned, or None.
+        n: samples concerned.
+        detail: JSON-able details (None: none).
+        sort_keys: write ``detail``'s keys sorted.
+    """
+    cur.execute(
+        "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), action, identity, n, json.dumps(detail or {}, sort_keys=sort_keys)),
+    )
+
+
+def create_schema(cur: sqlite3.Cursor, init_meta: dict[str, Any]) -> None:
+    """Create the tables and, unless another process just did, the version and meta rows.
+
+    Args:
+        cur: a cursor inside a write transaction (racing creators queue on it).
+        init_meta: the meta values of the new gallery (model_hash, embedding_dim, ...).
+    """
+    for stmt in _SCHEMA.split(";"):
+        if stmt.strip():
+            cur.execute(stmt)
+    if cur.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
+        cur.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
+    if cur.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0:
+        meta = {"gallery_id": uuid.uuid4().hex, "generation": 0, "siamkit_version": __version__, "created": time.time(), **init_meta}
+        cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        detail = {k: init_meta.get(k) for k in ("model_fingerprint", "distance", "scoring")}
+        insert_audit(cur, "create", None, 0, detail, sort_keys=False)
+
+
+def check_schema(con: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file whose schema this siamkit does not read, or whose meta is incomplete.
+
+    Args:
+        con: the open connection.
+        path: names the file in messages.
+
+    Raises:
+        GalleryFileError: no version, a newer (or older) version, or missing meta keys.
+    """
+    row = con.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    version = row[0] if row else None
+    if version is None:
+        raise GalleryFileError(f"{path} has no schema version: not a complete siamkit gallery")
+    if version > SCHEMA_VERSION:
+        raise GalleryFileError(
+            f"{path} has gallery schema version {version}, written by a newer siamkit; "
+            f"this siamkit ({__version__}) reads version {SCHEMA_VERSION}"
+        )
+    if version < SCHEMA_VERSION:  # pragma: no cover - no older versions exist yet
+        raise GalleryFileError(f"{path} has an old gallery schema version {version}")
+    missing = [k for k in REQUIRED_META if k not in read_meta(con)]
+    if missing:
+        raise GalleryFileError(f"{path} is damaged: its meta table lacks {missing}")

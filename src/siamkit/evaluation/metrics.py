@@ -1,4 +1,4 @@
-"""Pure metrics on distances and embeddings.
+"""Pure metrics on distances and embeddings (few-shot accuracy: :mod:`.few_shot`).
 
 Conventions: distances are lower = closer; ROC analysis uses the score ``-distance`` so
 that "higher = more likely the same", as scikit-learn expects.
@@ -16,7 +16,7 @@ from ..distances import BaseDistance, get_distance
 from ..tuples import all_pairs, check_labels, subsample_pairs
 from .verification import equal_error_rate
 
-__all__ = ["labelled_pair_distances", "verification_metrics", "VerificationResult", "n_way_k_shot_accuracy"]
+__all__ = ["labelled_pair_distances", "verification_metrics", "VerificationResult"]
 
 
 def labelled_pair_distances(
@@ -31,6 +31,16 @@ def labelled_pair_distances(
 
     With more than ``max_pairs`` pairs, a seeded random subset of that size is used
     (all positives are kept when they fit, so rare positives are not lost).
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) int class of each row.
+        distance: a distance name or object (lower = closer).
+        max_pairs: at most this many pairs (None = all).
+        seed: seeds the subsampling.
+
+    Shapes:
+        embeddings (N, D), labels (N,) -> distances (P,), same (P,).
 
     Returns:
         distances (P,) float, same (P,) bool.
@@ -60,6 +70,13 @@ class VerificationResult:
 def verification_metrics(distances: torch.Tensor | np.ndarray, same: torch.Tensor | np.ndarray) -> VerificationResult:
     """ROC AUC and equal error rate from pair distances (lower = closer).
 
+    Args:
+        distances: (P,) pair distances.
+        same: (P,) bool, True = genuine pair.
+
+    Returns:
+        :class:`VerificationResult` (ROC AUC, EER and its threshold, pair counts).
+
     Raises:
         ValueError: when there are no positive or no negative pairs.
     """
@@ -75,55 +92,3 @@ def verification_metrics(distances: torch.Tensor | np.ndarray, same: torch.Tenso
     auc = float(roc_auc_score(y, -d))
     eer, threshold = equal_error_rate(d, y)
     return VerificationResult(auc, eer, threshold, n_pos, n_neg)
-
-
-def n_way_k_shot_accuracy(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    n_way: int,
-    k_shot: int = 1,
-    n_query: int = 1,
-    episodes: int = 1000,
-    distance: str | BaseDistance = "euclidean",
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Accuracy of nearest-support classification over random N-way K-shot episodes.
-
-    Each episode draws ``n_way`` classes, ``k_shot`` supports and ``n_query`` queries per
-    class (disjoint); a query is assigned the class of its nearest support (K > 1: the
-    smallest mean distance to the class's supports).
-
-    Returns:
-        (mean accuracy, half-width of the 95% confidence interval over episodes).
-    """
-    labels = check_labels(labels, embeddings.shape[0])
-    dist = get_distance(distance)
-    classes, inv = torch.unique(labels, return_inverse=True)
-    counts = torch.bincount(inv)
-    eligible = (counts >= k_shot + n_query).nonzero(as_tuple=True)[0]
-    if eligible.numel() < n_way:
-        raise ValueError(
-            f"{n_way}-way {k_shot}-shot needs {n_way} classes with >= {k_shot + n_query} samples, "
-            f"found {eligible.numel()}"
-        )
-    by_class = [torch.nonzero(inv == c, as_tuple=True)[0] for c in range(len(classes))]
-    g = torch.Generator().manual_seed(seed)
-    accs = np.empty(episodes)
-    with torch.no_grad():
-        for e in range(episodes):
-            chosen = eligible[torch.randperm(eligible.numel(), generator=g)[:n_way]]
-            sup, qry = [], []
-            for c in chosen.tolist():
-                idx = by_class[c][torch.randperm(by_class[c].numel(), generator=g)[: k_shot + n_query]]
-                sup.append(idx[:k_shot])
-                qry.append(idx[k_shot:])
-            s = embeddings[torch.cat(sup)]
-            q = embeddings[torch.cat(qry)]
-            d = dist.pairwise(q, s).view(q.shape[0], n_way, k_shot).mean(2)
-            pred = d.argmin(1)
-            truth = torch.arange(n_way).repeat_interleave(n_query)
-            accs[e] = float((pred == truth).float().mean())
-    mean = float(accs.mean())
-    ci = float(1.96 * accs.std(ddof=1) / np.sqrt(episodes)) if episodes > 1 else float("nan")
-    return mean, ci

@@ -13,7 +13,7 @@ from ..distances import EuclideanDistance
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
 from ..tuples import all_pairs, subsample_pairs
-from .metrics import n_way_k_shot_accuracy
+from .few_shot import n_way_k_shot_accuracy
 from .retrieval import retrieval_metrics
 
 __all__ = ["ScoredPairs", "score_folder", "score_pair_csv"]

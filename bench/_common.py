@@ -183,6 +183,30 @@ def tutorial_recipe(seed: int, *, epochs: int, steps_per_epoch: int, **changes: 
     )
 
 
+def triplet_recipe(seed: int, **settings: Any) -> Any:
+    """What our face and signature recipes share: conv4, 128-d L2-normalised embeddings,
+    triplet loss with batch-hard mining (margin 0.2) on 16 classes x 4 images, Adam 1e-3
+    with a cosine schedule, the best validation epoch kept (no early stopping), fp32.
+
+    Args:
+        seed: training seed.
+        **settings: the recipe's own ``TrainConfig`` fields (encoder_kwargs, augmentation,
+            epochs, steps_per_epoch, ...).
+
+    Returns:
+        The ``TrainConfig``.
+    """
+    from siamkit.training.config import TrainConfig
+
+    base: dict[str, Any] = dict(
+        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
+        encoder="conv4", embedding_dim=128, normalize=True, loss="triplet", miner="batch_hard", margin=0.2,
+        batch_size=64, m_per_class=4, lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None,
+        seed=seed, progress=False,
+    )
+    return TrainConfig(**{**base, **settings})
+
+
 def pair_distances(e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, network: Any) -> torch.Tensor:
     """Distances of the pairs (a[i], b[i]) of embeddings: Euclidean without a network
     (raw pixels), else the network's own distance (its pair head when it has one).
@@ -359,24 +383,105 @@ def method_row(label: str, method: str, v: dict[str, list[Any]], extra: Sequence
     )
 
 
-def ablation_lines(abl: dict[str, Any], cols: Sequence[tuple[str, str]]) -> list[str]:
-    """The ablation table's rows (per seed: each of ``cols``, then train time) and findings.
+def goal_lines(goals: Sequence[tuple[str, float, bool]]) -> list[str]:
+    """The goal table: one row per (goal, measured mean, met).
 
     Args:
-        abl: ``{"rows": [...], "findings": str}``.
-        cols: (key, format) of the columns between the seeds and the train time.
+        goals: (the goal in words, the measured value, whether it is met).
 
     Returns:
         Markdown lines.
     """
-    lines = []
+    return ["| goal | measured (mean) | met |", "|---|---|---|",
+            *(f"| {g} | {v:.4f} | {'yes' if met else '**no**'} |" for g, v, met in goals)]
+
+
+def per_seed_line(runs: list[dict[str, Any]], cols: Sequence[tuple[str, str, str]]) -> str:
+    """Our recipe's numbers on each split seed, in one line.
+
+    Args:
+        runs: the per-seed rows.
+        cols: (title, key, format) of each number.
+
+    Returns:
+        "Per seed (ours: A / B): seed 0: a / b, seed 1: ...".
+    """
+    head = " / ".join(t for t, _, _ in cols)
+    return f"Per seed (ours: {head}): " + ", ".join(
+        f"seed {r['seed']}: " + " / ".join(f.format(r["ours"][k]) for _, k, f in cols) for r in runs)
+
+
+def closing_lines(name: str, gap_note: str, recipe_note: str, first_seed: int) -> list[str]:
+    """The notes after the goal table: why the gap, the recipe, where the report is.
+
+    Args:
+        name: the benchmark (its report folder).
+        gap_note: why the goals are out of reach.
+        recipe_note: the recipe in words.
+        first_seed: the split seed of the report.
+
+    Returns:
+        Markdown lines.
+    """
+    return [gap_note, "", "Recipe (`ours_config` in the script): " + recipe_note, "",
+            f"Report of split seed {first_seed} (plots, calibration): `bench/results/reports/{name}/report.md`."]
+
+
+def ablation_section(
+    abl: dict[str, Any] | None, intro: Callable[[str], str], cols: Sequence[tuple[str, str, str]]
+) -> list[str]:
+    """The ablation paragraph and table (per seed: each of ``cols``, then train time) and
+    its findings; nothing without an ablation.
+
+    Args:
+        abl: ``{"rows": [...], "note": str, "findings": str}``, or None.
+        intro: the paragraph, given the ablation's note.
+        cols: (title, key, format) of the columns between the seeds and the train time.
+
+    Returns:
+        Markdown lines.
+    """
+    if not abl:
+        return []
+    titles = [t for t, _, _ in cols]
+    lines = ["", intro(abl["note"]), "", "| recipe | split seeds | " + " | ".join(titles) + " | train time |",
+             "|---|---|" + "---|" * len(cols) + "---|"]
     for r in abl["rows"]:
         per = r["per_seed"]
-        cells = [" / ".join(f.format(p[k]) for p in per) for k, f in (*cols, ("train_seconds", "{:.0f}"))]
+        cells = [" / ".join(f.format(p[k]) for p in per) for _, k, f in (*cols, ("", "train_seconds", "{:.0f}"))]
         lines.append(f"| {r['recipe']} | {' / '.join(str(p['seed']) for p in per)} | " + " | ".join(cells) + " s |")
     if abl.get("findings"):
         lines += ["", abl["findings"]]
     return lines
+
+
+def write_ours_report(
+    report_dir: Path, r: dict[str, Any], raw: dict[str, Any], *, title: str, split: dict[str, Any],
+    labels: torch.Tensor, class_names: list[str], extra: dict[str, Any],
+) -> None:
+    """The report folder of our recipe on a split (raw pixels drawn on its ROC), kept small.
+
+    Args:
+        report_dir: the folder.
+        r: our numbers, with ``_cache`` = (test distances, same, embeddings, calibrator).
+        raw: the raw-pixel numbers on the same pairs (with ``_cache``).
+        title: the report's title.
+        split: where the pairs came from.
+        labels: (N,) class of each test embedding, for the map.
+        class_names: the names of those classes.
+        extra: more numbers to list.
+
+    Returns:
+        None.
+    """
+    from siamkit.evaluation.report import write_report
+
+    d, s, e, cal = r["_cache"]
+    write_report(
+        report_dir, d, s, title=title, split=split, calibration=cal.to_dict(), embeddings=e, labels=labels,
+        class_names=class_names, extra=extra, baseline=("raw pixels", raw["_cache"][0]),
+    )
+    shrink_report(report_dir)
 
 
 def drop_caches(row: dict[str, Any]) -> dict[str, Any]:

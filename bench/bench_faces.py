@@ -29,28 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import (
-    SHARED_DATA,
-    RecipeBench,
-    ablation_lines,
-    calibrated_verification,
-    drop_caches,
-    mean_sd,
-    method_row,
-    pair_distances,
-    raw_embed,
-    recorded_row,
-    run_ablation_rows,
-    run_header,
-    shrink_report,
-    summarise_runs,
-    tutorial_recipe,
-    val_verification,
-)
+from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
+from _common import drop_caches, mean_sd, method_row, pair_distances, raw_embed, recorded_row
+from _common import run_ablation_rows, run_header, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import goal_lines, per_seed_line, val_verification, write_ours_report
 
 from siamkit.data.faces import load_face_folder, split_identities
 from siamkit.evaluation import n_way_k_shot_accuracy
-from siamkit.evaluation.report import write_report
 from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
@@ -70,10 +55,10 @@ def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
 
     Args:
         seed: training seed.
-        quick: a few steps only (smoke run).
+        quick: 3 epochs instead of 100 (smoke run).
 
     Returns:
-        The config.
+        The config (ties between epochs go to the later one, as for our recipe).
     """
     return tutorial_recipe(seed, epochs=3 if quick else 100, steps_per_epoch=3, tie_break="later")
 
@@ -88,19 +73,16 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
 
     Args:
         seed: training seed.
-        quick: a few steps only (smoke run).
-        **changes: ``TrainConfig`` fields to change (the ablation's variants).
+        quick: 2 epochs x 3 steps instead of 20 x 20 (smoke run).
+        **changes: ``TrainConfig`` fields to change (the variants of ``ABLATION``).
 
     Returns:
-        The config.
+        The config (ties between epochs go to the later one).
     """
-    cfg = TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 32, "depth": 3, "grid": 6}, embedding_dim=128, normalize=True,
-        loss="triplet", miner="batch_hard", margin=0.2,
+    cfg = triplet_recipe(
+        seed, encoder_kwargs={"width": 32, "depth": 3, "grid": 6},
         augment=True, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translate=0.1, fill=0.0,
-        batch_size=64, m_per_class=4, epochs=2 if quick else 20, steps_per_epoch=3 if quick else 20,
-        lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None, tie_break="later", seed=seed, progress=False,
+        epochs=2 if quick else 20, steps_per_epoch=3 if quick else 20, tie_break="later",
     )
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -210,11 +192,11 @@ def run_split(seed: int, faces: Any, quick: bool, report_dir: Path | None) -> di
     Args:
         seed: the split seed.
         faces: the AT&T dataset.
-        quick: smoke run.
+        quick: smoke run (see the configs).
         report_dir: where to write the report of ours, or None.
 
     Returns:
-        The split and each method's numbers.
+        ``{"seed", "split": identities of each part, <method>: numbers}``.
     """
     tr, va, te, info = split_identities(faces, 10, 5, seed=seed)
     row: dict[str, Any] = {"seed": seed, "split": info}
@@ -228,18 +210,15 @@ def run_split(seed: int, faces: Any, quick: bool, report_dir: Path | None) -> di
         print(f"seed {seed} {name}: AUC {r['roc_auc']:.4f} EER {r['eer']:.4f} 1-shot {r['ten_way_one_shot']:.4f} "
               f"({secs:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         if name == "ours" and report_dir is not None:
-            d, s, e, cal = r["_cache"]
-            write_report(
-                report_dir, d, s, title=f"AT&T faces, 10 unseen identities (split seed {seed})",
+            write_ours_report(
+                report_dir, r, raw, title=f"AT&T faces, 10 unseen identities (split seed {seed})",
                 split={"data": str(DATA), "image_size": list(SIZE), "protocol": "all pairs of the 10 test identities",
                        **info},
-                calibration=cal.to_dict(), embeddings=e, labels=te.labels, class_names=te.classes,
+                labels=te.labels, class_names=te.classes,
                 extra={"ten_way_one_shot": {"accuracy": r["ten_way_one_shot"], "ci95": r["ten_way_one_shot_ci95"],
                                             "episodes": 1000},
                        "train_seconds": round(secs, 1), "recipe": cfg.to_dict()},
-                baseline=("raw pixels", raw["_cache"][0]),
             )
-            shrink_report(report_dir)
     print(f"seed {seed} raw: AUC {raw['roc_auc']:.4f} EER {raw['eer']:.4f} 1-shot {raw['ten_way_one_shot']:.4f}", flush=True)
     return drop_caches(row)
 
@@ -250,10 +229,10 @@ def run_ablation(faces: Any, quick: bool, seeds: tuple[int, ...] = (0, 1)) -> li
     Args:
         faces: the AT&T dataset.
         quick: smoke run.
-        seeds: split seeds.
+        seeds: split seeds (each: its 25 training and 5 validation identities).
 
     Returns:
-        One row per recipe (per-seed numbers and their means).
+        One row per recipe: validation ROC AUC, EER and 5-way 1-shot per seed and their means.
     """
     recipes: dict[str, Callable[[int], TrainConfig | None]] = {"raw pixels": lambda s: None,
                                                               "tutorial": lambda s: tutorial_config(s, quick)}
@@ -292,7 +271,7 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         cmd: the command line shown.
 
     Returns:
-        Markdown.
+        Markdown: protocol, methods table, goals, notes, ablation.
     """
     s, runs = out["summary"], out["runs"]
     n = len(runs)
@@ -320,34 +299,19 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         ("Published anchor: the Siamese-network tutorials on AT&T (e.g. harveyslash/Facial-Similarity-with-"
         "Siamese-Networks-in-Pytorch) report no number; the tutorial row above is that setup measured here."),
         "",
-        "| goal | measured (mean) | met |",
-        "|---|---|---|",
-        f"| EER <= 1% | {eer:.4f} | {'yes' if eer <= 0.01 else '**no**'} |",
-        f"| ROC AUC >= 0.999 | {auc:.4f} | {'yes' if auc >= 0.999 else '**no**'} |",
-        f"| 10-way 1-shot >= 97% | {one:.4f} | {'yes' if one >= 0.97 else '**no**'} |",
+        *goal_lines([("EER <= 1%", eer, eer <= 0.01), ("ROC AUC >= 0.999", auc, auc >= 0.999),
+                     ("10-way 1-shot >= 97%", one, one >= 0.97)]),
         "",
-        "Per seed (ours: AUC / EER / 1-shot): "
-        + ", ".join(f"seed {r['seed']}: {r['ours']['roc_auc']:.4f} / {r['ours']['eer']:.4f} / {r['ours']['ten_way_one_shot']:.3f}" for r in runs),
+        per_seed_line(runs, [("AUC", "roc_auc", "{:.4f}"), ("EER", "eer", "{:.4f}"), ("1-shot", "ten_way_one_shot", "{:.3f}")]),
         "",
-        GAP_NOTE,
-        "",
-        "Recipe (`ours_config` in the script): " + RECIPE_NOTE,
-        "",
-        f"Report of split seed {runs[0]['seed']} (plots, calibration): `bench/results/reports/faces/report.md`.",
+        *closing_lines("faces", GAP_NOTE, RECIPE_NOTE, runs[0]["seed"]),
     ]
-    abl = out.get("ablation")
-    if abl:
-        lines += [
-            "",
-            ("Ablation on the **validation** identities only: train on the 25 training identities, judge on the 5 "
-            f"validation identities (all their pairs, 5-way 1-shot over 1,000 episodes), per split seed; {abl['note']}. "
-            "Five identities make a noisy judge (compare within a seed; raw pixels give the seed's difficulty): "
-            "differences under ~0.005 AUC are not meaningful."),
-            "",
-            "| recipe | split seeds | val ROC AUC | val EER | val 5-way 1-shot | train time |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += ablation_lines(abl, [("val_roc_auc", "{:.4f}"), ("val_eer", "{:.3f}"), ("val_5way_1shot", "{:.3f}")])
+    lines += ablation_section(out.get("ablation"), lambda note: (
+        "Ablation on the **validation** identities only: train on the 25 training identities, judge on the 5 "
+        f"validation identities (all their pairs, 5-way 1-shot over 1,000 episodes), per split seed; {note}. "
+        "Five identities make a noisy judge (compare within a seed; raw pixels give the seed's difficulty): "
+        "differences under ~0.005 AUC are not meaningful."),
+        [("val ROC AUC", "val_roc_auc", "{:.4f}"), ("val EER", "val_eer", "{:.3f}"), ("val 5-way 1-shot", "val_5way_1shot", "{:.3f}")])
     return "\n".join(lines)
 
 

@@ -32,32 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import (
-    SHARED_DATA,
-    RecipeBench,
-    ablation_lines,
-    calibrated_verification,
-    drop_caches,
-    method_row,
-    pair_distances,
-    raw_embed,
-    recorded_row,
-    run_ablation_rows,
-    run_header,
-    shrink_report,
-    summarise_runs,
-    tutorial_recipe,
-    val_verification,
-)
+from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
+from _common import drop_caches, method_row, pair_distances, raw_embed, recorded_row, run_ablation_rows
+from _common import run_header, write_ours_report, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import goal_lines, per_seed_line, val_verification
 
 from siamkit.data.samplers import BalancedPairSampler, MPerClassSampler
-from siamkit.data.signatures import (
-    SignatureDataset,
-    load_signatures,
-    signature_pairs,
-    split_writers,
-)
-from siamkit.evaluation.report import write_report
+from siamkit.data.signatures import SignatureDataset, load_signatures, signature_pairs, split_writers
 from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
@@ -77,10 +58,10 @@ def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
 
     Args:
         seed: training seed.
-        quick: a few steps only (smoke run).
+        quick: 2 epochs instead of 30 (smoke run).
 
     Returns:
-        The config.
+        The config (trained on genuine signatures only).
     """
     return tutorial_recipe(seed, epochs=2 if quick else 30, steps_per_epoch=5)
 
@@ -96,19 +77,16 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
 
     Args:
         seed: training seed.
-        quick: a few steps only (smoke run).
-        **changes: ``TrainConfig`` fields to change (the ablation's variants).
+        quick: 2 epochs x 3 steps instead of 12 x 10 (smoke run).
+        **changes: ``TrainConfig`` fields to change (the first item of an ``ABLATION`` entry).
 
     Returns:
-        The config.
+        The config; how forgeries are used is chosen apart (``OURS_FORGERIES``).
     """
-    cfg = TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 32, "depth": 4, "grid": 2}, embedding_dim=128, normalize=True,
-        loss="triplet", miner="batch_hard", margin=0.2,
+    cfg = triplet_recipe(
+        seed, encoder_kwargs={"width": 32, "depth": 4, "grid": 2},
         augment=False, rotation=5.0, shear=0.1, scale=(0.9, 1.1), translate=0.05, fill=0.0,
-        batch_size=64, m_per_class=4, epochs=2 if quick else 12, steps_per_epoch=3 if quick else 10,
-        lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None, seed=seed, progress=False,
+        epochs=2 if quick else 12, steps_per_epoch=3 if quick else 10,
     )
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -297,11 +275,11 @@ def run_split(seed: int, sig: SignatureDataset, quick: bool, report_dir: Path | 
     Args:
         seed: the split seed.
         sig: the CEDAR dataset.
-        quick: smoke run.
+        quick: smoke run (see the configs).
         report_dir: where to write the report of ours, or None.
 
     Returns:
-        The split and each method's numbers.
+        ``{"seed", "split": writers of each part, <method>: numbers (and forgery use)}``.
     """
     tr, va, te, info = split_writers(sig, 10, 5, seed=seed)
     row: dict[str, Any] = {"seed": seed, "split": info}
@@ -316,18 +294,15 @@ def run_split(seed: int, sig: SignatureDataset, quick: bool, report_dir: Path | 
         print(f"seed {seed} {name}: AUC {r['roc_auc']:.4f} EER {r['eer']:.4f} ({secs:.0f} s, load {os.getloadavg()[0]:.1f})",
               flush=True)
         if name == "ours" and report_dir is not None:
-            d, s, e, cal = r["_cache"]
-            write_report(
-                report_dir, d, s, title=f"CEDAR signatures, 10 unseen writers, genuine vs skilled forgery (split seed {seed})",
+            write_ours_report(
+                report_dir, r, raw, title=f"CEDAR signatures, 10 unseen writers, genuine vs skilled forgery (split seed {seed})",
                 split={"data": str(DATA), "image_size": list(SIZE),
                        "protocol": "per test writer: genuine-genuine pairs (same) and genuine-skilled forgery pairs "
                                    "(different), signature_pairs", **info},
-                calibration=cal.to_dict(), embeddings=e, labels=te.writer_labels + len(te.writers) * (~te.is_genuine),
+                labels=te.writer_labels + len(te.writers) * (~te.is_genuine),
                 class_names=[f"{w}" for w in te.writers] + [f"{w} forged" for w in te.writers],
                 extra={"train_seconds": round(secs, 1), "recipe": cfg.to_dict(), "forgeries_in_training": forg},
-                baseline=("raw pixels", raw["_cache"][0]),
             )
-            shrink_report(report_dir)
     print(f"seed {seed} raw: AUC {raw['roc_auc']:.4f} EER {raw['eer']:.4f}", flush=True)
     return drop_caches(row)
 
@@ -338,10 +313,10 @@ def run_ablation(sig: SignatureDataset, quick: bool, seeds: tuple[int, ...] = (0
     Args:
         sig: the CEDAR dataset.
         quick: smoke run.
-        seeds: split seeds.
+        seeds: split seeds (each: its 25 training and 5 validation writers).
 
     Returns:
-        One row per recipe (per-seed numbers and their means).
+        One row per recipe: validation ROC AUC and EER per seed and their means.
     """
     recipes: dict[str, Callable[[int], tuple[TrainConfig | None, str]]] = {
         "raw pixels": lambda s: (None, "none"), "tutorial": lambda s: (tutorial_config(s, quick), "none")}
@@ -419,7 +394,7 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         cmd: the command line shown.
 
     Returns:
-        Markdown.
+        Markdown: protocol, methods table, the goal, notes, ablation.
     """
     s, runs = out["summary"], out["runs"]
     lines = [
@@ -448,31 +423,17 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         "are not in `shared/data`, so we train on 25 + 5 validation). It is not re-measured here (no code or "
         "weights of it in this project); note also the ink-brightness caveat under the ablation."),
         "",
-        "| goal | measured (mean) | met |",
-        "|---|---|---|",
-        f"| EER <= 3% (genuine vs skilled forgery) | {eer:.4f} | {'yes' if eer <= 0.03 else '**no**'} |",
+        *goal_lines([("EER <= 3% (genuine vs skilled forgery)", eer, eer <= 0.03)]),
         "",
-        "Per seed (ours: AUC / EER): "
-        + ", ".join(f"seed {r['seed']}: {r['ours']['roc_auc']:.4f} / {r['ours']['eer']:.4f}" for r in runs),
+        per_seed_line(runs, [("AUC", "roc_auc", "{:.4f}"), ("EER", "eer", "{:.4f}")]),
         "",
-        GAP_NOTE,
-        "",
-        "Recipe (`ours_config` in the script): " + RECIPE_NOTE,
-        "",
-        f"Report of split seed {runs[0]['seed']} (plots, calibration): `bench/results/reports/signatures/report.md`.",
+        *closing_lines("signatures", GAP_NOTE, RECIPE_NOTE, runs[0]["seed"]),
     ]
-    abl = out.get("ablation")
-    if abl:
-        lines += [
-            "",
-            ("Ablation on the **validation** writers only: train on the 25 training writers, judge on the 5 validation "
-            f"writers' protocol pairs (1,380 genuine + 2,880 forgery), per split seed; {abl['note']}. The writers of a "
-            "split matter more than most recipe changes (compare within a seed; raw pixels give the seed's difficulty)."),
-            "",
-            "| recipe | split seeds | val ROC AUC | val EER | train time |",
-            "|---|---|---|---|---|",
-        ]
-        lines += ablation_lines(abl, [("val_roc_auc", "{:.4f}"), ("val_eer", "{:.3f}")])
+    lines += ablation_section(out.get("ablation"), lambda note: (
+        "Ablation on the **validation** writers only: train on the 25 training writers, judge on the 5 validation "
+        f"writers' protocol pairs (1,380 genuine + 2,880 forgery), per split seed; {note}. The writers of a "
+        "split matter more than most recipe changes (compare within a seed; raw pixels give the seed's difficulty)."),
+        [("val ROC AUC", "val_roc_auc", "{:.4f}"), ("val EER", "val_eer", "{:.3f}")])
     return "\n".join(lines)
 
 

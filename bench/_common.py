@@ -356,7 +356,15 @@ def summarise_runs(runs: list[dict[str, Any]], keys: Sequence[str], fars: Sequen
 
 
 def run_header(out: dict[str, Any], cmd: str) -> str:
-    """The first line of a section: command, machine, load and wall time."""
+    """The first line of a section: command, machine, load and wall time.
+
+    Args:
+        out: the results (``machine``, ``load_start``, ``wall_seconds``).
+        cmd: the command line.
+
+    Returns:
+        The Markdown line.
+    """
     return (f"`{cmd}`. {machine_line(out['machine'])} Load average at start {out['load_start']:.1f} "
             f"(the machine was shared: times are wall-clock under that load); total wall time {out['wall_seconds'] / 60:.1f} min.")
 
@@ -548,6 +556,9 @@ class RecipeBench:
             n_seeds: split seeds 0..n-1 (1 seed with ``quick``).
             ablation: also run the recipe ablation.
             quick: smoke run, nothing written.
+
+        Returns:
+            None.
         """
         t_start = time.perf_counter()
         m = machine()

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from .few_shot import (
-    FewShotScore,
     OneShotResult,
     OneShotTrials,
     TrialScore,
-    candidate_distances,
     koch_within_alphabet_trials,
     n_way_k_shot_accuracy,
-    nearest_support_score,
     official_one_shot_accuracy,
-    score_predictions,
     score_trials,
 )
-from .metrics import VerificationResult, labelled_pair_distances, verification_metrics
+from .metrics import (
+    FewShotScore,
+    VerificationResult,
+    candidate_distances,
+    labelled_pair_distances,
+    nearest_support_score,
+    score_predictions,
+    verification_metrics,
+)
 from .retrieval import retrieval_metrics
 from .verification import (
     Confusion,

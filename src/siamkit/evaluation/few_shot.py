@@ -1,10 +1,11 @@
-"""Few-shot (N-way K-shot) evaluation: every protocol scores through one core.
+"""Few-shot (N-way K-shot) evaluation protocols; every one scores through one core.
 
-The core (:func:`nearest_support_score`): each query is assigned its nearest candidate
-(with K shots per class, the smallest mean distance to the class's supports); the result
-is the accuracy and the half-width of its normal 95% interval (:func:`score_predictions`):
-over episode accuracies when the queries come in >= 2 episodes (queries that share a
-support set are not independent), else binomial. The protocols only choose the trials:
+The core (:func:`~siamkit.evaluation.metrics.nearest_support_score`): each query is
+assigned its nearest candidate (with K shots per class, the smallest mean distance to the
+class's supports); the result is the accuracy and the half-width of its normal 95%
+interval (:func:`~siamkit.evaluation.metrics.score_predictions`): over episode accuracies
+when the queries come in >= 2 episodes (queries that share a support set are not
+independent), else binomial. The protocols only choose the trials:
 
 - :func:`n_way_k_shot_accuracy`: random episodes over a labelled set of embeddings;
 - :func:`official_one_shot_accuracy`: Lake et al.'s 20 official Omniglot runs (the files
@@ -18,7 +19,6 @@ Distances are lower = closer; ties go to the lower candidate index.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
@@ -27,15 +27,12 @@ import torch
 
 from ..data.images import ImageFolderDataset
 from ..data.omniglot import OmniglotDataset, OneShotRun, drawer_of
-from ..distances import BaseDistance, get_distance
+from ..distances import BaseDistance
 from ..errors import DataError
 from ..tuples import check_labels
+from .metrics import candidate_distances, nearest_support_score, score_predictions
 
 __all__ = [
-    "FewShotScore",
-    "candidate_distances",
-    "score_predictions",
-    "nearest_support_score",
     "n_way_k_shot_accuracy",
     "OneShotResult",
     "official_one_shot_accuracy",
@@ -46,134 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- the core
-
-
-@dataclass(frozen=True)
-class FewShotScore:
-    """Nearest-candidate classification of a set of queries.
-
-    Attributes:
-        accuracy: correct queries / all queries.
-        ci95: half-width of the normal 95% interval of ``accuracy`` (see
-            :func:`score_predictions`).
-        predictions: int64 (T,), the chosen candidate of each query.
-        hits: bool (T,), prediction == answer.
-        episode_accuracy: float64 (E,), accuracy of each episode in ascending episode
-            id order; None when no episodes were given.
-    """
-
-    accuracy: float
-    ci95: float
-    predictions: torch.Tensor
-    hits: torch.Tensor
-    episode_accuracy: torch.Tensor | None = None
-
-
-def candidate_distances(
-    queries: torch.Tensor,
-    candidates: torch.Tensor,
-    *,
-    distance: str | BaseDistance = "euclidean",
-    shots: int = 1,
-) -> torch.Tensor:
-    """Distance of each query to each class of candidates.
-
-    Args:
-        queries: (T, D) query embeddings.
-        candidates: (n * shots, D), one candidate set shared by every query (compared
-            with ``distance.pairwise``), or (T, n * shots, D), a set per query (compared
-            with ``distance.paired``). The ``shots`` supports of a class are consecutive.
-        distance: a distance name or object (lower = closer).
-        shots: supports per class; their distances are averaged.
-
-    Shapes:
-        queries (T, D), candidates (m, D) or (T, m, D) with m = n * shots -> (T, n).
-
-    Returns:
-        The distances, float (T, n).
-    """
-    dist = get_distance(distance)
-    with torch.no_grad():
-        if candidates.ndim == 2:
-            d = dist.pairwise(queries, candidates)
-        elif candidates.ndim == 3 and candidates.shape[0] == queries.shape[0]:
-            t, m = candidates.shape[:2]
-            d = dist.paired(queries.repeat_interleave(m, 0), candidates.reshape(t * m, -1)).view(t, m)
-        else:
-            raise ValueError(
-                f"candidates must be (m, D) or (T, m, D) for {queries.shape[0]} queries, got {tuple(candidates.shape)}"
-            )
-        if shots > 1:
-            d = d.view(d.shape[0], -1, shots).mean(2)
-    return d
-
-
-def score_predictions(
-    predictions: torch.Tensor, answer: torch.Tensor, *, episode: torch.Tensor | None = None
-) -> FewShotScore:
-    """Accuracy of predictions and the half-width of its normal 95% interval.
-
-    Args:
-        predictions: int (T,), the chosen candidate of each query.
-        answer: int (T,), the correct candidate.
-        episode: int (T,), the episode of each query, or None. With >= 2 episodes the
-            standard error is taken over episode accuracies (queries of one episode share
-            a support set, so they are not independent); otherwise it is the binomial
-            ``sqrt(p (1 - p) / T)``.
-
-    Shapes:
-        predictions (T,), answer (T,), episode (T,).
-
-    Returns:
-        :class:`FewShotScore` (``ci95`` = 1.96 standard errors).
-    """
-    pred = predictions.cpu()
-    hits = pred == answer.cpu()
-    hit = hits.double()
-    p = float(hit.mean())
-    per = None
-    if episode is not None:
-        ep, inv = torch.unique(episode.cpu(), return_inverse=True)
-        per = torch.zeros(ep.numel(), dtype=torch.double).index_add_(0, inv, hit) / torch.bincount(inv).double()
-    if per is not None and per.numel() >= 2:
-        se = float(per.std(unbiased=True)) / math.sqrt(per.numel())
-    else:
-        se = math.sqrt(p * (1 - p) / hit.numel())
-    return FewShotScore(p, 1.96 * se, pred, hits, per)
-
-
-def nearest_support_score(
-    queries: torch.Tensor,
-    candidates: torch.Tensor,
-    answer: torch.Tensor,
-    *,
-    distance: str | BaseDistance = "euclidean",
-    shots: int = 1,
-    episode: torch.Tensor | None = None,
-) -> FewShotScore:
-    """Assign each query its nearest candidate class and score the assignment.
-
-    Args:
-        queries: (T, D) query embeddings.
-        candidates: (n * shots, D) shared by every query, or (T, n * shots, D) per query
-            (see :func:`candidate_distances`).
-        answer: int (T,), the correct class (0..n-1) of each query.
-        distance: a distance name or object (lower = closer); ties go to the lower class.
-        shots: supports per class (consecutive in ``candidates``).
-        episode: int (T,), the episode of each query, or None (see
-            :func:`score_predictions`).
-
-    Shapes:
-        queries (T, D), candidates (m, D) or (T, m, D), answer (T,), episode (T,).
-
-    Returns:
-        :class:`FewShotScore`: accuracy, 95% interval, predictions, hits.
-    """
-    d = candidate_distances(queries, candidates, distance=distance, shots=shots)
-    return score_predictions(d.argmin(1), answer, episode=episode)
 
 
 # --------------------------------------------------------------------------- random episodes
@@ -311,8 +180,7 @@ def official_one_shot_accuracy(
         preds.append(candidate_distances(e[s:], e[:s], distance=distance).argmin(1).cpu())
     run_of = torch.cat([torch.full((p.numel(),), i, dtype=torch.long) for i, p in enumerate(preds)])
     score = score_predictions(torch.cat(preds), torch.cat([run.answer for run in runs]), episode=run_of)
-    assert score.episode_accuracy is not None
-    per_run = score.episode_accuracy.tolist()
+    per_run = score.episode_accuracy.tolist()  # type: ignore[union-attr]
     error = float(np.mean([100.0 * (1.0 - a) for a in per_run]))
     return OneShotResult(accuracy=score.accuracy, per_run_accuracy=per_run, error_rate=error, predictions=preds)
 
@@ -400,10 +268,10 @@ def koch_within_alphabet_trials(
 ) -> OneShotTrials:
     """N-way within-alphabet one-shot trials as in Koch et al. (2015), section 4.3.
 
-    Koch et al.: "pick an alphabet, pick 20 characters uniformly at random from it, pick
-    two drawers; [one drawer's] characters are test images, each compared against all
-    20 characters from the [other] drawer", 2 such episodes for each of 10 evaluation
-    alphabets = 400 trials. What this function does, exactly:
+    Koch et al.: "pick an alphabet, pick 20 characters uniformly at random from it, pick two
+    drawers; [one drawer's] characters are test images, each compared against all 20
+    characters from the [other] drawer", 2 such episodes for each of 10 evaluation alphabets
+    = 400 trials. What this function does, exactly:
 
     1. Episodes are made until ``trials`` trials exist. Episode ``e`` uses alphabet
        ``order[e % A]``, where ``order`` is a seeded permutation of the A eligible
@@ -417,10 +285,9 @@ def koch_within_alphabet_trials(
        random; each query with the episode's support set is one trial. The last
        episode is cut to reach exactly ``trials``.
 
-    Only rotation-0 classes are used when the dataset has rotation classes. With the 20
-    evaluation alphabets and the defaults this gives 20 episodes (1 per alphabet) x 20
-    queries = 400 trials; Koch et al. used 10 of these alphabets, 2 episodes each (use
-    :meth:`OmniglotDataset.alphabet_subset` to pick alphabets).
+    Only rotation-0 classes are used. With the 20 evaluation alphabets and the defaults
+    this gives 20 episodes (1 per alphabet) x 20 queries = 400 trials; Koch et al. used 10
+    of them, 2 episodes each (pick them with :meth:`OmniglotDataset.alphabet_subset`).
 
     Args:
         dataset: images whose file names end in ``_YY`` (the drawer), e.g. from

@@ -16,42 +16,27 @@ and our recipe.
 
 from __future__ import annotations
 
-import os
+from _common import threads_for_load
 
-import torch
+_LOAD = threads_for_load()
 
-_LOAD = os.getloadavg()[0]
-torch.set_num_threads(2 if _LOAD < 1.0 else 1)
-
-import argparse
 import dataclasses
-import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    RESULTS,
-    SHARED_DATA,
-    machine,
-    machine_line,
-    mean_sd,
-    replace_doc_section,
-    shrink_report,
-    write_json,
-)
+import torch
+from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
+from _common import drop_caches, mean_sd, method_row, pair_distances, raw_embed, recorded_row
+from _common import run_ablation_rows, run_header, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import goal_lines, per_seed_line, val_verification, write_ours_report
 
-from siamkit.calibration import Calibrator
 from siamkit.data.faces import load_face_folder, split_identities
-from siamkit.evaluation import (
-    confusion_at_threshold,
-    n_way_k_shot_accuracy,
-    verification_report,
-)
-from siamkit.evaluation.report import write_report
-from siamkit.inference import embed_all, pair_distances_of_embeddings
+from siamkit.evaluation import n_way_k_shot_accuracy
+from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
 from siamkit.tuples import all_pairs
@@ -66,16 +51,16 @@ FARS = (1e-2, 1e-3)
 
 
 def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
-    """The classic tutorial Siamese network (e.g. harveyslash's PyTorch AT&T tutorial):
-    three small conv blocks, a 5-d embedding without normalisation, contrastive loss
-    with margin 2 on random balanced pairs, Adam 5e-4, no augmentation."""
-    return TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 8, "depth": 3, "grid": 4}, embedding_dim=5, normalize=False,
-        loss="contrastive", margin=2.0, batching="pairs", batch_size=128, lr=5e-4, schedule="none",
-        epochs=3 if quick else 100, steps_per_epoch=3,
-        val_fraction=0.0, patience=None, tie_break="later", seed=seed, progress=False,
-    )
+    """The classic tutorial Siamese network (:func:`_common.tutorial_recipe`), 300 steps.
+
+    Args:
+        seed: training seed.
+        quick: 3 epochs instead of 100 (smoke run).
+
+    Returns:
+        The config (ties between epochs go to the later one, as for our recipe).
+    """
+    return tutorial_recipe(seed, epochs=3 if quick else 100, steps_per_epoch=3, tie_break="later")
 
 
 def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
@@ -84,14 +69,20 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
     blocks whose 7x5 map is pooled to a 6x6 grid (faces are aligned: where a feature is
     matters), 128-d L2-normalised embeddings, mild random affine augmentation, 400 steps
     with a cosine schedule; the epoch with the best validation ROC AUC is kept, ties going
-    to the later epoch (all 20 epochs run, as in the development runs)."""
-    cfg = TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 32, "depth": 3, "grid": 6}, embedding_dim=128, normalize=True,
-        loss="triplet", miner="batch_hard", margin=0.2,
+    to the later epoch (all 20 epochs run, as in the development runs).
+
+    Args:
+        seed: training seed.
+        quick: 2 epochs x 3 steps instead of 20 x 20 (smoke run).
+        **changes: ``TrainConfig`` fields to change (the variants of ``ABLATION``).
+
+    Returns:
+        The config (ties between epochs go to the later one).
+    """
+    cfg = triplet_recipe(
+        seed, encoder_kwargs={"width": 32, "depth": 3, "grid": 6},
         augment=True, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translate=0.1, fill=0.0,
-        batch_size=64, m_per_class=4, epochs=2 if quick else 20, steps_per_epoch=3 if quick else 20,
-        lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None, tie_break="later", seed=seed, progress=False,
+        epochs=2 if quick else 20, steps_per_epoch=3 if quick else 20, tie_break="later",
     )
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -120,10 +111,11 @@ RECORDED_NOTE = ("development runs of 2026-11-22 (load 6-10, 1 thread), recorded
                  "`--ablation` re-measures the main rows")
 
 
+ABLATION_KEYS = ("val_roc_auc", "val_eer", "val_5way_1shot", "train_seconds")
+
+
 def _rec(name: str, *per: tuple[int, float, float, float, float]) -> dict[str, Any]:
-    rows = [dict(zip(("seed", "val_roc_auc", "val_eer", "val_5way_1shot", "train_seconds"), p)) for p in per]
-    return {"recipe": name, "per_seed": rows,
-            **{k: statistics.mean(r[k] for r in rows) for k in ("val_roc_auc", "val_eer", "val_5way_1shot", "train_seconds")}}
+    return recorded_row(name, ABLATION_KEYS, *per)
 
 
 RECORDED_ABLATION = [
@@ -146,37 +138,28 @@ RECORDED_ABLATION = [
 
 def _all_pair_distances(e: torch.Tensor, y: torch.Tensor, network: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     a, b, same = all_pairs(y)
-    if network is None:
-        d = (e[a] - e[b]).norm(dim=1)
-    else:
-        d = pair_distances_of_embeddings(network, e, a, b)
-    return d, same
+    return pair_distances(e, a, b, network), same
 
 
 def evaluate(
     embed: Callable[[torch.Tensor], torch.Tensor], network: Any, val: Any, test: Any, *, one_shot: bool = True
 ) -> dict[str, Any]:
-    """Calibrate on validation pairs, report on test pairs."""
+    """Calibrate on validation pairs, report on test pairs (and 10-way 1-shot).
+
+    Args:
+        embed: images -> embeddings.
+        network: the network behind ``embed`` (its distance), or None for raw pixels.
+        val: the validation identities (``images``, ``labels``, ``classes``).
+        test: the test identities.
+        one_shot: also measure N-way 1-shot accuracy.
+
+    Returns:
+        The numbers, with ``_cache`` = (test distances, same, embeddings, calibrator).
+    """
     e_val, e_test = embed(val.images), embed(test.images)
     d_val, s_val = _all_pair_distances(e_val, val.labels, network)
     d_test, s_test = _all_pair_distances(e_test, test.labels, network)
-    cal = Calibrator(threshold_method="eer").fit(d_val.numpy(), s_val.numpy(), split_name="validation")
-    cal.check_not_fitted_on("test")
-    rep = verification_report(d_test.numpy(), s_test.numpy(), fars=FARS, include_curves=False)
-    conf = confusion_at_threshold(d_test.numpy(), s_test.numpy(), cal.threshold_)
-    val_rep = verification_report(d_val.numpy(), s_val.numpy(), fars=(1e-2,), include_curves=False)
-    out: dict[str, Any] = {
-        "roc_auc": rep["roc_auc"],
-        "eer": rep["eer"],
-        "tar_at_far": {f"{t['far']:g}": (t["tar"] if t["resolvable"] else None) for t in rep["tar_at_far"]},
-        "threshold": cal.threshold_,
-        "accuracy_at_threshold": conf.accuracy,
-        "far_at_threshold": conf.fp / max(1, conf.fp + conf.tn),
-        "frr_at_threshold": conf.fn / max(1, conf.fn + conf.tp),
-        "val_roc_auc": val_rep["roc_auc"],
-        "val_eer": val_rep["eer"],
-        "pairs": {"genuine": rep["num_positive"], "impostor": rep["num_negative"]},
-    }
+    out, cal = calibrated_verification((d_val, s_val), (d_test, s_test), fars=FARS)
     dist = network.distance if network is not None else "euclidean"
     if one_shot:
         acc, ci = n_way_k_shot_accuracy(e_test, test.labels, n_way=10, k_shot=1, episodes=1000, distance=dist, seed=0)
@@ -187,17 +170,34 @@ def evaluate(
     return out
 
 
-def raw_embed(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255).flatten(1)
-
-
 def train(cfg: TrainConfig, tr: Any, va: Any) -> tuple[Any, float, int]:
+    """Fit on the training identities, choosing the epoch on the validation ones.
+
+    Args:
+        cfg: the recipe.
+        tr: training identities.
+        va: validation identities.
+
+    Returns:
+        (network, seconds, best epoch).
+    """
     t0 = time.perf_counter()
     res = fit(tr.images, tr.labels, cfg, val_x=va.images, val_y=va.labels)
     return res.network, time.perf_counter() - t0, res.best_epoch
 
 
 def run_split(seed: int, faces: Any, quick: bool, report_dir: Path | None) -> dict[str, Any]:
+    """Raw pixels, the tutorial and ours on one split seed (and the report of ours).
+
+    Args:
+        seed: the split seed.
+        faces: the AT&T dataset.
+        quick: smoke run (see the configs).
+        report_dir: where to write the report of ours, or None.
+
+    Returns:
+        ``{"seed", "split": identities of each part, <method>: numbers}``.
+    """
     tr, va, te, info = split_identities(faces, 10, 5, seed=seed)
     row: dict[str, Any] = {"seed": seed, "split": info}
     raw = evaluate(raw_embed, None, va, te)
@@ -210,75 +210,73 @@ def run_split(seed: int, faces: Any, quick: bool, report_dir: Path | None) -> di
         print(f"seed {seed} {name}: AUC {r['roc_auc']:.4f} EER {r['eer']:.4f} 1-shot {r['ten_way_one_shot']:.4f} "
               f"({secs:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         if name == "ours" and report_dir is not None:
-            d, s, e, cal = r["_cache"]
-            write_report(
-                report_dir, d, s, title=f"AT&T faces, 10 unseen identities (split seed {seed})",
+            write_ours_report(
+                report_dir, r, raw, title=f"AT&T faces, 10 unseen identities (split seed {seed})",
                 split={"data": str(DATA), "image_size": list(SIZE), "protocol": "all pairs of the 10 test identities",
                        **info},
-                calibration=cal.to_dict(), embeddings=e, labels=te.labels, class_names=te.classes,
+                labels=te.labels, class_names=te.classes,
                 extra={"ten_way_one_shot": {"accuracy": r["ten_way_one_shot"], "ci95": r["ten_way_one_shot_ci95"],
                                             "episodes": 1000},
                        "train_seconds": round(secs, 1), "recipe": cfg.to_dict()},
-                baseline=("raw pixels", raw["_cache"][0]),
             )
-            shrink_report(report_dir)
     print(f"seed {seed} raw: AUC {raw['roc_auc']:.4f} EER {raw['eer']:.4f} 1-shot {raw['ten_way_one_shot']:.4f}", flush=True)
-    for k in ("raw pixels", "tutorial", "ours"):
-        row[k].pop("_cache")
-    return row
+    return drop_caches(row)
 
 
 def run_ablation(faces: Any, quick: bool, seeds: tuple[int, ...] = (0, 1)) -> list[dict[str, Any]]:
-    """Each recipe trained on the 25 training identities, judged on the 5 validation ones."""
-    rows = []
+    """Each recipe trained on the 25 training identities, judged on the 5 validation ones.
+
+    Args:
+        faces: the AT&T dataset.
+        quick: smoke run.
+        seeds: split seeds (each: its 25 training and 5 validation identities).
+
+    Returns:
+        One row per recipe: validation ROC AUC, EER and 5-way 1-shot per seed and their means.
+    """
     recipes: dict[str, Callable[[int], TrainConfig | None]] = {"raw pixels": lambda s: None,
                                                               "tutorial": lambda s: tutorial_config(s, quick)}
     recipes.update({k: (lambda s, kw=kw: ours_config(s, quick, **kw)) for k, kw in ABLATION.items()})
-    for name, make in recipes.items():
-        per = []
-        for seed in seeds:
-            tr, va, _, _ = split_identities(faces, 10, 5, seed=seed)
-            cfg = make(seed)
-            if cfg is None:
-                e = raw_embed(va.images)
-                net, secs = None, 0.0
-            else:
-                net, secs, _ = train(cfg, tr, va)
-                e = embed_all(net, va.images)
-            d, s = _all_pair_distances(e, va.labels, net)
-            rep = verification_report(d.numpy(), s.numpy(), fars=(1e-2,), include_curves=False)
-            acc, _ = n_way_k_shot_accuracy(e, va.labels, n_way=5, episodes=1000, distance=net.distance if net else "euclidean")
-            per.append({"seed": seed, "val_roc_auc": rep["roc_auc"], "val_eer": rep["eer"], "val_5way_1shot": acc,
-                        "train_seconds": secs})
-        row = {"recipe": name, "per_seed": per, **{k: statistics.mean(p[k] for p in per) for k in
-                                                     ("val_roc_auc", "val_eer", "val_5way_1shot", "train_seconds")}}
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)
-    return rows
+
+    def measure(make: Callable[[int], TrainConfig | None], seed: int) -> dict[str, Any]:
+        tr, va, _, _ = split_identities(faces, 10, 5, seed=seed)
+        cfg = make(seed)
+        if cfg is None:
+            e = raw_embed(va.images)
+            net, secs = None, 0.0
+        else:
+            net, secs, _ = train(cfg, tr, va)
+            e = embed_all(net, va.images)
+        d, s = _all_pair_distances(e, va.labels, net)
+        acc, _ = n_way_k_shot_accuracy(e, va.labels, n_way=5, episodes=1000, distance=net.distance if net else "euclidean")
+        return {"seed": seed, **val_verification(d, s), "val_5way_1shot": acc, "train_seconds": secs}
+
+    return run_ablation_rows(recipes, measure, seeds, ABLATION_KEYS)
 
 
 # ----------------------------------------------------------------------------- output
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m in ("raw pixels", "tutorial", "ours"):
-        rs = [r[m] for r in runs]
-        keys = ["roc_auc", "eer", "accuracy_at_threshold", "far_at_threshold", "frr_at_threshold", "ten_way_one_shot"]
-        s = {k: [r[k] for r in rs] for k in keys}
-        for f in FARS:
-            s[f"tar_at_far_{f:g}"] = [r["tar_at_far"][f"{f:g}"] for r in rs]
-        s["train_seconds"] = [r.get("train_seconds", 0.0) for r in rs]
-        out[m] = s
-    return out
+    """Per method, each number over the split seeds (see :func:`_common.summarise_runs`)."""
+    keys = ["roc_auc", "eer", "accuracy_at_threshold", "far_at_threshold", "frr_at_threshold", "ten_way_one_shot"]
+    return summarise_runs(runs, keys, FARS)
 
 
 def doc_body(out: dict[str, Any], cmd: str) -> str:
+    """The docs section.
+
+    Args:
+        out: the results (as in bench/results/faces.json).
+        cmd: the command line shown.
+
+    Returns:
+        Markdown: protocol, methods table, goals, notes, ablation.
+    """
     s, runs = out["summary"], out["runs"]
     n = len(runs)
     lines = [
-        (f"`{cmd}`. {machine_line(out['machine'])} Load average at start {out['load_start']:.1f} "
-        f"(the machine was shared: times are wall-clock under that load); total wall time {out['wall_seconds'] / 60:.1f} min."),
+        run_header(out, cmd),
         "",
         (f"Protocol: AT&T / ORL faces at {SIZE[0]}x{SIZE[1]} (half size). Per split seed, 10 test identities are drawn "
         "at random from the 40, then 5 validation identities from the other 30; the remaining 25 train. "
@@ -293,14 +291,7 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
     ]
     labels = {"raw pixels": "raw pixels (Euclidean)", "tutorial": "tutorial Siamese (small CNN, contrastive, random pairs)",
               "ours": "**siamkit recipe**"}
-    for m in ("raw pixels", "tutorial", "ours"):
-        v = s[m]
-        t = "-" if m == "raw pixels" else mean_sd(v["train_seconds"], "{:.0f}") + " s"
-        lines.append(
-            f"| {labels[m]} | {mean_sd(v['roc_auc'])} | {mean_sd(v['eer'])} | {mean_sd(v['tar_at_far_0.01'])} | "
-            f"{mean_sd(v['tar_at_far_0.001'])} | {mean_sd(v['accuracy_at_threshold'])} | "
-            f"{mean_sd(v['far_at_threshold'], '{:.3f}')} / {mean_sd(v['frr_at_threshold'], '{:.3f}')} | {mean_sd(v['ten_way_one_shot'])} | {t} |"
-        )
+    lines += [method_row(labels[m], m, s[m], [mean_sd(s[m]["ten_way_one_shot"])]) for m in labels]
     o = s["ours"]
     eer, auc, one = statistics.mean(o["eer"]), statistics.mean(o["roc_auc"]), statistics.mean(o["ten_way_one_shot"])
     lines += [
@@ -308,44 +299,19 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         ("Published anchor: the Siamese-network tutorials on AT&T (e.g. harveyslash/Facial-Similarity-with-"
         "Siamese-Networks-in-Pytorch) report no number; the tutorial row above is that setup measured here."),
         "",
-        "| goal | measured (mean) | met |",
-        "|---|---|---|",
-        f"| EER <= 1% | {eer:.4f} | {'yes' if eer <= 0.01 else '**no**'} |",
-        f"| ROC AUC >= 0.999 | {auc:.4f} | {'yes' if auc >= 0.999 else '**no**'} |",
-        f"| 10-way 1-shot >= 97% | {one:.4f} | {'yes' if one >= 0.97 else '**no**'} |",
+        *goal_lines([("EER <= 1%", eer, eer <= 0.01), ("ROC AUC >= 0.999", auc, auc >= 0.999),
+                     ("10-way 1-shot >= 97%", one, one >= 0.97)]),
         "",
-        "Per seed (ours: AUC / EER / 1-shot): "
-        + ", ".join(f"seed {r['seed']}: {r['ours']['roc_auc']:.4f} / {r['ours']['eer']:.4f} / {r['ours']['ten_way_one_shot']:.3f}" for r in runs),
+        per_seed_line(runs, [("AUC", "roc_auc", "{:.4f}"), ("EER", "eer", "{:.4f}"), ("1-shot", "ten_way_one_shot", "{:.3f}")]),
         "",
-        GAP_NOTE,
-        "",
-        "Recipe (`ours_config` in the script): " + RECIPE_NOTE,
-        "",
-        f"Report of split seed {runs[0]['seed']} (plots, calibration): `bench/results/reports/faces/report.md`.",
+        *closing_lines("faces", GAP_NOTE, RECIPE_NOTE, runs[0]["seed"]),
     ]
-    abl = out.get("ablation")
-    if abl:
-        lines += [
-            "",
-            ("Ablation on the **validation** identities only: train on the 25 training identities, judge on the 5 "
-            f"validation identities (all their pairs, 5-way 1-shot over 1,000 episodes), per split seed; {abl['note']}. "
-            "Five identities make a noisy judge (compare within a seed; raw pixels give the seed's difficulty): "
-            "differences under ~0.005 AUC are not meaningful."),
-            "",
-            "| recipe | split seeds | val ROC AUC | val EER | val 5-way 1-shot | train time |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in abl["rows"]:
-            per = r["per_seed"]
-            def col(k: str, f: str, per: list[dict[str, Any]] = per) -> str:
-                return " / ".join(f.format(p[k]) for p in per)
-
-            lines.append(
-                f"| {r['recipe']} | {' / '.join(str(p['seed']) for p in per)} | {col('val_roc_auc', '{:.4f}')} | "
-                f"{col('val_eer', '{:.3f}')} | {col('val_5way_1shot', '{:.3f}')} | {col('train_seconds', '{:.0f}')} s |"
-            )
-        if abl.get("findings"):
-            lines += ["", abl["findings"]]
+    lines += ablation_section(out.get("ablation"), lambda note: (
+        "Ablation on the **validation** identities only: train on the 25 training identities, judge on the 5 "
+        f"validation identities (all their pairs, 5-way 1-shot over 1,000 episodes), per split seed; {note}. "
+        "Five identities make a noisy judge (compare within a seed; raw pixels give the seed's difficulty): "
+        "differences under ~0.005 AUC are not meaningful."),
+        [("val ROC AUC", "val_roc_auc", "{:.4f}"), ("val EER", "val_eer", "{:.3f}"), ("val 5-way 1-shot", "val_5way_1shot", "{:.3f}")])
     return "\n".join(lines)
 
 
@@ -393,52 +359,14 @@ ABLATION_FINDINGS = (
 )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=3, help="split seeds 0..N-1")
-    ap.add_argument("--ablation", action="store_true", help="also run the recipe ablation on validation identities")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, a few steps, nothing written to docs")
-    ap.add_argument("--doc-only", action="store_true",
-                    help="rewrite the docs section from bench/results/faces.json (no training)")
-    args = ap.parse_args()
-    if args.doc_only:
-        out = json.loads((RESULTS / "faces.json").read_text())
-        if out.get("ablation", {}).get("note") == RECORDED_NOTE:
-            out["ablation"]["rows"] = RECORDED_ABLATION
-        if out.get("ablation"):
-            out["ablation"]["findings"] = ABLATION_FINDINGS
-        write_json("faces", out)
-        replace_doc_section(SECTION, doc_body(out, out.get("command", "python bench/bench_faces.py")))
-        return
-    t_start = time.perf_counter()
-    m = machine()
-    faces = load_face_folder(DATA, image_size=SIZE)
-    seeds = [0] if args.quick else list(range(args.seeds))
-    report_dir = None if args.quick else RESULTS / "reports" / "faces"
-    runs = [run_split(s, faces, args.quick, report_dir if i == 0 else None) for i, s in enumerate(seeds)]
-    out: dict[str, Any] = {"machine": m, "load_start": _LOAD, "image_size": list(SIZE), "runs": runs,
-                           "summary": summary(runs)}
-    prev_path = RESULTS / "faces.json"
-    if args.ablation:
-        out["ablation"] = {"rows": run_ablation(faces, args.quick), "note": f"measured {m['date']} with --ablation",
-                           "findings": ABLATION_FINDINGS}
-    elif not args.quick:
-        prev = json.loads(prev_path.read_text()).get("ablation") if prev_path.exists() else None
-        if prev and prev.get("note") == RECORDED_NOTE:
-            prev = None  # the recorded development runs: take the current list
-        # carried over from the last --ablation run, else the development runs recorded above
-        out["ablation"] = prev or {"rows": RECORDED_ABLATION, "note": RECORDED_NOTE}
-        out["ablation"]["findings"] = ABLATION_FINDINGS
-    out["wall_seconds"] = time.perf_counter() - t_start
-    cmd = "python bench/bench_faces.py" + (f" --seeds {args.seeds}" if args.seeds != 3 else "") + (" --ablation" if args.ablation else "")
-    out["command"] = cmd
-    body = doc_body(out, cmd)
-    print(body)
-    if args.quick:
-        return
-    write_json("faces", out)
-    replace_doc_section(SECTION, body)
+BENCH = RecipeBench(
+    name="faces", section=SECTION, description=__doc__.split("\n")[0], unit="identities",
+    quick_help="smoke run: 1 seed, a few steps, nothing written to docs",
+    load=lambda: load_face_folder(DATA, image_size=SIZE), run_split=run_split, run_ablation=run_ablation,
+    summary=summary, doc_body=doc_body, recorded_rows=RECORDED_ABLATION, recorded_note=RECORDED_NOTE,
+    findings=ABLATION_FINDINGS, image_size=SIZE, load_start=_LOAD,
+)
 
 
 if __name__ == "__main__":
-    main()
+    BENCH.main()

@@ -83,7 +83,15 @@ RECIPE = {"width": 32, "depth": 2, "grid": 4}
 
 def train_config(seed: int, epochs: int) -> TrainConfig:
     """The recipe: triplet loss with batch-hard mining, conv4 (:data:`RECIPE`),
-    augmentation; early stopping on the calibration identities."""
+    augmentation; early stopping on the calibration identities.
+
+    Args:
+        seed: training seed.
+        epochs: epochs of 20 batches.
+
+    Returns:
+        The config.
+    """
     return TrainConfig(
         precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
         encoder="conv4", encoder_kwargs=dict(RECIPE), embedding_dim=128, normalize=True,
@@ -95,7 +103,17 @@ def train_config(seed: int, epochs: int) -> TrainConfig:
 
 
 def calibrate(net: SiameseNetwork, x: torch.Tensor, y: torch.Tensor, split: str) -> Calibrator:
-    """Fit the threshold (pair FAR 0.1%) and confidence on all pairs of the calibration identities."""
+    """Fit the threshold (pair FAR 0.1%) and confidence on all pairs of the calibration identities.
+
+    Args:
+        net: the model.
+        x: the calibration images.
+        y: their identities.
+        split: the calibration split's name.
+
+    Returns:
+        The fitted calibrator.
+    """
     e = embed_all(net, x)
     i, j = torch.triu_indices(len(y), len(y), 1)
     with torch.no_grad():
@@ -109,7 +127,17 @@ def dir_at_far(known_d: np.ndarray, known_ok: np.ndarray, unknown_d: np.ndarray,
     """Detection-and-identification rate at a false alarm rate on unknown probes.
 
     The threshold accepts at most floor(far * n_unknown) unknown probes (strictly below
-    the next unknown distance). Returns (DIR, threshold)."""
+    the next unknown distance).
+
+    Args:
+        known_d: best distance of each enrolled identity's probe.
+        known_ok: whether that best candidate is the right identity.
+        unknown_d: best distance of each unknown probe.
+        far: the false alarm rate allowed.
+
+    Returns:
+        (DIR, threshold).
+    """
     u = np.sort(unknown_d)
     allowed = int(np.floor(far * len(u) + 1e-9))
     t = np.inf if allowed >= len(u) else u[allowed]
@@ -121,7 +149,23 @@ def run_gallery(
     net: SiameseNetwork, cal: Calibrator, images: torch.Tensor, labels: torch.Tensor, names: list[str],
     enrolled: list[int], unknown: list[int], n_enrol: dict[int, int], order: dict[int, list[int]], workdir: Path,
 ) -> dict[str, dict[str, Any]]:
-    """Enrol, probe, and return per scoring rule the raw outcomes."""
+    """Enrol, probe, and return per scoring rule the raw outcomes.
+
+    Args:
+        net: the model.
+        cal: its calibrator.
+        images: all images.
+        labels: their identities.
+        names: identity names.
+        enrolled: the identities to enrol.
+        unknown: the identities that probe without being enrolled.
+        n_enrol: enrolment images per identity.
+        order: each identity's images in a seeded order (enrolment images first).
+        workdir: where the gallery file goes.
+
+    Returns:
+        Per scoring rule ("best", "mean"): arrays of distances and outcomes.
+    """
     path = Path(tempfile.mkdtemp(dir=workdir)) / "g.db"
     probes_known: list[int] = []
     truth: list[int] = []
@@ -150,6 +194,16 @@ def run_gallery(
 
 
 def summarise(parts: list[dict[str, Any]], thr: float, seen: set[int] | None = None) -> dict[str, Any]:
+    """Rank-1/5, DIR at FAR 1% and the outcomes at the calibrated threshold.
+
+    Args:
+        parts: outcomes of :func:`run_gallery` (one rule), pooled.
+        thr: the calibrated threshold.
+        seen: identities the model was trained on (rank-1 is split by them), or None.
+
+    Returns:
+        The numbers.
+    """
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     dir1, t1 = dir_at_far(cat["known_d"], cat["known_ok"], cat["unknown_d"], TARGET_FAR)
     s: dict[str, Any] = {
@@ -174,6 +228,15 @@ def summarise(parts: list[dict[str, Any]], thr: float, seen: set[int] | None = N
 
 
 def mean_of(folds: list[dict[str, Any]], key: str) -> float:
+    """Mean of ``key`` over the folds.
+
+    Args:
+        folds: per-fold numbers.
+        key: the number.
+
+    Returns:
+        The mean.
+    """
     return float(np.mean([f[key] for f in folds]))
 
 

@@ -24,16 +24,16 @@ import time
 
 import torch
 
-from _common import RESULTS, SHARED_DATA, machine, machine_line, replace_doc_section, write_json
+from _common import RESULTS, SHARED_DATA, machine, machine_line, raw_embed, replace_doc_section, write_json
 from siamkit import TrainConfig, fit
-from siamkit.data import (
+from siamkit.data import load_official_one_shot_runs, load_omniglot
+from siamkit.evaluation import (
     koch_within_alphabet_trials,
-    load_official_one_shot_runs,
-    load_omniglot,
+    n_way_k_shot_accuracy,
+    nearest_support_score,
     official_one_shot_accuracy,
     score_trials,
 )
-from siamkit.evaluation import n_way_k_shot_accuracy
 from siamkit.inference import embed_all
 
 ROOT = SHARED_DATA / "omniglot"
@@ -56,6 +56,16 @@ SIDE = {"mnr_grid": 40}  # input side of a recipe (28 otherwise)
 
 
 def base_config(recipe: str, side: int, seed: int) -> TrainConfig:
+    """The common settings with a recipe's changes (``RECIPES``).
+
+    Args:
+        recipe: a key of ``RECIPES``.
+        side: the input side (not part of the config: the data is loaded at it).
+        seed: training seed.
+
+    Returns:
+        The config.
+    """
     kw = dict(
         encoder="conv4", embedding_dim=None, normalize=True, distance="euclidean", epochs=1, lr=2e-3,
         schedule="cosine", augment=True, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translate=0.07, fill=1.0,
@@ -75,7 +85,15 @@ def tutorial_config(seed: int) -> TrainConfig:
 
 
 def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
-    """``--set key=value`` (value parsed as JSON when it parses, else a string)."""
+    """``--set key=value`` (value parsed as JSON when it parses, else a string).
+
+    Args:
+        cfg: the config to change.
+        pairs: the ``key=value`` strings.
+
+    Returns:
+        The changed config.
+    """
     kw = {}
     for item in pairs:
         key, _, raw = item.partition("=")
@@ -93,41 +111,60 @@ def group_of_images(ds) -> torch.Tensor:  # type: ignore[no-untyped-def]
 
 
 def tta_embed(net, images: torch.Tensor, shifts: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """Plain embeddings (shifts=0) or the mean over the image and its four 1-pixel shifts."""
+    """Plain embeddings (shifts=0) or the mean over the image and its four 1-pixel shifts.
+
+    Args:
+        net: the network.
+        images: uint8 (N, C, H, W).
+        shifts: 0 = plain, else shift TTA.
+
+    Returns:
+        (N, D) embeddings.
+    """
     return embed_all(net, images, tta="shift" if shifts else None)
 
 
 def trial_accuracy(emb: torch.Tensor, support: torch.Tensor, query: torch.Tensor, answer: torch.Tensor, center: bool) -> float:
-    """Nearest support (euclidean on L2-normalised embeddings); ``center`` subtracts the
-    mean of each trial's support embeddings first (uses the support set only)."""
+    """Nearest support (squared Euclidean: on L2-normalised embeddings it ranks as the
+    Euclidean distance does); ``center`` subtracts the mean of each trial's support
+    embeddings first (uses the support set only) and re-normalises.
+
+    Args:
+        emb: (N, D) embeddings of the images the trials index.
+        support: (T, n) support images of each trial.
+        query: (T,) query image of each trial.
+        answer: (T,) column of the query's class in ``support``.
+        center: centre on the support mean first.
+
+    Returns:
+        The accuracy.
+    """
     s = emb[support]  # (T, n, D)
-    q = emb[query][:, None]  # (T, 1, D)
+    q = emb[query]  # (T, D)
     if center:
         mu = s.mean(1, keepdim=True)
         s = torch.nn.functional.normalize(s - mu, dim=2)
-        q = torch.nn.functional.normalize(q - mu, dim=2)
-    d = (s - q).pow(2).sum(2)
-    return float((d.argmin(1) == answer).double().mean())
-
-
-def official_variants(net, runs, shifts: int, center: bool) -> float:  # type: ignore[no-untyped-def]
-    hits = total = 0
-    for run in runs:
-        n = run.support.shape[0]
-        e = tta_embed(net, torch.cat([run.support, run.query]), shifts)
-        sup = torch.arange(n)[None].expand(run.query.shape[0], n)
-        q = torch.arange(n, n + run.query.shape[0])
-        acc = trial_accuracy(e, sup, q, run.answer, center)
-        hits += acc * q.numel()
-        total += q.numel()
-    return hits / total
+        q = torch.nn.functional.normalize(q[:, None] - mu, dim=2)[:, 0]
+    return nearest_support_score(q, s, answer, distance="sqeuclidean").accuracy
 
 
 def budget_steps(
     x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seconds: float, warmup_steps: int = 30, groups: torch.Tensor | None = None
 ) -> int:
     """Steps that fit in ``seconds``: timed on a second probe epoch (the first one pays
-    for start-up: allocator, oneDNN kernel selection), so the budget is not underused."""
+    for start-up: allocator, oneDNN kernel selection), so the budget is not underused.
+
+    Args:
+        x: training images.
+        y: their labels.
+        cfg: the recipe.
+        seconds: the budget.
+        warmup_steps: steps per probe epoch.
+        groups: per-image groups (for ``classes_per_group``), or None.
+
+    Returns:
+        The number of steps (at least 10).
+    """
     probe = dataclasses.replace(cfg, steps_per_epoch=warmup_steps, epochs=2, schedule="none")
     secs: list[float] = []
     fit(x, y, probe, groups=groups, callbacks=[lambda rec: secs.append(rec["seconds"])])
@@ -135,30 +172,42 @@ def budget_steps(
     return max(10, int(seconds / per_step))
 
 
-def evaluate(net, side: int, test, runs, trials, tta: str | None = None) -> dict:  # type: ignore[no-untyped-def]
-    def embed(imgs: torch.Tensor) -> torch.Tensor:
-        return embed_all(net, imgs, tta=tta)
+def evaluate(embed, distance: str, test, runs, trials) -> dict:  # type: ignore[no-untyped-def]
+    """Every protocol on the evaluation alphabets for one embedding.
 
+    Args:
+        embed: uint8 images -> (N, D) embeddings.
+        distance: the embedding's distance.
+        test: the evaluation alphabets (an ``OmniglotDataset``).
+        runs: the official runs.
+        trials: Koch's within-alphabet trials of ``test``.
+
+    Returns:
+        official 20-way, Koch 400 (with its interval), random 20-way and 5-way (with theirs).
+    """
     emb = embed(test.images)
-    off = official_one_shot_accuracy(embed, runs, distance=net.distance)
-    koch = score_trials(emb, trials, net.distance)
-    a20, c20 = n_way_k_shot_accuracy(emb, test.labels, n_way=20, episodes=1000, distance=net.distance, seed=0)
-    a5, c5 = n_way_k_shot_accuracy(emb, test.labels, n_way=5, episodes=1000, distance=net.distance, seed=0)
+    off = official_one_shot_accuracy(embed, runs, distance=distance)
+    koch = score_trials(emb, trials, distance)
+    a20, c20 = n_way_k_shot_accuracy(emb, test.labels, n_way=20, episodes=1000, distance=distance, seed=0)
+    a5, c5 = n_way_k_shot_accuracy(emb, test.labels, n_way=5, episodes=1000, distance=distance, seed=0)
     return {"official_20way": off.accuracy, "koch_400": koch.accuracy, "koch_ci95": koch.ci95,
             "random_20way": a20, "random_20way_ci95": c20, "random_5way": a5, "random_5way_ci95": c5}
 
 
-def raw_evaluate(side: int, test, runs, trials) -> dict:  # type: ignore[no-untyped-def]
-    def raw(imgs: torch.Tensor) -> torch.Tensor:
-        return imgs.float().div(255).flatten(1)
+def evaluate_network(net, test, runs, trials, tta: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """:func:`evaluate` of a network's embeddings (``tta`` as in ``embed_all``).
 
-    emb = raw(test.images)
-    off = official_one_shot_accuracy(raw, runs)
-    koch = score_trials(emb, trials, "euclidean")
-    a20, c20 = n_way_k_shot_accuracy(emb, test.labels, n_way=20, episodes=1000, seed=0)
-    a5, c5 = n_way_k_shot_accuracy(emb, test.labels, n_way=5, episodes=1000, seed=0)
-    return {"official_20way": off.accuracy, "koch_400": koch.accuracy, "koch_ci95": koch.ci95,
-            "random_20way": a20, "random_20way_ci95": c20, "random_5way": a5, "random_5way_ci95": c5}
+    Args:
+        net: the network.
+        test: the evaluation alphabets.
+        runs: the official runs.
+        trials: Koch's trials.
+        tta: test-time augmentation, or None.
+
+    Returns:
+        As :func:`evaluate`.
+    """
+    return evaluate(lambda imgs: embed_all(net, imgs, tta=tta), net.distance, test, runs, trials)
 
 
 FINDINGS = (
@@ -261,8 +310,7 @@ def main() -> None:
     if args.validate:
         emb = embed_all(net, test.images)
         acc, ci = n_way_k_shot_accuracy(emb, test.labels, n_way=20, episodes=1000, distance=net.distance, seed=0)
-        raw = test.images.float().div(255).flatten(1)
-        racc, _ = n_way_k_shot_accuracy(raw, test.labels, n_way=20, episodes=1000, seed=0)
+        racc, _ = n_way_k_shot_accuracy(raw_embed(test.images), test.labels, n_way=20, episodes=1000, seed=0)
         # within-alphabet 20-way trials (the official runs' kind), 100 episodes x 20 queries
         wt = koch_within_alphabet_trials(test, n_way=20, trials=2000, seed=args.seed)
         within = {}
@@ -280,17 +328,17 @@ def main() -> None:
         from siamkit import save_model
 
         save_model(net, args.save, extra={"train_config": cfg.to_dict()})
-    out["ours"] = evaluate(net, args.side, test, runs, trials)
+    out["ours"] = evaluate_network(net, test, runs, trials)
     print("ours", out["ours"], flush=True)
-    out["ours_tta"] = evaluate(net, args.side, test, runs, trials, tta="shift")
+    out["ours_tta"] = evaluate_network(net, test, runs, trials, tta="shift")
     print("ours + shift TTA", out["ours_tta"], flush=True)
-    out["raw_pixels"] = raw_evaluate(args.side, test, runs, trials)
+    out["raw_pixels"] = evaluate(raw_embed, "euclidean", test, runs, trials)
     print("raw", out["raw_pixels"], flush=True)
     tcfg = tutorial_config(args.seed)
     tsteps = budget_steps(train.images, train.labels, tcfg, args.tutorial_minutes * 60)
     t1 = time.perf_counter()
     tnet = fit(train.images, train.labels, dataclasses.replace(tcfg, steps_per_epoch=tsteps)).network
-    out["tutorial"] = {**evaluate(tnet, args.side, test, runs, trials), "train_seconds": time.perf_counter() - t1}
+    out["tutorial"] = {**evaluate_network(tnet, test, runs, trials), "train_seconds": time.perf_counter() - t1}
     print("tutorial", out["tutorial"], flush=True)
     m["load_avg_end"] = os.getloadavg()[0]
     out.update(command=f"python bench/bench_omniglot.py --minutes {args.minutes:g} --recipe {args.recipe}",
@@ -304,6 +352,7 @@ def main() -> None:
 
 
 def doc_body(out: dict) -> str:
+    """The docs section from the results (as in bench/results/omniglot.json)."""
     m, cfg = out["machine"], out["config"]
     train_s = out["train_seconds"]
     rows = [("siamkit recipe `" + out["recipe"] + "`", out["ours"], train_s),

@@ -19,44 +19,27 @@ signatures), and our recipe.
 
 from __future__ import annotations
 
-import os
+from _common import threads_for_load
 
-import torch
+_LOAD = threads_for_load()
 
-_LOAD = os.getloadavg()[0]
-torch.set_num_threads(2 if _LOAD < 1.0 else 1)
-
-import argparse
 import dataclasses
-import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    RESULTS,
-    SHARED_DATA,
-    machine,
-    machine_line,
-    mean_sd,
-    replace_doc_section,
-    shrink_report,
-    write_json,
-)
+import torch
+from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
+from _common import drop_caches, method_row, pair_distances, raw_embed, recorded_row, run_ablation_rows
+from _common import run_header, write_ours_report, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import goal_lines, per_seed_line, val_verification
 
-from siamkit.calibration import Calibrator
 from siamkit.data.samplers import BalancedPairSampler, MPerClassSampler
-from siamkit.data.signatures import (
-    SignatureDataset,
-    load_signatures,
-    signature_pairs,
-    split_writers,
-)
-from siamkit.evaluation import confusion_at_threshold, verification_report
-from siamkit.evaluation.report import write_report
-from siamkit.inference import embed_all, pair_distances_of_embeddings
+from siamkit.data.signatures import SignatureDataset, load_signatures, signature_pairs, split_writers
+from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
 
@@ -70,16 +53,17 @@ FARS = (1e-2, 1e-3)
 
 
 def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
-    """The classic tutorial Siamese network: three small conv blocks, a 5-d embedding
-    without normalisation, contrastive loss (margin 2) on random balanced pairs of
-    genuine signatures (classes = writers), Adam 5e-4, no augmentation."""
-    return TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 8, "depth": 3, "grid": 4}, embedding_dim=5, normalize=False,
-        loss="contrastive", margin=2.0, batching="pairs", batch_size=128, lr=5e-4, schedule="none",
-        epochs=2 if quick else 30, steps_per_epoch=5,
-        val_fraction=0.0, patience=None, seed=seed, progress=False,
-    )
+    """The classic tutorial Siamese network (:func:`_common.tutorial_recipe`) on random
+    balanced pairs of genuine signatures (classes = writers), 150 steps.
+
+    Args:
+        seed: training seed.
+        quick: 2 epochs instead of 30 (smoke run).
+
+    Returns:
+        The config (trained on genuine signatures only).
+    """
+    return tutorial_recipe(seed, epochs=2 if quick else 30, steps_per_epoch=5)
 
 
 def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
@@ -89,14 +73,20 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
     12-epoch cosine schedule; the epoch with the best validation ROC AUC on the
     signature protocol is kept (no early stopping: the validation AUC often dips for a
     few epochs before it rises, and a first run with patience 3 stopped split seed 2 at
-    epoch 4 with the epoch-1 network)."""
-    cfg = TrainConfig(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", encoder_kwargs={"width": 32, "depth": 4, "grid": 2}, embedding_dim=128, normalize=True,
-        loss="triplet", miner="batch_hard", margin=0.2,
+    epoch 4 with the epoch-1 network).
+
+    Args:
+        seed: training seed.
+        quick: 2 epochs x 3 steps instead of 12 x 10 (smoke run).
+        **changes: ``TrainConfig`` fields to change (the first item of an ``ABLATION`` entry).
+
+    Returns:
+        The config; how forgeries are used is chosen apart (``OURS_FORGERIES``).
+    """
+    cfg = triplet_recipe(
+        seed, encoder_kwargs={"width": 32, "depth": 4, "grid": 2},
         augment=False, rotation=5.0, shear=0.1, scale=(0.9, 1.1), translate=0.05, fill=0.0,
-        batch_size=64, m_per_class=4, epochs=2 if quick else 12, steps_per_epoch=3 if quick else 10,
-        lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None, seed=seed, progress=False,
+        epochs=2 if quick else 12, steps_per_epoch=3 if quick else 10,
     )
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -125,10 +115,11 @@ RECORDED_NOTE = ("development runs of 2026-11-22 (load 6-10, 1 thread), recorded
                  "`--ablation` re-measures the main rows at 75x110")
 
 
+ABLATION_KEYS = ("val_roc_auc", "val_eer", "train_seconds")
+
+
 def _rec(name: str, *per: tuple[int, float, float, float]) -> dict[str, Any]:
-    rows = [dict(zip(("seed", "val_roc_auc", "val_eer", "train_seconds"), p)) for p in per]
-    return {"recipe": name, "per_seed": rows,
-            **{k: statistics.mean(r[k] for r in rows) for k in ("val_roc_auc", "val_eer", "train_seconds")}}
+    return recorded_row(name, ABLATION_KEYS, *per)
 
 
 RECORDED_ABLATION = [
@@ -207,8 +198,7 @@ def _signature_validate(n_writers: int) -> Callable[..., dict[str, float]]:
         e = embed_all(network, x, precision=precision)
         g = y < n_writers
         d, same = _protocol_distances(e, torch.where(g, y, y - n_writers), g, network)
-        rep = verification_report(d.numpy(), same.numpy(), fars=(1e-1,), include_curves=False)
-        return {"val_roc_auc": rep["roc_auc"], "val_eer": rep["eer"]}
+        return val_verification(d, same)
 
     return validate
 
@@ -236,40 +226,41 @@ def _labels(part: SignatureDataset, forgeries: str) -> tuple[torch.Tensor, torch
 
 def _protocol_distances(e: torch.Tensor, w: torch.Tensor, g: torch.Tensor, network: Any) -> tuple[torch.Tensor, torch.Tensor]:
     a, b, same = signature_pairs(w, g)
-    d = (e[a] - e[b]).norm(dim=1) if network is None else pair_distances_of_embeddings(network, e, a, b)
-    return d, same
+    return pair_distances(e, a, b, network), same
 
 
 def evaluate(embed: Callable[[torch.Tensor], torch.Tensor], network: Any, val: Any, test: Any) -> dict[str, Any]:
-    """Calibrate on validation writers' protocol pairs, report on the test writers'."""
+    """Calibrate on validation writers' protocol pairs, report on the test writers'.
+
+    Args:
+        embed: images -> embeddings.
+        network: the network behind ``embed`` (its distance), or None for raw pixels.
+        val: the validation writers (a ``SignatureDataset``).
+        test: the test writers.
+
+    Returns:
+        The numbers, with ``_cache`` = (test distances, same, embeddings, calibrator).
+    """
     e_val, e_test = embed(val.images), embed(test.images)
     d_val, s_val = _protocol_distances(e_val, val.writer_labels, val.is_genuine, network)
     d_test, s_test = _protocol_distances(e_test, test.writer_labels, test.is_genuine, network)
-    cal = Calibrator(threshold_method="eer").fit(d_val.numpy(), s_val.numpy(), split_name="validation")
-    cal.check_not_fitted_on("test")
-    rep = verification_report(d_test.numpy(), s_test.numpy(), fars=FARS, include_curves=False)
-    conf = confusion_at_threshold(d_test.numpy(), s_test.numpy(), cal.threshold_)
-    val_rep = verification_report(d_val.numpy(), s_val.numpy(), fars=(1e-2,), include_curves=False)
-    return {
-        "roc_auc": rep["roc_auc"],
-        "eer": rep["eer"],
-        "tar_at_far": {f"{t['far']:g}": (t["tar"] if t["resolvable"] else None) for t in rep["tar_at_far"]},
-        "threshold": cal.threshold_,
-        "accuracy_at_threshold": conf.accuracy,
-        "far_at_threshold": conf.fp / max(1, conf.fp + conf.tn),
-        "frr_at_threshold": conf.fn / max(1, conf.fn + conf.tp),
-        "val_roc_auc": val_rep["roc_auc"],
-        "val_eer": val_rep["eer"],
-        "pairs": {"genuine": rep["num_positive"], "forgery": rep["num_negative"]},
-        "_cache": (d_test, s_test, e_test, cal),
-    }
-
-
-def raw_embed(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255).flatten(1)
+    out, cal = calibrated_verification((d_val, s_val), (d_test, s_test), fars=FARS, negative="forgery")
+    out["_cache"] = (d_test, s_test, e_test, cal)
+    return out
 
 
 def train(cfg: TrainConfig, forgeries: str, tr: SignatureDataset, va: SignatureDataset) -> tuple[Any, float, int]:
+    """Fit on the training writers, choosing the epoch on the validation writers' protocol.
+
+    Args:
+        cfg: the recipe.
+        forgeries: how the training writers' forgeries are used (see ``OURS_FORGERIES``).
+        tr: training writers.
+        va: validation writers.
+
+    Returns:
+        (network, seconds, best epoch).
+    """
     x, y = _labels(tr, forgeries)
     vx, vy = _labels(va, "classes")
     t0 = time.perf_counter()
@@ -279,6 +270,17 @@ def train(cfg: TrainConfig, forgeries: str, tr: SignatureDataset, va: SignatureD
 
 
 def run_split(seed: int, sig: SignatureDataset, quick: bool, report_dir: Path | None) -> dict[str, Any]:
+    """Raw pixels, the tutorial and ours on one split seed (and the report of ours).
+
+    Args:
+        seed: the split seed.
+        sig: the CEDAR dataset.
+        quick: smoke run (see the configs).
+        report_dir: where to write the report of ours, or None.
+
+    Returns:
+        ``{"seed", "split": writers of each part, <method>: numbers (and forgery use)}``.
+    """
     tr, va, te, info = split_writers(sig, 10, 5, seed=seed)
     row: dict[str, Any] = {"seed": seed, "split": info}
     raw = evaluate(raw_embed, None, va, te)
@@ -292,63 +294,54 @@ def run_split(seed: int, sig: SignatureDataset, quick: bool, report_dir: Path | 
         print(f"seed {seed} {name}: AUC {r['roc_auc']:.4f} EER {r['eer']:.4f} ({secs:.0f} s, load {os.getloadavg()[0]:.1f})",
               flush=True)
         if name == "ours" and report_dir is not None:
-            d, s, e, cal = r["_cache"]
-            write_report(
-                report_dir, d, s, title=f"CEDAR signatures, 10 unseen writers, genuine vs skilled forgery (split seed {seed})",
+            write_ours_report(
+                report_dir, r, raw, title=f"CEDAR signatures, 10 unseen writers, genuine vs skilled forgery (split seed {seed})",
                 split={"data": str(DATA), "image_size": list(SIZE),
                        "protocol": "per test writer: genuine-genuine pairs (same) and genuine-skilled forgery pairs "
                                    "(different), signature_pairs", **info},
-                calibration=cal.to_dict(), embeddings=e, labels=te.writer_labels + len(te.writers) * (~te.is_genuine),
+                labels=te.writer_labels + len(te.writers) * (~te.is_genuine),
                 class_names=[f"{w}" for w in te.writers] + [f"{w} forged" for w in te.writers],
                 extra={"train_seconds": round(secs, 1), "recipe": cfg.to_dict(), "forgeries_in_training": forg},
-                baseline=("raw pixels", raw["_cache"][0]),
             )
-            shrink_report(report_dir)
     print(f"seed {seed} raw: AUC {raw['roc_auc']:.4f} EER {raw['eer']:.4f}", flush=True)
-    for k in ("raw pixels", "tutorial", "ours"):
-        row[k].pop("_cache")
-    return row
+    return drop_caches(row)
 
 
 def run_ablation(sig: SignatureDataset, quick: bool, seeds: tuple[int, ...] = (0, 1)) -> list[dict[str, Any]]:
-    """Each recipe trained on the 25 training writers, judged on the 5 validation writers."""
-    rows = []
+    """Each recipe trained on the 25 training writers, judged on the 5 validation writers.
+
+    Args:
+        sig: the CEDAR dataset.
+        quick: smoke run.
+        seeds: split seeds (each: its 25 training and 5 validation writers).
+
+    Returns:
+        One row per recipe: validation ROC AUC and EER per seed and their means.
+    """
     recipes: dict[str, Callable[[int], tuple[TrainConfig | None, str]]] = {
         "raw pixels": lambda s: (None, "none"), "tutorial": lambda s: (tutorial_config(s, quick), "none")}
     recipes.update({k: (lambda s, kw=kw, f=f: (ours_config(s, quick, **kw), f)) for k, (kw, f) in ABLATION.items()})
-    for name, make in recipes.items():
-        per = []
-        for seed in seeds:
-            tr, va, _, _ = split_writers(sig, 10, 5, seed=seed)
-            cfg, forg = make(seed)
-            if cfg is None:
-                e, net, secs = raw_embed(va.images), None, 0.0
-            else:
-                net, secs, _ = train(cfg, forg, tr, va)
-                e = embed_all(net, va.images)
-            d, s = _protocol_distances(e, va.writer_labels, va.is_genuine, net)
-            rep = verification_report(d.numpy(), s.numpy(), fars=(1e-2,), include_curves=False)
-            per.append({"seed": seed, "val_roc_auc": rep["roc_auc"], "val_eer": rep["eer"], "train_seconds": secs})
-        row = {"recipe": name, "per_seed": per,
-               **{k: statistics.mean(p[k] for p in per) for k in ("val_roc_auc", "val_eer", "train_seconds")}}
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)
-    return rows
+
+    def measure(make: Callable[[int], tuple[TrainConfig | None, str]], seed: int) -> dict[str, Any]:
+        tr, va, _, _ = split_writers(sig, 10, 5, seed=seed)
+        cfg, forg = make(seed)
+        if cfg is None:
+            e, net, secs = raw_embed(va.images), None, 0.0
+        else:
+            net, secs, _ = train(cfg, forg, tr, va)
+            e = embed_all(net, va.images)
+        d, s = _protocol_distances(e, va.writer_labels, va.is_genuine, net)
+        return {"seed": seed, **val_verification(d, s), "train_seconds": secs}
+
+    return run_ablation_rows(recipes, measure, seeds, ABLATION_KEYS)
 
 
 # ----------------------------------------------------------------------------- output
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m in ("raw pixels", "tutorial", "ours"):
-        rs = [r[m] for r in runs]
-        s = {k: [r[k] for r in rs] for k in ("roc_auc", "eer", "accuracy_at_threshold", "far_at_threshold", "frr_at_threshold")}
-        for f in FARS:
-            s[f"tar_at_far_{f:g}"] = [r["tar_at_far"][f"{f:g}"] for r in rs]
-        s["train_seconds"] = [r.get("train_seconds", 0.0) for r in rs]
-        out[m] = s
-    return out
+    """Per method, each number over the split seeds (see :func:`_common.summarise_runs`)."""
+    return summarise_runs(runs, ("roc_auc", "eer", "accuracy_at_threshold", "far_at_threshold", "frr_at_threshold"), FARS)
 
 
 RECIPE_NOTE = (
@@ -394,10 +387,18 @@ ABLATION_FINDINGS = (
 
 
 def doc_body(out: dict[str, Any], cmd: str) -> str:
+    """The docs section.
+
+    Args:
+        out: the results (as in bench/results/signatures.json).
+        cmd: the command line shown.
+
+    Returns:
+        Markdown: protocol, methods table, the goal, notes, ablation.
+    """
     s, runs = out["summary"], out["runs"]
     lines = [
-        (f"`{cmd}`. {machine_line(out['machine'])} Load average at start {out['load_start']:.1f} "
-        f"(the machine was shared: times are wall-clock under that load); total wall time {out['wall_seconds'] / 60:.1f} min."),
+        run_header(out, cmd),
         "",
         (f"Protocol: CEDAR writers 1-40 (the ones in `shared/data`), preprocessed with `SignaturePreprocess` "
         f"(Otsu, crop to the ink, pad to aspect, bright ink on black) at {SIZE[0]}x{SIZE[1]}. Per split seed, "
@@ -413,14 +414,7 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
     ]
     labels = {"raw pixels": "raw pixels (Euclidean)",
               "tutorial": "tutorial Siamese (small CNN, contrastive, random genuine pairs)", "ours": "**siamkit recipe**"}
-    for m in ("raw pixels", "tutorial", "ours"):
-        v = s[m]
-        t = "-" if m == "raw pixels" else mean_sd(v["train_seconds"], "{:.0f}") + " s"
-        lines.append(
-            f"| {labels[m]} | {mean_sd(v['roc_auc'])} | {mean_sd(v['eer'])} | {mean_sd(v['tar_at_far_0.01'])} | "
-            f"{mean_sd(v['tar_at_far_0.001'])} | {mean_sd(v['accuracy_at_threshold'])} | "
-            f"{mean_sd(v['far_at_threshold'], '{:.3f}')} / {mean_sd(v['frr_at_threshold'], '{:.3f}')} | {t} |"
-        )
+    lines += [method_row(labels[m], m, s[m]) for m in labels]
     eer = statistics.mean(s["ours"]["eer"])
     lines += [
         "",
@@ -429,91 +423,28 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
         "are not in `shared/data`, so we train on 25 + 5 validation). It is not re-measured here (no code or "
         "weights of it in this project); note also the ink-brightness caveat under the ablation."),
         "",
-        "| goal | measured (mean) | met |",
-        "|---|---|---|",
-        f"| EER <= 3% (genuine vs skilled forgery) | {eer:.4f} | {'yes' if eer <= 0.03 else '**no**'} |",
+        *goal_lines([("EER <= 3% (genuine vs skilled forgery)", eer, eer <= 0.03)]),
         "",
-        "Per seed (ours: AUC / EER): "
-        + ", ".join(f"seed {r['seed']}: {r['ours']['roc_auc']:.4f} / {r['ours']['eer']:.4f}" for r in runs),
+        per_seed_line(runs, [("AUC", "roc_auc", "{:.4f}"), ("EER", "eer", "{:.4f}")]),
         "",
-        GAP_NOTE,
-        "",
-        "Recipe (`ours_config` in the script): " + RECIPE_NOTE,
-        "",
-        f"Report of split seed {runs[0]['seed']} (plots, calibration): `bench/results/reports/signatures/report.md`.",
+        *closing_lines("signatures", GAP_NOTE, RECIPE_NOTE, runs[0]["seed"]),
     ]
-    abl = out.get("ablation")
-    if abl:
-        lines += [
-            "",
-            ("Ablation on the **validation** writers only: train on the 25 training writers, judge on the 5 validation "
-            f"writers' protocol pairs (1,380 genuine + 2,880 forgery), per split seed; {abl['note']}. The writers of a "
-            "split matter more than most recipe changes (compare within a seed; raw pixels give the seed's difficulty)."),
-            "",
-            "| recipe | split seeds | val ROC AUC | val EER | train time |",
-            "|---|---|---|---|---|",
-        ]
-        for r in abl["rows"]:
-            per = r["per_seed"]
-            def col(k: str, f: str, per: list[dict[str, Any]] = per) -> str:
-                return " / ".join(f.format(p[k]) for p in per)
-
-            lines.append(
-                f"| {r['recipe']} | {' / '.join(str(p['seed']) for p in per)} | {col('val_roc_auc', '{:.4f}')} | "
-                f"{col('val_eer', '{:.3f}')} | {col('train_seconds', '{:.0f}')} s |"
-            )
-        if abl.get("findings"):
-            lines += ["", abl["findings"]]
+    lines += ablation_section(out.get("ablation"), lambda note: (
+        "Ablation on the **validation** writers only: train on the 25 training writers, judge on the 5 validation "
+        f"writers' protocol pairs (1,380 genuine + 2,880 forgery), per split seed; {note}. The writers of a "
+        "split matter more than most recipe changes (compare within a seed; raw pixels give the seed's difficulty)."),
+        [("val ROC AUC", "val_roc_auc", "{:.4f}"), ("val EER", "val_eer", "{:.3f}")])
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=3, help="split seeds 0..N-1")
-    ap.add_argument("--ablation", action="store_true", help="also run the recipe ablation on validation writers")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, a few steps, nothing written")
-    ap.add_argument("--doc-only", action="store_true",
-                    help="rewrite the docs section from bench/results/signatures.json (no training)")
-    args = ap.parse_args()
-    if args.doc_only:
-        out = json.loads((RESULTS / "signatures.json").read_text())
-        if out.get("ablation", {}).get("note") == RECORDED_NOTE:
-            out["ablation"]["rows"] = RECORDED_ABLATION
-        if out.get("ablation"):
-            out["ablation"]["findings"] = ABLATION_FINDINGS
-        write_json("signatures", out)
-        replace_doc_section(SECTION, doc_body(out, out.get("command", "python bench/bench_signatures.py")))
-        return
-    t_start = time.perf_counter()
-    m = machine()
-    sig = load_signatures(DATA, image_size=SIZE, workers=2)
-    seeds = [0] if args.quick else list(range(args.seeds))
-    report_dir = None if args.quick else RESULTS / "reports" / "signatures"
-    runs = [run_split(s, sig, args.quick, report_dir if i == 0 else None) for i, s in enumerate(seeds)]
-    out: dict[str, Any] = {"machine": m, "load_start": _LOAD, "image_size": list(SIZE), "runs": runs,
-                           "summary": summary(runs)}
-    prev_path = RESULTS / "signatures.json"
-    if args.ablation:
-        out["ablation"] = {"rows": run_ablation(sig, args.quick), "note": f"measured {m['date']} with --ablation",
-                           "findings": ABLATION_FINDINGS}
-    elif not args.quick:
-        prev = json.loads(prev_path.read_text()).get("ablation") if prev_path.exists() else None
-        if prev and prev.get("note") == RECORDED_NOTE:
-            prev = None  # the recorded development runs: take the current list
-        # carried over from the last --ablation run, else the development runs recorded above
-        out["ablation"] = prev or {"rows": RECORDED_ABLATION, "note": RECORDED_NOTE}
-        out["ablation"]["findings"] = ABLATION_FINDINGS
-    out["wall_seconds"] = time.perf_counter() - t_start
-    cmd = "python bench/bench_signatures.py" + (f" --seeds {args.seeds}" if args.seeds != 3 else "") + (
-        " --ablation" if args.ablation else "")
-    out["command"] = cmd
-    body = doc_body(out, cmd)
-    print(body)
-    if args.quick:
-        return
-    write_json("signatures", out)
-    replace_doc_section(SECTION, body)
+BENCH = RecipeBench(
+    name="signatures", section=SECTION, description=__doc__.split("\n")[0], unit="writers",
+    quick_help="smoke run: 1 seed, a few steps, nothing written",
+    load=lambda: load_signatures(DATA, image_size=SIZE, workers=2), run_split=run_split, run_ablation=run_ablation,
+    summary=summary, doc_body=doc_body, recorded_rows=RECORDED_ABLATION, recorded_note=RECORDED_NOTE,
+    findings=ABLATION_FINDINGS, image_size=SIZE, load_start=_LOAD,
+)
 
 
 if __name__ == "__main__":
-    main()
+    BENCH.main()

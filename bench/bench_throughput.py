@@ -32,6 +32,16 @@ OMNIGLOT = SHARED_DATA / "omniglot"
 
 
 def load(split: str, side: int, alphabets: int | None) -> ImageFolderDataset:
+    """Omniglot characters as one labelled set (class = character).
+
+    Args:
+        split: ``images_background`` or ``images_evaluation``.
+        side: image side.
+        alphabets: the first this many alphabets; None = all.
+
+    Returns:
+        The dataset.
+    """
     root = OMNIGLOT / split
     dirs = sorted(p for p in root.iterdir() if p.is_dir())[:alphabets]
     parts = [ImageFolderDataset.from_folder(d, image_size=side, channels=1) for d in dirs]
@@ -43,6 +53,17 @@ def load(split: str, side: int, alphabets: int | None) -> ImageFolderDataset:
 
 
 def config(precision: str, batch: int, steps: int, augment: bool) -> TrainConfig:
+    """conv4 with batch-hard triplet loss for one timed epoch.
+
+    Args:
+        precision: "fp32" or "bf16" (bf16 also gets channels_last).
+        batch: batch size.
+        steps: steps of the epoch.
+        augment: random affine augmentation.
+
+    Returns:
+        The config.
+    """
     return TrainConfig(
         encoder="conv4", embedding_dim=None, loss="triplet", miner="batch_hard", batch_size=batch, m_per_class=4,
         epochs=1, steps_per_epoch=steps, val_fraction=0.0, patience=None, progress=False, augment=augment,
@@ -51,11 +72,29 @@ def config(precision: str, batch: int, steps: int, augment: bool) -> TrainConfig
 
 
 def data_path_rate(ds: ImageFolderDataset, cfg: TrainConfig) -> float:
+    """Images per second of ``siamkit.fit`` itself (the full data path).
+
+    Args:
+        ds: the training images.
+        cfg: the config.
+
+    Returns:
+        Images per second of the epoch.
+    """
     r = fit(ds.images, ds.labels, cfg)
     return float(r.history[-1]["images_per_s"])
 
 
 def compute_bound_rate(ds: ImageFolderDataset, cfg: TrainConfig) -> float:
+    """Images per second of the same step on one float batch already in memory.
+
+    Args:
+        ds: the images (the first batch is used).
+        cfg: the config.
+
+    Returns:
+        Images per second.
+    """
     torch.manual_seed(0)
     net = build_network(cfg, ds.images.shape[1:])
     if cfg.channels_last:

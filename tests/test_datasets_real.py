@@ -12,15 +12,7 @@ import torch
 from PIL import Image
 
 from siamkit.data.faces import load_face_folder, split_identities
-from siamkit.data.omniglot import (
-    OmniglotDataset,
-    drawer_of,
-    koch_within_alphabet_trials,
-    load_official_one_shot_runs,
-    load_omniglot,
-    official_one_shot_accuracy,
-    score_trials,
-)
+from siamkit.data.omniglot import OmniglotDataset, drawer_of, load_official_one_shot_runs, load_omniglot
 from siamkit.data.signatures import (
     SignaturePreprocess,
     load_signatures,
@@ -29,6 +21,7 @@ from siamkit.data.signatures import (
     split_writers,
 )
 from siamkit.errors import DataError
+from siamkit.evaluation.few_shot import koch_within_alphabet_trials, official_one_shot_accuracy, score_trials
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OMNIGLOT = SHARED_DATA / "omniglot"

@@ -41,7 +41,7 @@ def _clean(fn: F) -> F:
 
 def _image_files(path: Path, what: str) -> list[Path]:
     """An image file, or every image under a folder (recursively, natural order)."""
-    from .data._files import _is_image, _natural_key
+    from .data._files import is_image as _is_image, natural_key as _natural_key
     from .errors import DataError
 
     if not path.exists():
@@ -145,7 +145,7 @@ def score_cmd(
 def _plot_histogram(scores: Any, is_anomaly: Any, threshold: float | None, path: Path, title: str) -> Path:
     import numpy as np
 
-    from .evaluation.plots import _plt
+    from .evaluation.plots import pyplot as _plt
 
     plt = _plt()
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_anomaly, dtype=bool)

@@ -1,4 +1,5 @@
-"""Datasets, samplers, augmentation and pair files."""
+"""Datasets, samplers, augmentation and pair files (loaders only: scoring lives in
+:mod:`siamkit.evaluation`)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,7 @@ from .augment import RandomAffine
 from .faces import load_face_folder, split_identities
 from .splits import IdentitySplit, split_by_class
 from .images import ImageFolderDataset, load_image, to_float
-from .omniglot import (
-    OmniglotDataset,
-    koch_within_alphabet_trials,
-    load_official_one_shot_runs,
-    load_omniglot,
-    official_one_shot_accuracy,
-    score_trials,
-)
+from .omniglot import OmniglotDataset, OneShotRun, load_official_one_shot_runs, load_omniglot
 from .pairs import PairCSVDataset
 from .samplers import BalancedPairSampler, MPerClassSampler
 from .signatures import SignatureDataset, SignaturePreprocess, load_signatures, signature_pairs, split_writers
@@ -24,19 +18,18 @@ __all__ = [
     "ImageFolderDataset",
     "MPerClassSampler",
     "OmniglotDataset",
+    "OneShotRun",
     "PairCSVDataset",
     "RandomAffine",
     "SignatureDataset",
     "SignaturePreprocess",
-    "koch_within_alphabet_trials",
     "load_face_folder",
     "load_image",
     "load_official_one_shot_runs",
     "load_omniglot",
     "load_signatures",
-    "official_one_shot_accuracy",
-    "score_trials",
     "signature_pairs",
+    "split_by_class",
     "split_identities",
     "split_writers",
     "to_float",

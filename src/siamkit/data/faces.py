@@ -22,7 +22,7 @@ from typing import Sequence
 from ..errors import DataError
 from .images import ImageFolderDataset
 from .splits import IdentitySplit, split_parts
-from ._files import _is_image
+from ._files import is_image, subfolders
 
 __all__ = ["load_face_folder", "split_identities", "IdentitySplit"]
 
@@ -60,14 +60,14 @@ def load_face_folder(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"face folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
-    id_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    id_dirs = subfolders(root, natural=False)
     if not id_dirs:
-        loose = [p.name for p in root.iterdir() if _is_image(p)]
+        loose = [p.name for p in root.iterdir() if is_image(p)]
         raise DataError(
             f"face folder {root} has no identity sub-folders"
             + (f" ({len(loose)} images lie directly in it; put each person's images in their own folder)" if loose else "")
         )
-    nested = [d.name for d in id_dirs if not any(_is_image(p) for p in d.iterdir()) and any(p.is_dir() for p in d.iterdir())]
+    nested = [d.name for d in id_dirs if not any(is_image(p) for p in d.iterdir()) and any(p.is_dir() for p in d.iterdir())]
     if nested and len(nested) == len(id_dirs):
         raise DataError(
             f"the folders of {root} ({', '.join(nested[:5])}) hold sub-folders, not images: the layout must be "

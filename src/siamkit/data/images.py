@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "ImageFolderDataset", "to_float"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "ImageFolderDataset", "to_float", "remap_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,17 @@ def load_image(
     """Decode one image file to a uint8 tensor (C, H, W).
 
     Args:
+        path: the image file.
         size: (height, width) to resize to (bilinear, antialiased); None keeps it.
         channels: 1 (grey) or 3 (RGB); None keeps the file's own.
         preprocess: optional function on the PIL image before resizing (e.g. cropping
             a scanned signature to its ink).
+
+    Shapes:
+        returns (C, H, W) uint8.
+
+    Returns:
+        The decoded image.
 
     Raises:
         DataError: the file is missing, not an image, truncated or too large.
@@ -88,6 +95,33 @@ def load_image(
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (.., C, H, W) in [0, 255] -> float32 in [0, 1]."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def remap_classes(
+    labels: torch.Tensor, num_classes: int, class_ids: Sequence[int], paths: Sequence[Path]
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """Keep the images of some classes and relabel them 0..k-1 in the given order (what
+    every dataset's ``subset`` does).
+
+    Args:
+        labels: int64 (N,), class of each image, in ``0..num_classes-1``.
+        num_classes: the number of classes ``labels`` index.
+        class_ids: the classes to keep; class ``class_ids[i]`` becomes label ``i``.
+        paths: the file of each image, or empty.
+
+    Shapes:
+        labels (N,) -> keep (N,) bool, new labels (M,) with M = keep.sum().
+
+    Returns:
+        ``(keep, new_labels, kept_paths)``: which images stay, their new labels, and
+        their paths (empty when ``paths`` is).
+    """
+    remap = torch.full((num_classes,), -1, dtype=torch.long)
+    remap[torch.as_tensor(list(class_ids), dtype=torch.long)] = torch.arange(len(class_ids))
+    new = remap[labels]
+    keep = new >= 0
+    idx = keep.nonzero(as_tuple=True)[0].tolist()
+    return keep, new[keep], [paths[i] for i in idx] if paths else []
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -133,16 +167,9 @@ class ImageFolderDataset:
     def subset(self, class_ids: Sequence[int]) -> "ImageFolderDataset":
         """The images of the given classes, relabelled 0..k-1 in the given order."""
         class_ids = list(class_ids)
-        remap = torch.full((len(self.classes),), -1, dtype=torch.long)
-        remap[torch.as_tensor(class_ids, dtype=torch.long)] = torch.arange(len(class_ids))
-        new = remap[self.labels]
-        keep = new >= 0
-        idx = keep.nonzero(as_tuple=True)[0].tolist()
+        keep, labels, paths = remap_classes(self.labels, len(self.classes), class_ids, self.paths)
         return ImageFolderDataset(
-            images=self.images[keep],
-            labels=new[keep],
-            classes=[self.classes[c] for c in class_ids],
-            paths=[self.paths[i] for i in idx] if self.paths else [],
+            images=self.images[keep], labels=labels, classes=[self.classes[c] for c in class_ids], paths=paths
         )
 
     @classmethod
@@ -160,14 +187,20 @@ class ImageFolderDataset:
         """Read ``root/CLASS/**/image.ext``.
 
         Args:
+            root: the folder of class folders.
             image_size: (H, W) or a side; None = the size of the first image (all images
                 are then resized to it).
             channels: 1 or 3; None = infer from the files (refused when the folder mixes
                 grey and colour images).
+            preprocess: optional function on each PIL image before resizing.
             min_per_class: refuse classes with fewer images (2 for pair training).
             on_error: "raise" on an unreadable image, or "skip" it with a warning.
             class_depth: 1 = classes are the sub-folders of root; 2 = classes are
                 sub-sub-folders (e.g. Omniglot's ``ALPHABET/characterNN``).
+
+        Returns:
+            The dataset: images uint8 (N, C, H, W), labels (N,), classes = the class
+            folders' paths relative to ``root``, sorted.
 
         Raises:
             DataError: missing or empty folder, no class sub-folders, unreadable image,

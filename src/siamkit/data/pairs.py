@@ -18,7 +18,18 @@ _FALSE = {"0", "false", "no", "different", "impostor", "forged"}
 
 
 def parse_same(value: str, *, where: str = "") -> bool:
-    """Read a ``same`` cell: 1/true/yes/same/genuine or 0/false/no/different/impostor/forged."""
+    """Read a ``same`` cell: 1/true/yes/same/genuine or 0/false/no/different/impostor/forged.
+
+    Args:
+        value: the cell (case and surrounding spaces ignored).
+        where: prefix of the error message (file and line).
+
+    Returns:
+        True for a same-identity pair.
+
+    Raises:
+        DataError: any other value.
+    """
     v = value.strip().lower()
     if v in _TRUE:
         return True
@@ -50,6 +61,19 @@ class PairCSVDataset:
 
     @classmethod
     def from_csv(cls, path: str | Path, *, image_size: tuple[int, int], channels: int) -> "PairCSVDataset":
+        """Read the pair file and decode each distinct image once.
+
+        Args:
+            path: the CSV (header ``path_a,path_b,same``).
+            image_size: (H, W) every image is resized to.
+            channels: 1 or 3.
+
+        Returns:
+            The pairs: images (U, C, H, W) uint8, a (P,), b (P,), same (P,).
+
+        Raises:
+            DataError: a missing file, header or image, no rows, a bad ``same`` cell.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"pair file {path} does not exist")

@@ -38,9 +38,9 @@ from PIL import Image
 
 from ..errors import DataError
 from ..tuples import Pairs
+from ._files import as_size, decode_files, images_in, is_image, select_named, subfolders
+from .images import ImageFolderDataset, remap_classes
 from .splits import IdentitySplit, split_parts
-from .images import ImageFolderDataset
-from ._files import _as_size, _decode_files, _images_in, _is_image, _natural_key
 
 __all__ = [
     "otsu_threshold",
@@ -126,7 +126,7 @@ class SignaturePreprocess:
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            object.__setattr__(self, "size", _as_size(self.size))
+            object.__setattr__(self, "size", as_size(self.size))
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be a fraction in [0, 1), got {self.margin}")
         if self.min_speck_area < 0:
@@ -218,18 +218,14 @@ class SignatureDataset:
 
     def subset(self, writer_ids: Sequence[int]) -> "SignatureDataset":
         """The images of the given writers, relabelled 0..k-1 in the given order."""
-        ids = torch.as_tensor(list(writer_ids), dtype=torch.long)
-        remap = torch.full((len(self.writers),), -1, dtype=torch.long)
-        remap[ids] = torch.arange(ids.numel())
-        new = remap[self.writer_labels]
-        keep = new >= 0
-        idx = keep.nonzero(as_tuple=True)[0].tolist()
+        ids = [int(w) for w in writer_ids]
+        keep, labels, paths = remap_classes(self.writer_labels, len(self.writers), ids, self.paths)
         return SignatureDataset(
             images=self.images[keep],
-            writer_labels=new[keep],
+            writer_labels=labels,
             is_genuine=self.is_genuine[keep],
-            writers=[self.writers[i] for i in ids.tolist()],
-            paths=[self.paths[i] for i in idx] if self.paths else [],
+            writers=[self.writers[i] for i in ids],
+            paths=paths,
         )
 
     def genuine_only(self) -> ImageFolderDataset:
@@ -285,23 +281,17 @@ def load_signatures(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"signature folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
-    size = _as_size(image_size)
+    size = as_size(image_size)
     assert size is not None
     if root.joinpath(genuine_dir).is_dir():
         raise DataError(
             f"{root} has a {genuine_dir}/ folder itself: it looks like one writer's folder; "
             f"pass the folder that holds the writer folders ({root.parent})"
         )
-    w_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _natural_key(p.name))
+    w_dirs = subfolders(root)
     if not w_dirs:
         raise DataError(f"signature folder {root} has no writer folders (layout WRITER/{genuine_dir}/*, WRITER/{forged_dir}/*)")
-    if writers is not None:
-        names = [d.name for d in w_dirs]
-        unknown = [w for w in writers if w not in names]
-        if unknown:
-            raise DataError(f"writer(s) {unknown} not found in {root}; available: {names[:10]}{' ...' if len(names) > 10 else ''}")
-        wanted = set(writers)
-        w_dirs = [d for d in w_dirs if d.name in wanted]
+    w_dirs = select_named(w_dirs, writers, "writer", root, show=10)
     files: list[Path] = []
     w_labels: list[int] = []
     genuine: list[bool] = []
@@ -313,12 +303,12 @@ def load_signatures(
                 f"writer folder {w_dir} has no {genuine_dir}/ sub-folder (found {inside}); the layout must be "
                 f"WRITER/{genuine_dir}/*.png and WRITER/{forged_dir}/*.png"
             )
-        g_files = _images_in(g_dir)
+        g_files = images_in(g_dir)
         if not g_files:
             raise DataError(f"{g_dir} has no images")
         f_files: list[Path] = []
         if f_dir.is_dir():
-            f_files = _images_in(f_dir)
+            f_files = images_in(f_dir)
             if not f_files:
                 raise DataError(f"{f_dir} has no images")
         elif require_forged:
@@ -326,7 +316,7 @@ def load_signatures(
                 f"writer folder {w_dir} has no {forged_dir}/ sub-folder (skilled forgeries); "
                 "pass require_forged=False to load writers with genuine signatures only"
             )
-        loose = [p.name for p in w_dir.iterdir() if _is_image(p)]
+        loose = [p.name for p in w_dir.iterdir() if is_image(p)]
         if loose:
             logger.warning("ignoring %d image(s) directly in %s (e.g. %s)", len(loose), w_dir, loose[0])
         files += g_files + f_files
@@ -340,7 +330,7 @@ def load_signatures(
         fn = preprocess
     else:
         raise TypeError(f"preprocess must be a bool or a callable, got {type(preprocess).__name__}")
-    images = _decode_files(files, size=size, channels=1, preprocess=fn, workers=workers, progress=progress, desc="signatures")
+    images = decode_files(files, size=size, channels=1, preprocess=fn, workers=workers, progress=progress, desc="signatures")
     logger.info("signatures: %d images of %d writers from %s", len(files), len(w_dirs), root)
     return SignatureDataset(
         images=images,

@@ -1,4 +1,5 @@
-"""Pure metrics on distances and embeddings.
+"""Pure metrics on distances and embeddings: verification (ROC AUC, EER) and the one
+nearest-support accuracy that every few-shot protocol (:mod:`.few_shot`) scores with.
 
 Conventions: distances are lower = closer; ROC analysis uses the score ``-distance`` so
 that "higher = more likely the same", as scikit-learn expects.
@@ -6,6 +7,7 @@ that "higher = more likely the same", as scikit-learn expects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,15 @@ from ..distances import BaseDistance, get_distance
 from ..tuples import all_pairs, check_labels, subsample_pairs
 from .verification import equal_error_rate
 
-__all__ = ["labelled_pair_distances", "verification_metrics", "VerificationResult", "n_way_k_shot_accuracy"]
+__all__ = [
+    "labelled_pair_distances",
+    "verification_metrics",
+    "VerificationResult",
+    "FewShotScore",
+    "candidate_distances",
+    "score_predictions",
+    "nearest_support_score",
+]
 
 
 def labelled_pair_distances(
@@ -31,6 +41,16 @@ def labelled_pair_distances(
 
     With more than ``max_pairs`` pairs, a seeded random subset of that size is used
     (all positives are kept when they fit, so rare positives are not lost).
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) int class of each row.
+        distance: a distance name or object (lower = closer).
+        max_pairs: at most this many pairs (None = all).
+        seed: seeds the subsampling.
+
+    Shapes:
+        embeddings (N, D), labels (N,) -> distances (P,), same (P,).
 
     Returns:
         distances (P,) float, same (P,) bool.
@@ -60,6 +80,13 @@ class VerificationResult:
 def verification_metrics(distances: torch.Tensor | np.ndarray, same: torch.Tensor | np.ndarray) -> VerificationResult:
     """ROC AUC and equal error rate from pair distances (lower = closer).
 
+    Args:
+        distances: (P,) pair distances.
+        same: (P,) bool, True = genuine pair.
+
+    Returns:
+        :class:`VerificationResult` (ROC AUC, EER and its threshold, pair counts).
+
     Raises:
         ValueError: when there are no positive or no negative pairs.
     """
@@ -77,53 +104,127 @@ def verification_metrics(distances: torch.Tensor | np.ndarray, same: torch.Tenso
     return VerificationResult(auc, eer, threshold, n_pos, n_neg)
 
 
-def n_way_k_shot_accuracy(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    n_way: int,
-    k_shot: int = 1,
-    n_query: int = 1,
-    episodes: int = 1000,
-    distance: str | BaseDistance = "euclidean",
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Accuracy of nearest-support classification over random N-way K-shot episodes.
+# --------------------------------------------------------------------------- nearest-support accuracy
 
-    Each episode draws ``n_way`` classes, ``k_shot`` supports and ``n_query`` queries per
-    class (disjoint); a query is assigned the class of its nearest support (K > 1: the
-    smallest mean distance to the class's supports).
+
+@dataclass(frozen=True)
+class FewShotScore:
+    """Nearest-candidate classification of a set of queries.
+
+    Attributes:
+        accuracy: correct queries / all queries.
+        ci95: half-width of the normal 95% interval of ``accuracy`` (see
+            :func:`score_predictions`).
+        predictions: int64 (T,), the chosen candidate of each query.
+        hits: bool (T,), prediction == answer.
+        episode_accuracy: float64 (E,), accuracy of each episode in ascending episode
+            id order; None when no episodes were given.
+    """
+
+    accuracy: float
+    ci95: float
+    predictions: torch.Tensor
+    hits: torch.Tensor
+    episode_accuracy: torch.Tensor | None = None
+
+
+def candidate_distances(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    distance: str | BaseDistance = "euclidean",
+    shots: int = 1,
+) -> torch.Tensor:
+    """Distance of each query to each class of candidates.
+
+    Args:
+        queries: (T, D) query embeddings.
+        candidates: (n * shots, D), one candidate set shared by every query (compared
+            with ``distance.pairwise``), or (T, n * shots, D), a set per query (compared
+            with ``distance.paired``). The ``shots`` supports of a class are consecutive.
+        distance: a distance name or object (lower = closer).
+        shots: supports per class; their distances are averaged.
+
+    Shapes:
+        queries (T, D), candidates (m, D) or (T, m, D) with m = n * shots -> (T, n).
 
     Returns:
-        (mean accuracy, half-width of the 95% confidence interval over episodes).
+        The distances, float (T, n).
     """
-    labels = check_labels(labels, embeddings.shape[0])
     dist = get_distance(distance)
-    classes, inv = torch.unique(labels, return_inverse=True)
-    counts = torch.bincount(inv)
-    eligible = (counts >= k_shot + n_query).nonzero(as_tuple=True)[0]
-    if eligible.numel() < n_way:
-        raise ValueError(
-            f"{n_way}-way {k_shot}-shot needs {n_way} classes with >= {k_shot + n_query} samples, "
-            f"found {eligible.numel()}"
-        )
-    by_class = [torch.nonzero(inv == c, as_tuple=True)[0] for c in range(len(classes))]
-    g = torch.Generator().manual_seed(seed)
-    accs = np.empty(episodes)
     with torch.no_grad():
-        for e in range(episodes):
-            chosen = eligible[torch.randperm(eligible.numel(), generator=g)[:n_way]]
-            sup, qry = [], []
-            for c in chosen.tolist():
-                idx = by_class[c][torch.randperm(by_class[c].numel(), generator=g)[: k_shot + n_query]]
-                sup.append(idx[:k_shot])
-                qry.append(idx[k_shot:])
-            s = embeddings[torch.cat(sup)]
-            q = embeddings[torch.cat(qry)]
-            d = dist.pairwise(q, s).view(q.shape[0], n_way, k_shot).mean(2)
-            pred = d.argmin(1)
-            truth = torch.arange(n_way).repeat_interleave(n_query)
-            accs[e] = float((pred == truth).float().mean())
-    mean = float(accs.mean())
-    ci = float(1.96 * accs.std(ddof=1) / np.sqrt(episodes)) if episodes > 1 else float("nan")
-    return mean, ci
+        if candidates.ndim == 2:
+            d = dist.pairwise(queries, candidates)
+        elif candidates.ndim == 3 and candidates.shape[0] == queries.shape[0]:
+            t, m = candidates.shape[:2]
+            d = dist.paired(queries.repeat_interleave(m, 0), candidates.reshape(t * m, -1)).view(t, m)
+        else:
+            raise ValueError(f"candidates must be (m, D) or (T, m, D) for {queries.shape[0]} queries, got {tuple(candidates.shape)}")
+        if shots > 1:
+            d = d.view(d.shape[0], -1, shots).mean(2)
+    return d
+
+
+def score_predictions(
+    predictions: torch.Tensor, answer: torch.Tensor, *, episode: torch.Tensor | None = None
+) -> FewShotScore:
+    """Accuracy of predictions and the half-width of its normal 95% interval.
+
+    Args:
+        predictions: int (T,), the chosen candidate of each query.
+        answer: int (T,), the correct candidate.
+        episode: int (T,), the episode of each query, or None. With >= 2 episodes the
+            standard error is taken over episode accuracies (queries of one episode share
+            a support set, so they are not independent); otherwise it is the binomial
+            ``sqrt(p (1 - p) / T)``.
+
+    Shapes:
+        predictions (T,), answer (T,), episode (T,).
+
+    Returns:
+        :class:`FewShotScore` (``ci95`` = 1.96 standard errors).
+    """
+    pred = predictions.cpu()
+    hits = pred == answer.cpu()
+    hit = hits.double()
+    p = float(hit.mean())
+    per = None
+    if episode is not None:
+        ep, inv = torch.unique(episode.cpu(), return_inverse=True)
+        per = torch.zeros(ep.numel(), dtype=torch.double).index_add_(0, inv, hit) / torch.bincount(inv).double()
+    if per is not None and per.numel() >= 2:
+        se = float(per.std(unbiased=True)) / math.sqrt(per.numel())
+    else:
+        se = math.sqrt(p * (1 - p) / hit.numel())
+    return FewShotScore(p, 1.96 * se, pred, hits, per)
+
+
+def nearest_support_score(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    answer: torch.Tensor,
+    *,
+    distance: str | BaseDistance = "euclidean",
+    shots: int = 1,
+    episode: torch.Tensor | None = None,
+) -> FewShotScore:
+    """Assign each query its nearest candidate class and score the assignment.
+
+    Args:
+        queries: (T, D) query embeddings.
+        candidates: (n * shots, D) shared by every query, or (T, n * shots, D) per query
+            (see :func:`candidate_distances`).
+        answer: int (T,), the correct class (0..n-1) of each query.
+        distance: a distance name or object (lower = closer); ties go to the lower class.
+        shots: supports per class (consecutive in ``candidates``).
+        episode: int (T,), the episode of each query, or None (see
+            :func:`score_predictions`).
+
+    Shapes:
+        queries (T, D), candidates (m, D) or (T, m, D), answer (T,), episode (T,).
+
+    Returns:
+        :class:`FewShotScore`: accuracy, 95% interval, predictions, hits.
+    """
+    d = candidate_distances(queries, candidates, distance=distance, shots=shots)
+    return score_predictions(d.argmin(1), answer, episode=episode)

@@ -13,7 +13,7 @@ from ..distances import EuclideanDistance
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
 from ..tuples import all_pairs, subsample_pairs
-from .metrics import n_way_k_shot_accuracy
+from .few_shot import n_way_k_shot_accuracy
 from .retrieval import retrieval_metrics
 
 __all__ = ["ScoredPairs", "score_folder", "score_pair_csv"]
@@ -50,7 +50,18 @@ def score_folder(
 ) -> ScoredPairs:
     """All pairs i < j of a labelled image set (a seeded random subset beyond max_pairs,
     keeping every genuine pair when they fit in half), plus N-way 1-shot accuracy
-    (5-way and 20-way when there are enough classes) and retrieval metrics."""
+    (5-way and 20-way when there are enough classes) and retrieval metrics.
+
+    Args:
+        network: the model to score.
+        ds: the labelled images.
+        max_pairs: at most this many pairs.
+        seed: seeds the pair subset and the one-shot episodes.
+        one_shot: also measure one-shot accuracy and retrieval.
+
+    Returns:
+        :class:`ScoredPairs` with the embeddings, labels and the protocol numbers.
+    """
     e = embed_all(network, ds.images)
     a, b, same = subsample_pairs(all_pairs(ds.labels), max_pairs, torch.Generator().manual_seed(seed))
     d = pair_distances_of_embeddings(network, e, a, b)
@@ -75,7 +86,15 @@ def score_folder(
 
 
 def score_pair_csv(network: SiameseNetwork, pairs: PairCSVDataset) -> ScoredPairs:
-    """The pairs listed in a ``path_a,path_b,same`` file."""
+    """The pairs listed in a ``path_a,path_b,same`` file.
+
+    Args:
+        network: the model to score.
+        pairs: the pair file, read.
+
+    Returns:
+        :class:`ScoredPairs` (no embeddings: pairs are not a labelled set).
+    """
     e = embed_all(network, pairs.images)
     d = pair_distances_of_embeddings(network, e, pairs.a, pairs.b)
     raw = _raw(pairs.images)

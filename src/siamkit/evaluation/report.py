@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .plots import _np, _plt, plot_distance_histogram, plot_embedding_map, plot_roc
+from .._atomic import write_text_atomic
+from .plots import plot_distance_histogram, plot_embedding_map, plot_roc, pyplot, save_figure, to_numpy
 from .verification import confusion_at_threshold, det_curve, verification_report
 
 __all__ = ["write_report"]
 
 
 def _plot_det(d: np.ndarray, s: np.ndarray, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     from scipy.stats import norm
 
     fpr, fnr, _ = det_curve(d, s)
@@ -35,12 +36,11 @@ def _plot_det(d: np.ndarray, s: np.ndarray, path: Path) -> None:
     ax.set(xlabel="false accept rate", ylabel="false reject rate", title="DET curve (normal deviate scale)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_confusion(conf: Any, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     m = np.array([[conf.tp, conf.fn], [conf.fp, conf.tn]])
     fig, ax = plt.subplots(figsize=(4, 3.6))
     ax.imshow(m, cmap="Blues")
@@ -51,8 +51,7 @@ def _plot_confusion(conf: Any, path: Path) -> None:
     ax.set_yticks([0, 1], ["truly same", "truly different"])
     ax.set_title(f"at threshold {conf.threshold:.4g}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(
@@ -89,7 +88,7 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    d, s = _np(distances), _np(same).astype(bool)
+    d, s = to_numpy(distances), to_numpy(same).astype(bool)
     rep = verification_report(d, s)
     metrics: dict[str, Any] = {"title": title, "split": split, "verification": rep, **(extra or {})}
     thr_source = None
@@ -107,8 +106,8 @@ def write_report(
 
     curves = {"model": (d, s)}
     if baseline is not None:
-        curves[baseline[0]] = (_np(baseline[1]), s)
-        metrics["baseline"] = {"name": baseline[0], **verification_report(_np(baseline[1]), s, include_curves=False)}
+        curves[baseline[0]] = (to_numpy(baseline[1]), s)
+        metrics["baseline"] = {"name": baseline[0], **verification_report(to_numpy(baseline[1]), s, include_curves=False)}
     plot_roc(curves, out / "roc.png", title=title)
     _plot_det(d, s, out / "det.png")
     plot_distance_histogram(d, s, out / "distances.png", threshold=threshold, title="genuine vs impostor distances")
@@ -123,8 +122,8 @@ def write_report(
         names = [class_names[int(c)] for c in uniq] if class_names else None
         plot_embedding_map(e, y, out / "embeddings.png", class_names=names if names and len(names) <= 20 else None)
         plots.append("embeddings.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    (out / "report.md").write_text(_page(metrics, plots))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    write_text_atomic(out / "report.md", _page(metrics, plots))
     return metrics
 
 

@@ -180,6 +180,10 @@ def roc(
 def det_curve(distances: ArrayLike, same: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detection error trade-off curve (scikit-learn's ``det_curve`` on ``-distance``).
 
+    Args:
+        distances: pair distances, lower = closer.
+        same: True for genuine pairs.
+
     Shapes:
         distances (P,), same (P,) -> three (K,) arrays.
 

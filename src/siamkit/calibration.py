@@ -37,15 +37,9 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 from . import __version__
-from .errors import ModelFileError, SiamkitError
-from .evaluation.verification import (
-    _as_distances,
-    _as_pairs,
-    _count_curve,
-    _eer_from_counts,
-    _gap_midpoint,
-    _tar_at_far_from_counts,
-)
+from .errors import ModelFileError
+from .evaluation.curve import as_distances, as_pairs, count_curve, eer_from_counts, gap_midpoint
+from .evaluation.verification import tar_at_far_from_counts
 from .io import write_json_atomic
 from .errors import CalibrationError, NotFittedError, SplitLeakageError
 
@@ -249,18 +243,18 @@ class Calibrator:
         far = self._check_params()
         if not isinstance(split_name, str) or not split_name.strip():
             raise ValueError(f"split_name must be a non-empty string, got {split_name!r}")
-        d, s = _as_pairs(distances, same)
-        thr, tp, fp = _count_curve(d, s)
+        d, s = as_pairs(distances, same)
+        thr, tp, fp = count_curve(d, s)
         n_pos, n_neg = int(tp[-1]), int(fp[-1])
 
         if self.threshold_method == "eer":
-            threshold = _eer_from_counts(thr, tp, fp)[1]
+            threshold = eer_from_counts(thr, tp, fp)[1]
         elif self.threshold_method == "accuracy":
             correct = tp + (n_neg - fp)
             k = int(np.argmax(correct))  # first best: the smallest such threshold
-            threshold = _gap_midpoint(thr, k) if k > 0 else float(np.nextafter(thr[1], -np.inf))
+            threshold = gap_midpoint(thr, k) if k > 0 else float(np.nextafter(thr[1], -np.inf))
         else:
-            res = _tar_at_far_from_counts(thr, tp, fp, far)
+            res = tar_at_far_from_counts(thr, tp, fp, far)
             if not res.resolvable:
                 raise CalibrationError(f"cannot fit a threshold at target_far={far:g}: {res.reason}")
             threshold = res.threshold
@@ -298,7 +292,7 @@ class Calibrator:
         Shapes: distances (...) -> bool (...).
         """
         self._check_fitted()
-        return _as_distances(distances) <= self.threshold_
+        return as_distances(distances) <= self.threshold_
 
     def confidence(self, distances: Any) -> np.ndarray:
         """Probability that each pair is the same (higher = more similar), in [0, 1].
@@ -306,7 +300,7 @@ class Calibrator:
         Shapes: distances (...) -> float64 (...).
         """
         self._check_fitted()
-        d = _as_distances(distances)
+        d = as_distances(distances)
         if self.confidence_method == "platt":
             return _sigmoid(self.platt_a_ * d + self.platt_b_)
         return np.interp(d, self.iso_x_, self.iso_y_)

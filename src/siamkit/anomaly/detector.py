@@ -18,7 +18,8 @@ import torch
 
 from ..distances import BaseDistance
 from ..errors import AnomalyError, DataError, ModelFileError, NotFittedError
-from ..evaluation.anomaly import anomaly_metrics, as_anomaly_flags, as_scores_and_flags, require_both_classes, to_numpy
+from ..evaluation.anomaly import anomaly_metrics, as_anomaly_flags, as_scores_and_flags, require_both_classes
+from ..evaluation.curve import to_numpy
 from ..evaluation.verification import equal_error_rate, min_negatives_for_far, tar_at_far
 from ..inference import embed_all
 from ..io import check_fingerprint

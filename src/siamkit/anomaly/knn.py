@@ -28,7 +28,7 @@ import torch
 
 from ..distances import DISTANCES, BaseDistance, L1Distance, get_distance
 from ..errors import AnomalyError, DataError
-from ..evaluation.anomaly import to_numpy
+from ..evaluation.curve import to_numpy
 from ..gallery.search import ExactIndex, FaissIndex
 
 __all__ = [

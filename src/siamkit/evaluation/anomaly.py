@@ -17,28 +17,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..errors import DataError
+from .curve import as_distances, to_numpy
 
 __all__ = [
     "anomaly_metrics",
     "as_anomaly_flags",
     "as_scores_and_flags",
     "require_both_classes",
-    "to_numpy",
 ]
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A numpy view of ``x`` (a torch tensor is detached and moved to the CPU)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def as_anomaly_flags(is_anomaly: Any, n: int) -> np.ndarray:
@@ -77,13 +69,7 @@ def _as_scores(scores: Any) -> np.ndarray:
         raise DataError(f"scores must be 1-D, got shape {tuple(s.shape)}")
     if s.size == 0:
         raise DataError("no samples: the scores are empty")
-    if s.dtype == bool or not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
-        raise DataError(f"scores must be real numbers, got dtype {s.dtype}")
-    s = s.astype(np.float64)
-    for bad, kind, tail in ((np.isnan(s), "NaN", ""), (np.isinf(s), "infinity", "; distances must be finite")):
-        if bad.any():
-            raise DataError(f"scores contain {kind} ({int(bad.sum())} of {s.size} values){tail}")
-    return s
+    return as_distances(s, name="scores")
 
 
 def as_scores_and_flags(scores: Any, is_anomaly: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
+from .curve import to_numpy
 
-__all__ = ["plot_roc", "plot_distance_histogram", "plot_embedding_map", "pyplot", "to_numpy", "save_figure"]
+__all__ = ["plot_roc", "plot_distance_histogram", "plot_embedding_map", "pyplot", "save_figure"]
 
 
 def pyplot():  # type: ignore[no-untyped-def]
@@ -21,12 +22,6 @@ def pyplot():  # type: ignore[no-untyped-def]
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A numpy array of ``x``: a tensor is detached, moved to the CPU and made float64;
-    anything else goes through :func:`numpy.asarray` unchanged."""
-    return np.asarray(torch.as_tensor(x).detach().cpu().double()) if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:

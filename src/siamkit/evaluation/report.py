@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .._atomic import write_text_atomic
-from .plots import plot_distance_histogram, plot_embedding_map, plot_roc, pyplot, save_figure, to_numpy
+from .curve import to_numpy
+from .plots import plot_distance_histogram, plot_embedding_map, plot_roc, pyplot, save_figure
 from .verification import confusion_at_threshold, det_curve, verification_report
 
 __all__ = ["write_report"]

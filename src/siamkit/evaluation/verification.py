@@ -33,12 +33,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import det_curve as _sk_det_curve
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as _sk_roc_curve
 
-from ..errors import DataError
+from .curve import ArrayLike, as_pairs, count_curve, eer_from_counts
 
 __all__ = [
     "roc",
@@ -50,72 +49,14 @@ __all__ = [
     "Confusion",
     "verification_report",
     "min_negatives_for_far",
+    "tar_at_far_from_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
-ArrayLike = Any  # numpy array, torch tensor or a sequence of numbers
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _to_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _as_distances(distances: ArrayLike, *, name: str = "distances") -> np.ndarray:
-    """float64 copy of ``distances``; DataError on NaN / infinity / non-numbers."""
-    d = _to_numpy(distances)
-    if d.dtype == bool or not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
-        raise DataError(f"{name} must be real numbers, got dtype {d.dtype}")
-    d = d.astype(np.float64)
-    n_nan = int(np.isnan(d).sum())
-    if n_nan:
-        raise DataError(f"{name} contain NaN ({n_nan} of {d.size} values)")
-    n_inf = int(np.isinf(d).sum())
-    if n_inf:
-        raise DataError(f"{name} contain infinity ({n_inf} of {d.size} values); distances must be finite")
-    return d
-
-
-def _as_pairs(distances: ArrayLike, same: ArrayLike, *, need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``(distances, same)`` and return ``(float64 (P,), bool (P,))``.
-
-    Raises:
-        DataError: shapes differ or are not 1-D, no pairs, ``same`` is not boolean
-            (0/1 integers are accepted), distances not finite, or (``need_both``) only
-            one class is present.
-    """
-    d_raw = _to_numpy(distances)
-    s = _to_numpy(same)
-    if d_raw.ndim != 1 or s.ndim != 1 or d_raw.shape != s.shape:
-        raise DataError(
-            f"distances and same must be 1-D with equal shapes, got {tuple(d_raw.shape)} and {tuple(s.shape)}"
-        )
-    if d_raw.size == 0:
-        raise DataError("no pairs: distances and same are empty")
-    if s.dtype != bool:
-        if not (np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
-            raise DataError(f"same must be boolean, got dtype {s.dtype}")
-        bad = ~np.isin(s, (0, 1))
-        if bad.any():
-            raise DataError(
-                f"same must be boolean (or 0/1), got {int(bad.sum())} other values, e.g. {s[bad][0]!r}"
-            )
-        s = s.astype(bool)
-    d = _as_distances(d_raw)
-    if need_both:
-        n_pos = int(s.sum())
-        n_neg = int(s.size - n_pos)
-        if n_pos == 0 or n_neg == 0:
-            raise DataError(
-                "verification needs both genuine (same=True) and impostor (same=False) pairs, "
-                f"got {n_pos} genuine and {n_neg} impostor"
-            )
-    return d, s
 
 
 def _check_far(far: float) -> float:
@@ -139,20 +80,6 @@ def min_negatives_for_far(far: float) -> int:
 # --------------------------------------------------------------------------- curves
 
 
-def _count_curve(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative counts per distinct distance: ``(thresholds, tp, fp)``, each (K+1,).
-
-    ``thresholds[0] = -inf`` (accept nothing), then the distinct distances in increasing
-    order; ``tp[k]`` / ``fp[k]`` are the genuine / impostor pairs with distance <= thresholds[k].
-    """
-    values, inverse = np.unique(d, return_inverse=True)
-    pos = np.bincount(inverse, weights=s, minlength=values.size).astype(np.int64)
-    tot = np.bincount(inverse, minlength=values.size).astype(np.int64)
-    tp = np.concatenate([[0], np.cumsum(pos)])
-    fp = np.concatenate([[0], np.cumsum(tot - pos)])
-    return np.concatenate([[-np.inf], values]), tp, fp
-
-
 def roc(
     distances: ArrayLike, same: ArrayLike, *, drop_intermediate: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,7 +99,7 @@ def roc(
         point k is the operating point of "accept when distance <= thresholds[k]". The first
         point is ``(0, 0)`` with threshold ``-inf`` (accept nothing).
     """
-    d, s = _as_pairs(distances, same)
+    d, s = as_pairs(distances, same)
     fpr, tpr, thr = _sk_roc_curve(s, -d, drop_intermediate=drop_intermediate)
     return fpr, tpr, -thr
 
@@ -192,37 +119,12 @@ def det_curve(distances: ArrayLike, same: ArrayLike) -> tuple[np.ndarray, np.nda
         decreasing; fpr decreasing, fnr increasing); point k is "accept when
         distance <= thresholds[k]".
     """
-    d, s = _as_pairs(distances, same)
+    d, s = as_pairs(distances, same)
     fpr, fnr, thr = _sk_det_curve(s, -d)
     return fpr, fnr, -thr
 
 
 # --------------------------------------------------------------------------- EER
-
-
-def _gap_midpoint(thr: np.ndarray, i: int) -> float:
-    """Middle of ``[thr[i], thr[i+1])``: all thresholds there give ROC point i on the data."""
-    if i + 1 < thr.size:
-        return float((thr[i] + thr[i + 1]) / 2.0)
-    return float(thr[i])
-
-
-def _eer_from_counts(thr: np.ndarray, tp: np.ndarray, fp: np.ndarray) -> tuple[float, float]:
-    n_pos, n_neg = int(tp[-1]), int(fp[-1])
-    fn = n_pos - tp
-    # sign of FPR - FNR in exact integers: fp/n_neg - fn/n_pos ~ fp*n_pos - fn*n_neg
-    diff = fp * n_pos - fn * n_neg  # < 0 at the first point, > 0 at the last; non-decreasing
-    i = int(np.argmax(diff >= 0))
-    if diff[i] == 0:
-        # the ROC passes exactly through FPR == FNR at point i
-        return float(fp[i] / n_neg), _gap_midpoint(thr, i)
-    j = i - 1  # diff[j] < 0 < diff[i]
-    alpha = float(-diff[j]) / float(diff[i] - diff[j])
-    fpr_j, fpr_i = fp[j] / n_neg, fp[i] / n_neg
-    eer = float(fpr_j + alpha * (fpr_i - fpr_j))
-    if j == 0:  # thr[0] is -inf (accept nothing): no distance to interpolate from
-        return eer, float(thr[i])
-    return eer, float(thr[j] + alpha * (thr[i] - thr[j]))
 
 
 def equal_error_rate(distances: ArrayLike, same: ArrayLike) -> tuple[float, float]:
@@ -258,8 +160,8 @@ def equal_error_rate(distances: ArrayLike, same: ArrayLike) -> tuple[float, floa
     Returns:
         ``(eer, threshold)``; eer in [0, 1], threshold a distance.
     """
-    d, s = _as_pairs(distances, same)
-    return _eer_from_counts(*_count_curve(d, s))
+    d, s = as_pairs(distances, same)
+    return eer_from_counts(*count_curve(d, s))
 
 
 # --------------------------------------------------------------------------- TAR@FAR
@@ -286,7 +188,19 @@ class TarAtFar:
     reason: str | None = None
 
 
-def _tar_at_far_from_counts(thr: np.ndarray, tp: np.ndarray, fp: np.ndarray, far: float) -> TarAtFar:
+def tar_at_far_from_counts(thr: np.ndarray, tp: np.ndarray, fp: np.ndarray, far: float) -> TarAtFar:
+    """True accept rate at the largest threshold whose false accept rate is <= ``far``.
+
+    Args:
+        thr: thresholds of :func:`count_curve`.
+        tp: cumulative genuine counts.
+        fp: cumulative impostor counts.
+        far: the target false accept rate.
+
+    Returns:
+        :class:`TarAtFar`; unresolved (NaN, with the reason) when there are too few
+        impostor pairs to measure ``far``.
+    """
     n_pos, n_neg = int(tp[-1]), int(fp[-1])
     need = min_negatives_for_far(far)
     if n_neg < need:
@@ -322,8 +236,8 @@ def tar_at_far(distances: ArrayLike, same: ArrayLike, far: float) -> TarAtFar:
         :class:`TarAtFar`.
     """
     far = _check_far(far)
-    d, s = _as_pairs(distances, same)
-    return _tar_at_far_from_counts(*_count_curve(d, s), far)
+    d, s = as_pairs(distances, same)
+    return tar_at_far_from_counts(*count_curve(d, s), far)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -367,7 +281,7 @@ def confusion_at_threshold(distances: ArrayLike, same: ArrayLike, threshold: flo
     threshold = float(threshold)
     if math.isnan(threshold):
         raise ValueError("threshold is NaN")
-    d, s = _as_pairs(distances, same, need_both=False)
+    d, s = as_pairs(distances, same, need_both=False)
     accept = d <= threshold
     tp = int((accept & s).sum())
     fp = int((accept & ~s).sum())
@@ -420,12 +334,12 @@ def verification_report(
         ``"roc": {"fpr", "tpr", "thresholds"}`` and ``"det": {"fpr", "fnr", "thresholds"}``.
     """
     fars = [_check_far(f) for f in fars]
-    d, s = _as_pairs(distances, same)
+    d, s = as_pairs(distances, same)
     n_pos = int(s.sum())
     n_neg = int(s.size - n_pos)
-    curve = _count_curve(d, s)
-    eer, eer_t = _eer_from_counts(*curve)
-    tars = [_tar_at_far_from_counts(*curve, f) for f in fars]
+    curve = count_curve(d, s)
+    eer, eer_t = eer_from_counts(*curve)
+    tars = [tar_at_far_from_counts(*curve, f) for f in fars]
     conf = confusion_at_threshold(d, s, eer_t)
     report: dict[str, Any] = {
         "num_pairs": int(s.size),

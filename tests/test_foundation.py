@@ -225,7 +225,7 @@ def test_read_versioned_json(tmp_path: Path) -> None:
 
 def test_check_fingerprint_rule(caplog: pytest.LogCaptureFixture) -> None:
     check_fingerprint("sha256:a", "sha256:a", where="w")
-    with pytest.raises(ModelFileError, match="not with this model.*refit"):
+    with pytest.raises(ModelFileError, match="not for this model.*refit"):
         check_fingerprint("sha256:a", "sha256:b", where="w", hint="; refit")
     with pytest.raises(ModelFileError, match="no fingerprint"):
         check_fingerprint("sha256:a", None, where="w")

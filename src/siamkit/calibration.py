@@ -40,7 +40,7 @@ from . import __version__
 from .errors import ModelFileError
 from .evaluation.curve import as_distances, as_pairs, count_curve, eer_from_counts, gap_midpoint
 from .evaluation.verification import tar_at_far_from_counts
-from .io import write_json_atomic
+from .io import check_fingerprint, check_versioned, write_json_atomic
 from .errors import CalibrationError, NotFittedError, SplitLeakageError
 
 __all__ = [
@@ -356,14 +356,7 @@ class Calibrator:
             ModelFileError: not a siamkit calibration, another format version, or a
                 missing / invalid field (the message names it).
         """
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ModelFileError(f"not a siamkit calibration (format is not {FORMAT!r})")
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFileError(
-                f"calibration format version {version!r} (siamkit {data.get('siamkit_version')}); "
-                f"this siamkit ({__version__}) reads version {FORMAT_VERSION}"
-            )
+        check_versioned(data, fmt=FORMAT, version=FORMAT_VERSION, what="calibration")
         try:
             params = data["params"]
             cal = cls(
@@ -444,15 +437,8 @@ class Calibrator:
             cal = cls.from_dict(data)
         except ModelFileError as e:
             raise ModelFileError(f"{path}: {e}") from None
-        if (
-            expected_fingerprint is not None
-            and cal.model_fingerprint_ is not None
-            and cal.model_fingerprint_ != expected_fingerprint
-        ):
-            raise ModelFileError(
-                f"{path} was fitted for model {cal.model_fingerprint_!r}, not for this model "
-                f"({expected_fingerprint!r}); recalibrate"
-            )
+        if expected_fingerprint is not None:
+            check_fingerprint(cal.model_fingerprint_, expected_fingerprint, where=str(path), hint="; recalibrate")
         return cal
 
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from ._atomic import atomic_path, write_json_atomic
 from .encoders import create_encoder
-from .errors import ModelFileError
+from .errors import ModelFileError, SiamkitError
 from .network import SiameseNetwork
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "read_config",
     "network_from_config",
     "read_versioned_json",
+    "check_versioned",
     "check_fingerprint",
     "file_fingerprint",
     "write_json_atomic",
@@ -149,45 +150,83 @@ def read_versioned_json(path: str | Path, *, fmt: str, version: int, what: str) 
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path} is not valid JSON ({e})") from None
+    return check_versioned(data, fmt=fmt, version=version, what=what, where=str(path))
+
+
+def check_versioned(data: Any, *, fmt: str, version: int, what: str, where: str | None = None) -> dict[str, Any]:
+    """Check the ``format`` / ``format_version`` header of parsed versioned JSON (the part
+    of :func:`read_versioned_json` for data that did not come from a file).
+
+    Args:
+        data: the parsed JSON.
+        fmt: the expected ``"format"`` value.
+        version: the format version this siamkit reads.
+        what: how the messages name the kind (e.g. ``"calibration"``).
+        where: names the source in messages (a path), or None.
+
+    Returns:
+        ``data``, checked.
+
+    Raises:
+        ModelFileError: not an object of that format, or another format version.
+    """
     if not isinstance(data, dict) or data.get("format") != fmt:
-        raise ModelFileError(f"{path} is not a siamkit {what} (format is not {fmt!r})")
+        raise ModelFileError(f"{where + ' is ' if where else ''}not a siamkit {what} (format is not {fmt!r})")
     found = data.get("format_version")
     if found != version:
         raise ModelFileError(
-            f"{path} was written in {what} format {found!r} (siamkit {data.get('siamkit_version')}): "
+            f"{where or 'it'} was written in {what} format {found!r} (siamkit {data.get('siamkit_version')}): "
             f"format version {found!r} is not readable; this siamkit ({__version__}) reads version {version}"
         )
     return data
 
 
-def check_fingerprint(saved: str | None, given: str | None, *, where: str, hint: str = "") -> None:
-    """The one rule for "does this file belong to this model?".
+def check_fingerprint(
+    saved: str | None,
+    given: str | None,
+    *,
+    where: str,
+    hint: str = "",
+    error: type[SiamkitError] = ModelFileError,
+    allow_unsaved: bool = False,
+) -> None:
+    """The one rule for "does this file belong to this model?" (calibration, anomaly
+    detector, a gallery's calibrator).
 
     A file that records no fingerprint (written before fingerprints existed, or for an
     unsaved network) cannot be checked: a warning. A network without a fingerprint (never
     saved or loaded) cannot be checked either: an error, since the file's numbers would be
-    applied to weights nobody can name. Otherwise the two must be equal.
+    applied to weights nobody can name, unless the caller works with unsaved networks
+    (``allow_unsaved``). Otherwise the two must be equal.
 
     Args:
         saved: the fingerprint the file records (or None).
         given: the fingerprint of the network it is used with (or None).
         where: names the file in messages.
-        hint: appended to the mismatch message (what to do, e.g. "refit the detector").
+        hint: appended to the mismatch message (what to do, e.g. "; recalibrate").
+        error: the error class raised (a :class:`~siamkit.errors.SiamkitError`).
+        allow_unsaved: accept a network without a fingerprint.
 
     Raises:
-        ModelFileError: the network has no fingerprint, or the fingerprints differ.
+        SiamkitError: ``error``, when the network has no fingerprint (and that is not
+            allowed) or the fingerprints differ.
     """
     if saved is None:
         if given is not None:
             logger.warning("%s records no model fingerprint: cannot check that it belongs to this model", where)
         return
     if given is None:
-        raise ModelFileError(
-            f"{where} was fitted with model {saved!r}, but this network has no fingerprint (it was never saved "
+        if allow_unsaved:
+            return
+        raise error(
+            f"{where} was fitted for model {saved!r}, but this network has no fingerprint (it was never saved "
             "or loaded): load the model folder it was fitted with"
         )
     if given != saved:
-        raise ModelFileError(f"{where} was fitted with model {saved!r}, not with this model ({given!r}){hint}")
+        raise error(
+            f"{where} was fitted for model {saved!r}, not for this model ({given!r}): "
+            f"use it with that model, not with this model{hint}"
+        )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -47,7 +47,7 @@ REFERENCES_FILE = "references.npz"
 FORMAT = "siamkit-anomaly"
 FORMAT_VERSION = 1
 #: what to do when a detector meets another model (appended to the fingerprint mismatch)
-FINGERPRINT_HINT = ": its references are another model's embeddings; refit the detector with this model"
+FINGERPRINT_HINT = "; its references are another model's embeddings; refit the detector with this model"
 
 D = TypeVar("D", bound="AnomalyDetector")
 

@@ -18,6 +18,7 @@ import torch
 from .. import __version__
 from ..calibration import Calibrator
 from ..errors import GalleryError, ModelMismatchError
+from ..io import check_fingerprint
 from ..network import SiameseNetwork
 from ..verify import Verifier
 
@@ -87,10 +88,13 @@ def resolve_model(model: Any, calibrator: Calibrator | None) -> tuple[SiameseNet
     if cal is not None:
         if not hasattr(cal, "threshold_"):
             raise GalleryError("the calibrator is not fitted")
-        # not io.check_fingerprint: either fingerprint missing is accepted here, silently
-        fp_cal, fp_net = getattr(cal, "model_fingerprint_", None), getattr(net, "fingerprint", None)
-        if fp_cal is not None and fp_net is not None and fp_cal != fp_net:
-            raise GalleryError(f"the calibrator was fitted for model {fp_cal!r}, not for this model ({fp_net!r})")
+        check_fingerprint(
+            getattr(cal, "model_fingerprint_", None),
+            getattr(net, "fingerprint", None),
+            where="the calibrator",
+            error=GalleryError,
+            allow_unsaved=True,  # a gallery may serve a network that was never saved
+        )
     return net.eval(), cal
 
 

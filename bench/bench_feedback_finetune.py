@@ -67,7 +67,6 @@ try:
     accepted = True
 except FinetuneRefused as e:
     rep = e.report; accepted = False
-from siamkit.verify import Verifier
 new_fresh = fresh_acc(load_model(OUT / f"new-{TAG}"), Calibrator.load(OUT / f"new-{TAG}")) if accepted else None
 summary = {"accepted": accepted, "mistakes_reported": int(len(mist)), "feedback_right_old_new": rep["feedback_pairs_right"],
            "fixed": rep["feedback_pairs_fixed"], "broken": rep["feedback_pairs_broken"], "held_out": rep["held_out"],

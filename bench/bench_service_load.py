@@ -155,7 +155,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "siamkit.service.cli", "serve", "--model", str(model), "--keys", str(root / "keys.json"),
+            [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(root / "keys.json"),
              "--gallery", str(gallery), "--port", str(port), "--torch-threads", "1", "--max-inference", "2", "--log-level", "warning"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

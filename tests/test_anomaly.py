@@ -23,7 +23,7 @@ from siamkit.anomaly import (
     anomaly_metrics,
     knn_distances,
 )
-from siamkit.anomaly_cli import anomaly_app
+from siamkit.cli.anomaly import anomaly_app
 from siamkit.errors import DataError, ModelFileError
 
 DISTANCES = ["euclidean", "sqeuclidean", "cosine", "l1"]

@@ -33,7 +33,7 @@ from siamkit.gallery import (
     model_hash,
     recall_at_k,
 )
-from siamkit.gallery.cli import gallery_app
+from siamkit.cli.gallery import gallery_app
 from siamkit.inference import network_pairwise
 from siamkit.inference import embed_all
 from siamkit.verify import Verifier

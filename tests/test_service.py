@@ -37,7 +37,7 @@ from siamkit.service import (  # noqa: E402
     create_app,
     decode_image,
 )
-from siamkit.service.cli import service_cli  # noqa: E402
+from siamkit.cli import app as service_cli  # noqa: E402
 from siamkit.network import InputSpec  # noqa: E402
 from siamkit.service.images import sniff_image_format  # noqa: E402
 from siamkit.verify import Verifier  # noqa: E402

@@ -103,7 +103,7 @@ def start_uvicorn(setup: dict[str, Any], gallery: Path) -> Server:
 
 def start_cli(setup: dict[str, Any], gallery: Path) -> Server:
     port = free_port()
-    args = [sys.executable, "-m", "siamkit.service.cli", "serve", "--model", str(setup["model"]), "--keys", str(setup["keys"]),
+    args = [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(setup["model"]), "--keys", str(setup["keys"]),
             "--gallery", str(gallery), "--port", str(port), "--log-level", "warning", "--torch-threads", "1"]
     s = Server(args, _env(), port, setup["root"] / f"cli-{port}.log")
     s.wait_ready()

@@ -370,10 +370,6 @@ class AnomalyDetector:
         self.check_network(network)
         return _embed(network, inputs, batch_size)
 
-    def _embed_checked(self, network: SiameseNetwork, inputs: torch.Tensor, batch_size: int) -> np.ndarray:
-        # kept for siamkit.anomaly_cli until it calls embed_inputs
-        return self.embed_inputs(network, inputs, batch_size=batch_size)
-
     def score_inputs(self, network: SiameseNetwork, inputs: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
         """Embed inputs with ``network`` (checked against the detector's model) and :meth:`score`.
 

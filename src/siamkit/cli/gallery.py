@@ -1,55 +1,33 @@
 """``siamkit gallery ...``: enrol, add, remove, list, verify, identify, reembed.
 
 A thin edge over :class:`siamkit.gallery.Gallery`: parse once, call the library, print.
-Bad input ends with one line ``error: ...`` on stderr and exit code 2.
-
-Mounted in ``siamkit.cli`` with ``app.add_typer(gallery_app, name="gallery")``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, List, Optional
 
 import typer
 
+from ._common import JSON_OUT, clean_errors, command_group, echo_json, parse_json_object
+
 __all__ = ["gallery_app"]
 
-gallery_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Enrol identities and verify / identify images against them (a SQLite gallery file).",
-    pretty_exceptions_enable=False,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _clean_errors(fn: F) -> F:
-    """siamkit.cli's error handling (one line, exit 2), imported when called so that
-    siamkit.cli can import this module at any point."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..cli import _clean_errors as clean
-
-        return clean(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
+gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file).")
 
 GALLERY = typer.Option(..., "--gallery", "-g", help="The gallery file (SQLite).")
 MODEL = typer.Option(None, "--model", "-m", help="The model folder the gallery uses (with its calibration.json).")
-JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 SCORING = typer.Option(None, "--scoring", help="best (closest sample) or mean (mean embedding); default: the gallery's.")
 INDEX = typer.Option("auto", "--index", help="Search index: auto, exact, flat, hnsw, ivf.")
+METADATA_EXAMPLE = '{"team": "R&D"}'
 
 
-def _open(gallery: Path, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True):  # type: ignore[no-untyped-def]
+def _open(gallery: Path, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True) -> Any:
+    """The gallery file opened with ``model``, after checking both were given / exist."""
     from ..errors import SiamkitError
-    from .gallery import Gallery
+    from ..gallery import Gallery
 
     if need_model and model is None:
         raise SiamkitError("--model is required: the model folder the gallery was built with")
@@ -58,31 +36,21 @@ def _open(gallery: Path, model: Optional[Path], *, create: bool = False, scoring
     return Gallery.open(gallery, model, create=create, scoring=scoring, index=index)
 
 
-def _parse_metadata(text: Optional[str]) -> Optional[dict[str, Any]]:
-    from ..errors import SiamkitError
-
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SiamkitError(f"--metadata must be a JSON object like '{{\"team\": \"R&D\"}}' ({e})") from None
-    if not isinstance(value, dict):
-        raise SiamkitError(f"--metadata must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
 def _record_line(r: Any) -> str:
     meta = f"  {json.dumps(r.metadata, sort_keys=True)}" if r.metadata else ""
     return f"{r.identity}: {r.n_samples} sample{'s' if r.n_samples != 1 else ''}{meta}"
 
 
+def _echo_record(r: Any, as_json: bool, head: str) -> None:
+    """An identity's record after enroll / add: its JSON, or ``HEAD<identity>: N samples``."""
+    if as_json:
+        echo_json(r.to_dict())
+    else:
+        typer.echo(f"{head}{_record_line(r)}")
+
+
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def enroll(
     identity: str = typer.Argument(..., help="The new identity's name."),
     images: List[Path] = typer.Argument(..., help="One or more images of it."),
@@ -94,15 +62,13 @@ def enroll(
 ) -> None:
     """Enrol a new identity from images (creates the gallery file if needed)."""
     with _open(gallery, model, create=True, scoring=scoring) as g:
-        r = g.enroll(identity, list(images), metadata=_parse_metadata(metadata))
-    if as_json:
-        _echo_json(r.to_dict())
-        return
-    typer.echo(f"enrolled {_record_line(r)}")
+        meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
+        r = g.enroll(identity, list(images), metadata=meta)
+    _echo_record(r, as_json, "enrolled ")
 
 
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def add(
     identity: str = typer.Argument(..., help="An enrolled identity."),
     images: List[Path] = typer.Argument(..., help="More images of it."),
@@ -113,14 +79,11 @@ def add(
     """Add samples to an enrolled identity."""
     with _open(gallery, model) as g:
         r = g.add_samples(identity, list(images))
-    if as_json:
-        _echo_json(r.to_dict())
-        return
-    typer.echo(f"added {len(images)}: {_record_line(r)}")
+    _echo_record(r, as_json, f"added {len(images)}: ")
 
 
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def remove(
     identity: str = typer.Argument(..., help="An enrolled identity."),
     gallery: Path = GALLERY,
@@ -133,7 +96,7 @@ def remove(
 
 
 @gallery_app.command("list")
-@_clean_errors
+@clean_errors
 def list_(
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
@@ -144,7 +107,7 @@ def list_(
         records = g.list()
         meta = g.meta
     if as_json:
-        _echo_json({"identities": [r.to_dict() for r in records], "model_fingerprint": meta.get("model_fingerprint")})
+        echo_json({"identities": [r.to_dict() for r in records], "model_fingerprint": meta.get("model_fingerprint")})
         return
     n_samples = sum(r.n_samples for r in records)
     typer.echo(
@@ -156,7 +119,7 @@ def list_(
 
 
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def verify(
     identity: str = typer.Argument(..., help="The claimed identity."),
     image: Path = typer.Argument(..., help="The probe image."),
@@ -169,7 +132,7 @@ def verify(
     with _open(gallery, model, scoring=scoring) as g:
         r = g.verify(identity, image)
     if as_json:
-        _echo_json(r.to_dict())
+        echo_json(r.to_dict())
         return
     typer.echo(f"identity:   {r.identity} ({r.n_samples} samples, scoring {r.scoring})")
     typer.echo(f"distance:   {r.distance:.6f}  (lower = more similar)")
@@ -182,8 +145,25 @@ def verify(
     typer.echo(f"closest sample: #{r.sample_id} (distance {r.sample_distance:.6f})")
 
 
+def _echo_identification(r: Any) -> None:
+    """The decision of ``identify`` and its ranked candidates, as text."""
+    if r.decision is None:
+        typer.echo(f"decision: none ({r.note})")
+    elif r.unknown:
+        extra = f"; best {r.best.identity} at {r.best.distance:.6g}" if r.best else ""
+        typer.echo(f"decision: unknown (no identity within the calibrated threshold {r.threshold:.6g}{extra})")
+    else:
+        assert r.best is not None and r.confidence is not None
+        typer.echo(f"decision: {r.decision}  (distance {r.best.distance:.6g} <= threshold {r.threshold:.6g}, confidence {r.confidence:.4f})")
+    if r.candidates:
+        typer.echo(f"{'rank':>4}  {'identity':<24}{'distance':>12}{'score':>10}")
+        for i, c in enumerate(r.candidates, 1):
+            typer.echo(f"{i:>4}  {c.identity:<24}{c.distance:>12.6f}{c.score:>10.4f}")
+    typer.echo(f"(scoring {r.scoring}, {r.index} search)")
+
+
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def identify(
     image: Path = typer.Argument(..., help="The probe image."),
     gallery: Path = GALLERY,
@@ -201,32 +181,20 @@ def identify(
     with _open(gallery, model, scoring=scoring, index=index) as g:
         r = g.identify(image, k=k)
     if as_json:
-        _echo_json(r.to_dict())
-        return
-    if r.decision is None:
-        typer.echo(f"decision: none ({r.note})")
-    elif r.unknown:
-        extra = f"; best {r.best.identity} at {r.best.distance:.6g}" if r.best else ""
-        typer.echo(f"decision: unknown (no identity within the calibrated threshold {r.threshold:.6g}{extra})")
+        echo_json(r.to_dict())
     else:
-        assert r.best is not None and r.confidence is not None
-        typer.echo(f"decision: {r.decision}  (distance {r.best.distance:.6g} <= threshold {r.threshold:.6g}, confidence {r.confidence:.4f})")
-    if r.candidates:
-        typer.echo(f"{'rank':>4}  {'identity':<24}{'distance':>12}{'score':>10}")
-        for i, c in enumerate(r.candidates, 1):
-            typer.echo(f"{i:>4}  {c.identity:<24}{c.distance:>12.6f}{c.score:>10.4f}")
-    typer.echo(f"(scoring {r.scoring}, {r.index} search)")
+        _echo_identification(r)
 
 
 @gallery_app.command()
-@_clean_errors
+@clean_errors
 def reembed(
     gallery: Path = GALLERY,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The NEW model folder to migrate the gallery to."),
 ) -> None:
     """Migrate the gallery to another model: re-embed every stored sample (one transaction)."""
     from ..errors import SiamkitError
-    from .gallery import Gallery
+    from ..gallery import Gallery
 
     if model is None:
         raise SiamkitError("--model is required: the model folder to migrate the gallery to")

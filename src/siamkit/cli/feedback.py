@@ -1,0 +1,101 @@
+"""``siamkit feedback add / list``: reported mistakes in the feedback store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._common import FEEDBACK_STORE, JSON_OUT, clean_errors, command_group, echo_json, parse_json_object
+
+__all__ = ["feedback_app"]
+
+feedback_app = command_group("Reported mistakes (the feedback store).")
+
+
+def _image_arg(path: Path, what: str) -> tuple[bytes, str]:
+    """The bytes and sniffed format of an image option's file."""
+    from ..errors import DataError
+    from ..service.images import sniff_image_format
+
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    fmt = sniff_image_format(data[:32])
+    if fmt is None:
+        raise DataError(f"{what} {path} is not a PNG, JPEG, GIF, BMP or WebP image")
+    return data, fmt
+
+
+def _model_fingerprint(model: Path, images: list[tuple[Optional[tuple[bytes, str]], str]], check_images: bool) -> Optional[str]:
+    """The fingerprint of ``model``; with ``check_images``, each image decoded with its input spec first."""
+    from ..errors import SiamkitError
+    from ..io import load_model
+    from ..service.images import Limits, decode_image
+
+    net = load_model(model)
+    fingerprint = getattr(net, "fingerprint", None)
+    if check_images:
+        spec = net.input_spec.require_image()
+        for data, what in images:
+            if data is not None:
+                try:
+                    decode_image(data[0], spec, Limits(), what=what)
+                except Exception as e:  # noqa: BLE001 - UploadError (and any decode failure): one error line
+                    raise SiamkitError(str(e)) from None
+    return fingerprint
+
+
+@feedback_app.command("add")
+@clean_errors
+def feedback_add(
+    feedback: Path = FEEDBACK_STORE,
+    kind: str = typer.Option(..., "--kind", help="verify (two images), identity_verify (probe + --identity) or identify (probe)."),
+    image_a: Path = typer.Option(..., "--image-a", "--probe", help="The probe, or the first image of the pair."),
+    image_b: Optional[Path] = typer.Option(None, "--image-b", help="verify: the second image."),
+    identity: Optional[str] = typer.Option(None, "--identity", help="identity_verify: the claimed identity."),
+    same: Optional[bool] = typer.Option(None, "--same/--different", help="The truth (verify, identity_verify)."),
+    true_identity: Optional[str] = typer.Option(None, "--true-identity", help="identify: who it really is ('unknown' = not enrolled)."),
+    predicted: Optional[str] = typer.Option(None, "--predicted", help='What the system said, as JSON, e.g. \'{"same": true, "distance": 0.41}\'.'),
+    reporter: str = typer.Option(..., "--reporter", help="Who reports it."),
+    note: Optional[str] = typer.Option(None, "--note", help="Free text."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The model that made the mistake (its fingerprint is recorded)."),
+    model_checked: bool = typer.Option(True, "--check-images/--no-check-images", help="Decode the images with --model's input spec."),
+) -> None:
+    """Record a reported mistake (and its audit entry) in the feedback store."""
+    from ..feedback import FeedbackStore
+
+    a = _image_arg(image_a, "--image-a")
+    b = _image_arg(image_b, "--image-b") if image_b is not None else None
+    pred: dict[str, Any] = parse_json_object(predicted, option="--predicted") if predicted else {}
+    truth: dict[str, Any] = {"identity": true_identity} if kind == "identify" else {"same": same}
+    fingerprint = None
+    if model is not None:
+        fingerprint = _model_fingerprint(model, [(a, "--image-a"), (b, "--image-b")], model_checked)
+    with FeedbackStore.open(feedback) as store:
+        fid = store.add(
+            actor=f"cli:{reporter}", kind=kind, image_a=a, image_b=b, identity=identity, predicted=pred, truth=truth,
+            reporter=reporter, note=note, model_fingerprint=fingerprint,
+        )
+    typer.echo(f"feedback {fid} recorded in {feedback}")
+
+
+@feedback_app.command("list")
+@clean_errors
+def feedback_list(
+    feedback: Path = FEEDBACK_STORE,
+    status: Optional[str] = typer.Option(None, help="new, used or rejected."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """List the reported mistakes (without the images)."""
+    from ..feedback import FeedbackStore
+
+    with FeedbackStore.open(feedback, create=False) as store:
+        rows = [r.summary() for r in store.list(status=status)]
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['id']:>5}  {r['status']:<8} {r['kind']:<15} truth={json.dumps(r['truth'])}  by {r['actor']}")

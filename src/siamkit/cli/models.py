@@ -1,0 +1,142 @@
+"""Commands on a trained model: ``summary``, ``compare``, ``calibrate`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._common import JSON_OUT, clean_errors, echo_json, fail, parse_shape
+
+__all__ = ["calibrate", "compare", "evaluate", "summary"]
+
+MODEL_DIR = typer.Argument(..., help="A model folder.")
+MAX_PAIRS = typer.Option(500_000, help="Pairs drawn from a folder at most.")
+
+
+@clean_errors
+def summary(
+    model: str = typer.Argument(..., help="A model folder, or an encoder name (conv4, resnet, koch, mlp)."),
+    input_shape: Optional[str] = typer.Option(None, help="C,H,W (images) or F (vectors); default: the model's."),
+    embedding_dim: Optional[int] = typer.Option(None, help="For an encoder name: the embedding size."),
+) -> None:
+    """Print each layer's output shape and parameter count, and the totals."""
+    from ..encoders import create_encoder, list_encoders
+    from ..io import load_model
+    from ..summary import summarize
+
+    path = Path(model)
+    net: Any
+    if path.exists():
+        net = load_model(path)
+        shape = parse_shape(input_shape) if input_shape else net.input_spec.shape
+        if not shape:
+            fail("the model does not record its input shape; pass --input-shape")
+    elif model in list_encoders():
+        if not input_shape:
+            fail("pass --input-shape for an encoder name, e.g. --input-shape 1,105,105")
+        shape = parse_shape(input_shape)
+        kwargs: dict[str, Any] = {"in_features": int(math.prod(shape))} if model == "mlp" else {"in_channels": shape[0]}
+        if embedding_dim is not None:
+            kwargs["embedding_dim"] = embedding_dim
+        net = create_encoder(model, **kwargs)
+    else:
+        fail(f"{model!r} is neither a model folder nor an encoder name ({', '.join(list_encoders())})")
+    typer.echo(summarize(net, shape).to_text())
+
+
+@clean_errors
+def compare(
+    model: Path = MODEL_DIR,
+    image_a: Path = typer.Argument(..., help="First image."),
+    image_b: Path = typer.Argument(..., help="Second image."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Distance (lower = closer) and similarity score (higher = more similar) of two images."""
+    from ..verify import compare_files
+
+    r = compare_files(model, image_a, image_b)
+    if as_json:
+        echo_json(r, sort_keys=False)
+        return
+    typer.echo(f"distance:   {r['distance']:.6f}  (lower = more similar; {r['distance_kind']})")
+    typer.echo(f"score:      {r['score']:.6f}  (higher = more similar)")
+    if r.get("same") is not None:
+        typer.echo(f"decision:   {'SAME' if r['same'] else 'DIFFERENT'}  (calibrated threshold {r['threshold']:.6g})")
+        typer.echo(f"confidence: {r['confidence']:.4f}  (probability of 'same')")
+    else:
+        typer.echo("decision:   none (the model is not calibrated: run `siamkit calibrate`)")
+
+
+def _scored(model: Path, data: Path, max_pairs: int, seed: int) -> tuple[Any, Any]:
+    """Load a model and score a split given as an image folder or a pair CSV."""
+    from ..data.images import ImageFolderDataset
+    from ..data.pairs import PairCSVDataset
+    from ..evaluation.protocols import score_folder, score_pair_csv
+    from ..io import load_model
+
+    net = load_model(model)
+    spec = net.input_spec
+    if not spec.is_image:
+        fail("evaluate and calibrate take image models; this model was trained on vectors")
+    size, ch = spec.image_size, int(spec.channels)
+    if data.is_file() and data.suffix.lower() == ".csv":
+        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch))
+    else:
+        scored = score_folder(net, ImageFolderDataset.from_folder(data, image_size=size, channels=ch), max_pairs=max_pairs, seed=seed)
+    scored.split["data"] = str(data.resolve())
+    return net, scored
+
+
+@clean_errors
+def calibrate(
+    model: Path = MODEL_DIR,
+    data: Path = typer.Option(..., "--data", help="Validation split: an image folder (one sub-folder per class) or a path_a,path_b,same CSV."),
+    method: str = typer.Option("eer", help="Threshold: eer, accuracy, or far (with --target-far)."),
+    target_far: float = typer.Option(1e-3, help="False accept rate for --method far."),
+    confidence: str = typer.Option("platt", help="Confidence mapping: platt or isotonic."),
+    max_pairs: int = MAX_PAIRS,
+    seed: int = typer.Option(0, help="Seed of the pair subset."),
+) -> None:
+    """Fit the decision threshold and confidence on a validation split; save calibration.json."""
+    from ..calibration import Calibrator
+
+    net, scored = _scored(model, data, max_pairs, seed)
+    cal = Calibrator(threshold_method=method, target_far=target_far, confidence_method=confidence)
+    cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint)
+    path = cal.save(model)
+    typer.echo(f"threshold {cal.threshold_:.6g} ({method}) fitted on {cal.n_pos_:,} genuine and {cal.n_neg_:,} impostor pairs")
+    typer.echo(f"saved {path}; `siamkit compare` and `siamkit evaluate` now use it")
+
+
+@clean_errors
+def evaluate(
+    model: Path = MODEL_DIR,
+    data: Path = typer.Option(..., "--data", help="Test split: an image folder (one sub-folder per class) or a path_a,path_b,same CSV."),
+    out: Path = typer.Option(Path("report"), help="Report folder (report.md, PNGs, metrics.json)."),
+    max_pairs: int = MAX_PAIRS,
+    seed: int = typer.Option(0, help="Seed of the pair subset and episodes."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score raw pixels on the same pairs."),
+) -> None:
+    """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
+    one-shot accuracy, retrieval; writes a report folder."""
+    from ..calibration import Calibrator
+    from ..evaluation.report import write_report
+
+    net, scored = _scored(model, data, max_pairs, seed)
+    cal = Calibrator.load(model, expected_fingerprint=net.fingerprint)
+    if cal is not None:
+        cal.check_not_fitted_on(scored.split["data"])
+    m = write_report(
+        out, scored.distances, scored.same, title=f"{model.name} on {data.name}", split=scored.split,
+        calibration=cal.to_dict() if cal is not None else None, embeddings=scored.embeddings, labels=scored.labels,
+        extra=scored.extra, baseline=("raw pixels", scored.baseline) if baseline else None,
+    )
+    v, t = m["verification"], m["at_threshold"]
+    typer.echo(f"ROC AUC {v['roc_auc']:.4f}   EER {v['eer']:.4f}   accuracy {t['accuracy']:.4f} at threshold {t['threshold']:.4g} ({t['source']})")
+    for k, val in scored.extra.items():
+        if "accuracy" in val:
+            typer.echo(f"{k.replace('_', ' ')}: {val['accuracy']:.4f} ± {val['ci95']:.4f} (raw pixels {val['baseline_accuracy']:.4f})")
+    typer.echo(f"report: {out / 'report.md'}")

@@ -1,0 +1,99 @@
+"""``siamkit serve`` (the HTTP service) and ``siamkit keys add / list / revoke`` (its API keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import clean_errors, command_group
+
+__all__ = ["keys_app", "serve"]
+
+keys_app = command_group("API keys of the HTTP service (stored hashed).")
+KEYS = typer.Option(..., "--keys", help="The keys file (JSON; created if missing).")
+
+
+@clean_errors
+def serve(
+    model: Path = typer.Option(..., "--model", "-m", help="The model folder (with calibration.json for decisions)."),
+    keys: Path = typer.Option(..., "--keys", help="The API keys file (create keys with `siamkit keys add`)."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="The gallery file (SQLite; created if missing)."),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (default: GALLERY.feedback.sqlite)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default: loopback only)."),
+    port: int = typer.Option(8000, help="Port."),
+    max_request_mb: float = typer.Option(16.0, help="Largest request body, MB."),
+    max_image_mb: float = typer.Option(4.0, help="Largest image, MB."),
+    max_pixels: int = typer.Option(16_000_000, help="Largest image, width x height (checked before decoding)."),
+    max_batch: int = typer.Option(16, help="Most images per enrolment request."),
+    max_inference: Optional[int] = typer.Option(None, help="Concurrent decode + embed jobs (default: CPU count)."),
+    torch_threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: torch's)."),
+    index: str = typer.Option("auto", help="Gallery search index: auto, exact, flat, hnsw, ivf."),
+    private_metrics: bool = typer.Option(False, "--private-metrics", help="/metrics needs an API key."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from ..service.app import ServiceSettings, create_app
+    from ..service.images import Limits
+
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, torch_threads))
+    limits = Limits(
+        max_request_bytes=int(max_request_mb * 1024 * 1024), max_image_bytes=int(max_image_mb * 1024 * 1024),
+        max_pixels=max_pixels, max_batch=max_batch,
+    )
+    app = create_app(
+        ServiceSettings(
+            model=model, keys=keys, gallery=gallery, feedback=feedback, limits=limits,
+            public_metrics=not private_metrics, max_inference=max_inference, index=index,
+        )
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: binding {host}: the service is reachable from the network; put TLS in front of it", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, server_header=False, access_log=True)
+
+
+@keys_app.command("add")
+@clean_errors
+def keys_add(
+    name: str = typer.Option(..., "--name", help="Who or what uses the key (recorded in the audit log)."),
+    role: str = typer.Option("read", "--role", help="read (verify / identify) or admin (also enrol / delete / feedback)."),
+    keys: Path = KEYS,
+) -> None:
+    """Create a key; prints it once (only its scrypt hash is stored)."""
+    from ..service.security import KeyStore
+
+    store = KeyStore.load(keys) if keys.exists() else KeyStore(path=keys)
+    key = store.add(name, role)
+    store.save(keys)
+    typer.echo(key)
+    typer.echo(f"key {name!r} ({role}) added to {keys}; it is shown only now: store it safely", err=True)
+
+
+@keys_app.command("list")
+@clean_errors
+def keys_list(keys: Path = KEYS) -> None:
+    """List the keys (names, ids, roles; never the keys)."""
+    from ..service.security import KeyStore
+
+    for r in KeyStore.load(keys).records:
+        typer.echo(f"{r.id}  {r.role:<5}  {r.name}")
+
+
+@keys_app.command("revoke")
+@clean_errors
+def keys_revoke(name: str = typer.Argument(..., help="The key's name or id."), keys: Path = KEYS) -> None:
+    """Remove a key (a running service keeps it until restarted)."""
+    from ..errors import SiamkitError
+    from ..service.security import KeyStore
+
+    store = KeyStore.load(keys)
+    if not store.revoke(name):
+        raise SiamkitError(f"no key named {name!r} in {keys}")
+    store.save(keys)
+    typer.echo(f"revoked {name!r}; restart the service to apply it")

@@ -1,0 +1,162 @@
+"""``siamkit train`` (a new or resumed run on an image folder) and ``siamkit finetune``
+(the reported mistakes mixed with replay of the training data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._common import FEEDBACK_STORE, clean_errors, echo_json, fail, parse_size, setup_logging
+
+__all__ = ["finetune", "train"]
+
+
+def _resumed_run(out: Path, data: Path, progress: Optional[bool]) -> tuple[Any, Any]:
+    """The saved options of the interrupted run in ``out`` and ``data`` read as it was trained."""
+    from ..data.images import ImageFolderDataset
+    from ..training import TrainConfig
+    from ..training.loop import read_checkpoint_state
+
+    st = read_checkpoint_state(out)
+    config = TrainConfig.from_dict(st["config"])
+    if progress is not None:
+        config.progress = progress
+    shape = st.get("sample_shape", [])
+    if len(shape) != 3:
+        fail(f"the checkpoint in {out} was not trained on images")
+    ds = ImageFolderDataset.from_folder(data, image_size=(shape[1], shape[2]), channels=shape[0], min_per_class=2)
+    return config, ds
+
+
+def _encoder_kwargs(width: Optional[int], grid: Optional[int], dropout: Optional[float]) -> dict[str, Any]:
+    """The encoder options given on the command line (the encoder's defaults for the rest)."""
+    given = {"width": width, "grid": grid, "dropout": dropout}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _print_result(result: Any, out: Path) -> None:
+    last = result.history[-1] if result.history else {}
+    typer.echo(
+        f"done: {len(result.history)} epochs, best epoch {result.best_epoch}"
+        + (f", validation ROC AUC {result.best_metric:.4f}" if result.best_metric is not None else "")
+        + (" (stopped early)" if result.stopped_early else "")
+    )
+    if last.get("images_per_s"):
+        typer.echo(f"last epoch: {last['images_per_s']:.0f} images/s")
+    typer.echo(f"model: {out / 'model'}   metrics log: {out / 'metrics.jsonl'}")
+
+
+@clean_errors
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder of images per class."),
+    out: Path = typer.Option(Path("runs/train"), help="Output folder: model/, checkpoint/, metrics.jsonl."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its saved options."),
+    encoder: str = typer.Option("conv4", help="Encoder: conv4, resnet, koch, mlp."),
+    embedding_dim: int = typer.Option(64, help="Embedding size (0 = the encoder's pooled features)."),
+    width: Optional[int] = typer.Option(None, help="conv4: channels per block."),
+    grid: Optional[int] = typer.Option(None, help="conv4: pool the last map to GRID x GRID before flattening."),
+    dropout: Optional[float] = typer.Option(None, help="Encoder dropout before the projection."),
+    distance: str = typer.Option("euclidean", help="euclidean, sqeuclidean, cosine, l1."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise embeddings."),
+    loss: str = typer.Option(
+        "triplet", help="contrastive, triplet, binary (Koch pair head), mnr, views, normsoftmax (cosine classifier)."
+    ),
+    miner: Optional[str] = typer.Option(None, help="all_pairs, hard_pairs, batch_hard, semi_hard (default: by loss)."),
+    margin: float = typer.Option(0.2, help="Triplet margin / contrastive negative margin."),
+    batching: str = typer.Option("classes", help="classes (m-per-class batches, mined) or pairs (random genuine/impostor pairs)."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+    m_per_class: int = typer.Option(4, help="Images per class in a batch."),
+    epochs: int = typer.Option(20, help="Epochs."),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="Batches per epoch (default: images / batch size)."),
+    optimizer: str = typer.Option("adam", help="adam or adamw."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    schedule: str = typer.Option("cosine", help="cosine, step or none."),
+    step_size: int = typer.Option(10, help="step schedule: epochs per step."),
+    gamma: float = typer.Option(0.1, help="step schedule: factor per step."),
+    grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm to this."),
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="Random affine augmentation."),
+    rotation: float = typer.Option(10.0, help="Augmentation: max rotation in degrees."),
+    fill: float = typer.Option(0.0, help="Augmentation: background value in [0, 1] (1 = white paper)."),
+    image_size: Optional[str] = typer.Option(None, help="Resize images to SIDE or H,W (default: first image's size)."),
+    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (colour); default: from the files."),
+    val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping."),
+    patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
+    precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
+    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
+    seed: int = typer.Option(0, help="Random seed."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each epoch."),
+) -> None:
+    """Train on a folder of images laid out one sub-folder per class."""
+    from ..data.images import ImageFolderDataset
+    from ..training import TrainConfig, fit
+
+    setup_logging(verbose)
+    if data is None:
+        fail("--data is required: a folder with one sub-folder of images per class")
+    if resume:
+        config, ds = _resumed_run(out, data, progress)
+    else:
+        config = TrainConfig(
+            encoder=encoder, encoder_kwargs=_encoder_kwargs(width, grid, dropout), embedding_dim=embedding_dim or None,
+            normalize=normalize, distance=distance, loss=loss, miner=miner, margin=margin, batching=batching,
+            batch_size=batch_size, m_per_class=m_per_class, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, step_size=step_size, gamma=gamma,
+            grad_clip=grad_clip, augment=augment, rotation=rotation, fill=fill, val_fraction=val_fraction,
+            patience=patience, precision=precision, channels_last=channels_last, seed=seed, progress=progress,
+        )
+        if (out / "checkpoint").exists():
+            fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        ds = ImageFolderDataset.from_folder(data, image_size=parse_size(image_size), channels=channels, min_per_class=2)
+    typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}")
+    result = fit(ds.images, ds.labels, config, out_dir=out, resume=resume)
+    _print_result(result, out)
+
+
+def _print_finetune_report(rep: dict[str, Any], out: Path) -> None:
+    o, n = rep["held_out"]["old"], rep["held_out"]["new"]
+    typer.echo(f"feedback pairs right: {rep['feedback_pairs_right']['old']:.3f} -> {rep['feedback_pairs_right']['new']:.3f} "
+               f"({rep['feedback_pairs_fixed']} fixed, {rep['feedback_pairs_broken']} broken, of {rep['feedback_pairs']})")
+    typer.echo(f"held-out ROC AUC {o['roc_auc']:.4f} -> {n['roc_auc']:.4f}; accuracy {o['accuracy']:.4f} -> {n['accuracy']:.4f}")
+    typer.echo(f"new model: {out}" + (f"; gallery re-embedded ({rep['gallery_reembedded']} samples)" if "gallery_reembedded" in rep else ""))
+
+
+@clean_errors
+def finetune(
+    model: Path = typer.Option(..., "--model", "-m", help="The current (calibrated) model folder."),
+    feedback: Path = FEEDBACK_STORE,
+    out: Path = typer.Option(..., "--out", help="The new model folder (written only when it is not worse)."),
+    replay: Path = typer.Option(..., "--replay", help="The original training data: one sub-folder of images per class."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="The gallery (for identify / identity_verify feedback)."),
+    reembed_gallery: bool = typer.Option(False, "--reembed-gallery", help="Re-embed the gallery with the new model."),
+    steps: int = typer.Option(300, help="Optimizer steps."),
+    lr: float = typer.Option(2e-4, help="Learning rate."),
+    feedback_weight: float = typer.Option(2.0, help="Weight of a feedback pair relative to a replay pair."),
+    max_regression: float = typer.Option(0.005, help="Largest allowed drop of held-out ROC AUC / accuracy."),
+    seed: int = typer.Option(0, help="Seed of the class split and batches."),
+) -> None:
+    """Fine-tune on the reported mistakes mixed with replay of the training data;
+    re-calibrate; refuse to write the new model if it is worse on held-out classes."""
+    from ..data.images import ImageFolderDataset
+    from ..errors import FinetuneRefused
+    from ..training.finetune import FinetuneConfig
+    from ..training.finetune import finetune as run_finetune
+    from ..io import read_config
+    from ..network import InputSpec
+
+    spec = InputSpec.from_dict(read_config(model)["network"].get("input_spec"))
+    if not spec.is_image:
+        fail("finetune takes image models")
+    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels))
+    cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression, seed=seed)
+    try:
+        rep = run_finetune(model, feedback, out, replay_images=ds.images, replay_labels=ds.labels, gallery=gallery,
+                           reembed_gallery=reembed_gallery, config=cfg)
+    except FinetuneRefused as e:
+        echo_json(e.report["held_out"], sort_keys=False, err=True)
+        typer.echo(f"refused: {e}", err=True)
+        raise typer.Exit(3) from None
+    _print_finetune_report(rep, out)

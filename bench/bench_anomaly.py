@@ -272,6 +272,11 @@ def run_omniglot(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def results_and_training(part: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A part's results and how its model came about (reused, or the training time)."""
+    return part["results"], "reused model" if part["reused_model"] else f"{part['train_seconds']:.0f} s"
+
+
 def report(res: dict[str, Any], args: argparse.Namespace, m: dict[str, Any]) -> str:
     lines = [
         (f"`python bench/bench_anomaly.py{' --ablation' if args.ablation else ''}` (one torch / FAISS thread). "
@@ -287,8 +292,7 @@ def report(res: dict[str, Any], args: argparse.Namespace, m: dict[str, Any]) -> 
     ]
     if "cedar" in res:
         c = res["cedar"]
-        r = c["results"]
-        how = "reused model" if c["reused_model"] else f"{c['train_seconds']:.0f} s"
+        r, how = results_and_training(c)
         lines += [
             "",
             "### (a) Skilled forgeries as anomalies (CEDAR)",
@@ -341,9 +345,8 @@ def report(res: dict[str, Any], args: argparse.Namespace, m: dict[str, Any]) -> 
             ]
     if "omniglot" in res:
         o = res["omniglot"]
-        r = o["results"]
+        r, how = results_and_training(o)
         tc = o["train_config"]
-        how = "reused model" if o["reused_model"] else f"{o['train_seconds']:.0f} s"
         lines += [
             "",
             "### (b) Novel classes (Omniglot)",

@@ -47,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 DOC_HEADING = "## Miner + loss vs pytorch-metric-learning"
 BATCHES = (128, 512, 2048)
@@ -92,14 +94,6 @@ def _build(method: str):
         s_miner, p_miner = BatchHardMiner(), pml_miners.BatchHardMiner()
         p_loss = pml_losses.TripletMarginLoss(margin=MARGIN)
 
-        def siamkit(x, labels):
-            t = s_miner.mine(x, labels)
-            return triplet_loss(x, t, margin=MARGIN, reduction="mean_nonzero"), t
-
-        def pml(x, labels):
-            t = p_miner(x, labels)
-            return p_loss(x, labels, t), t
-
     elif method == "hard_pairs":
         s_miner = HardPairMiner(pos_margin=POS_MARGIN, neg_margin=NEG_MARGIN)
         p_miner = pml_miners.PairMarginMiner(pos_margin=POS_MARGIN, neg_margin=NEG_MARGIN)
@@ -110,25 +104,22 @@ def _build(method: str):
             per = contrastive_loss(x, pairs, pos_margin=0.0, neg_margin=1.0, power=1, reduction="none")
             return _avg_nonzero(per[pairs.same]) + _avg_nonzero(per[~pairs.same]), pairs
 
-        def pml(x, labels):
-            t = p_miner(x, labels)
-            return p_loss(x, labels, t), t
-
     elif method == "semi_hard":
         s_miner = SemiHardMiner()
         p_miner = pml_miners.TripletMarginMiner(margin=MARGIN, type_of_triplets="semihard")
         p_loss = pml_losses.TripletMarginLoss(margin=MARGIN)
+    else:
+        raise ValueError(method)
+    if method != "hard_pairs":  # the two triplet methods: same loss, other miners
 
         def siamkit(x, labels):
             t = s_miner.mine(x, labels)
             return triplet_loss(x, t, margin=MARGIN, reduction="mean_nonzero"), t
 
-        def pml(x, labels):
-            t = p_miner(x, labels)
-            return p_loss(x, labels, t), t
+    def pml(x, labels):
+        t = p_miner(x, labels)
+        return p_loss(x, labels, t), t
 
-    else:
-        raise ValueError(method)
     return {"siamkit": siamkit, "pml": pml}
 
 
@@ -377,18 +368,9 @@ def machine_info() -> dict:
         pml_version = pytorch_metric_learning.__version__
     except ImportError:  # pragma: no cover
         pml_version = None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from siamkit.cli import app
 
-from .conftest import make_image_folder
+from ..conftest import make_image_folder
 
 runner = CliRunner()
 

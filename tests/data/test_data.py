@@ -9,7 +9,7 @@ from PIL import Image
 from siamkit.data import BalancedPairSampler, ImageFolderDataset, MPerClassSampler, PairCSVDataset, RandomAffine, load_image
 from siamkit.errors import DataError
 
-from .conftest import SHARED_DATA, make_image_folder
+from ..conftest import SHARED_DATA, make_image_folder
 
 
 def test_image_folder_decodes_once_to_uint8(tmp_path: Path) -> None:

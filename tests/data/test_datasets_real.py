@@ -23,7 +23,7 @@ from siamkit.data.signatures import (
 from siamkit.errors import DataError
 from siamkit.evaluation.few_shot import koch_within_alphabet_trials, official_one_shot_accuracy, score_trials
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 OMNIGLOT = SHARED_DATA / "omniglot"
 ATT = SHARED_DATA / "att_faces"
 CEDAR = SHARED_DATA / "cedar_signatures"

@@ -27,6 +27,7 @@ __all__ = [
     "FeedbackLockedError",
     "KeyFileError",
     "FinetuneRefused",
+    "TrainingDivergedError",
 ]
 
 
@@ -104,3 +105,11 @@ class FinetuneRefused(SiamkitError):
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
+
+
+class TrainingDivergedError(SiamkitError, FloatingPointError):
+    """Training diverged: the loss, the gradient or the embeddings became NaN or infinite.
+
+    The message names the epoch (and step); the last good epoch's checkpoint and the best
+    model stay on disk. Also a :class:`FloatingPointError`, which the loop raised before.
+    """

@@ -46,6 +46,12 @@ def _print_result(result: Any, out: Path) -> None:
     if last.get("images_per_s"):
         typer.echo(f"last epoch: {last['images_per_s']:.0f} images/s")
     typer.echo(f"model: {out / 'model'}   metrics log: {out / 'metrics.jsonl'}")
+    if (out / "training.png").is_file():
+        typer.echo(f"training curves: {out / 'training.png'}")
+    alarmed = [r for r in result.history if r.get("alarms")]
+    if alarmed:
+        last = "; ".join(a["message"] for a in alarmed[-1]["alarms"])
+        typer.echo(f"warning: health alarms in epoch(s) {[r['epoch'] for r in alarmed]}; the last: {last}", err=True)
 
 
 @clean_errors
@@ -88,11 +94,18 @@ def train(
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
     seed: int = typer.Option(0, help="Random seed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal)."),
+    health: bool = typer.Option(
+        True, "--health/--no-health", help="Probe-batch health statistics and alarms (collapse, ...) every epoch, training.png."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each epoch."),
 ) -> None:
-    """Train on a folder of images laid out one sub-folder per class."""
+    """Train on a folder of images laid out one sub-folder per class. Every epoch prints a
+    line with its loss, validation ROC AUC and health (probe distances, active triplets,
+    spread, effective rank, gradient norm); alarms (collapse, no active triplets, below
+    raw pixels) are printed as warnings with their likely fix."""
     from ..data.images import ImageFolderDataset
     from ..training import TrainConfig, fit
+    from ..training.health import summarize
 
     setup_logging(verbose)
     if data is None:
@@ -107,12 +120,13 @@ def train(
             optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, step_size=step_size, gamma=gamma,
             grad_clip=grad_clip, augment=augment, rotation=rotation, fill=fill, val_fraction=val_fraction,
             patience=patience, precision=precision, channels_last=channels_last, seed=seed, progress=progress,
+            health=health,
         )
         if (out / "checkpoint").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
         ds = ImageFolderDataset.from_folder(data, image_size=parse_size(image_size), channels=channels, min_per_class=2)
     typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}")
-    result = fit(ds.images, ds.labels, config, out_dir=out, resume=resume)
+    result = fit(ds.images, ds.labels, config, out_dir=out, resume=resume, callbacks=[lambda r: typer.echo(summarize(r))])
     _print_result(result, out)
 
 

@@ -113,7 +113,7 @@ def read_checkpoint_state(out_dir: str | Path) -> dict[str, Any]:
 def _check_same_run(st: dict[str, Any], state: TrainState, out: Path) -> None:
     """The checkpoint was written by a run with these options and this input shape."""
     saved = TrainConfig.from_dict(st["config"])
-    ignore = {"progress"}  # display only: it does not change the result
+    ignore = {"progress", "health"}  # display and diagnostics only: they do not change the weights
     if {k: v for k, v in saved.to_dict().items() if k not in ignore} != {
         k: v for k, v in state.config.to_dict().items() if k not in ignore
     }:

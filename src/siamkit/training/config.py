@@ -77,7 +77,9 @@ class TrainConfig:
         seed, precision (fp32, bf16 autocast, or auto = bf16 with channels_last on CPUs
         with native bfloat16 support, else fp32; measured here: 3.1x the images/s of
         fp32 at 28x28 with equal Omniglot accuracy, see docs/benchmarks.md),
-        channels_last, progress (None = only on a terminal).
+        channels_last, progress (None = only on a terminal), health (the probe-batch
+        statistics and alarms of :mod:`siamkit.training.health` after every epoch, and
+        ``training.png`` in the run folder; they never change the weights).
     """
 
     encoder: str = "conv4"
@@ -124,6 +126,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False
     progress: bool | None = None
+    health: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, list):

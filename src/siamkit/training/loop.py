@@ -12,6 +12,7 @@ stop early and write the checkpoint (:mod:`siamkit.training.checkpoint`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from ..data.augment import RandomAffine
 from ..data.images import to_float
 from ..data.splits import split_by_class
-from ..errors import DataError, ModelFileError
+from ..errors import DataError, ModelFileError, TrainingDivergedError
 from ..evaluation.metrics import verification_metrics
 from ..inference import autocast_context, embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
@@ -39,6 +40,7 @@ from .components import (
     resolve_precision,
 )
 from .config import TrainConfig
+from .health import TrainingHealth
 from .objective import Objective
 from .progress import ProgressBar
 
@@ -270,8 +272,9 @@ def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
         yield item
 
 
-def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, epoch: int) -> tuple[float, int]:
-    """One optimiser step on one batch; returns (the batch loss, images in the batch)."""
+def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, where: str) -> tuple[float, int, float | None]:
+    """One optimiser step on one batch; returns (the batch loss, images in the batch, the
+    total gradient norm before clipping: None when neither clipping nor health needs it)."""
     config, network = state.config, state.network
     given_pairs: Pairs | None = None
     if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
@@ -284,22 +287,31 @@ def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, ep
         e = network.embed(x)
     loss = run.objective(e.float(), run.data.y[idx], given_pairs)
     if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the loss became {loss.item()} at epoch {epoch}; lower the learning rate (--lr) or check the inputs for NaN"
+        raise TrainingDivergedError(
+            f"the loss became {loss.item()} at {where}; lower the learning rate (--lr) or check the inputs for NaN"
         )
     opt = state.optimizer
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if config.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    grad_norm: float | None = None
+    if config.grad_clip is not None:  # measures the norm before clipping: no second pass
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip))
+    elif config.health:
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    if grad_norm is not None and config.health and not math.isfinite(grad_norm):
+        raise TrainingDivergedError(
+            f"the gradient norm became {grad_norm} at {where}; lower the learning rate (--lr) or clip gradients (--grad-clip)"
+        )
     opt.step()
     if state.scheduler is not None and config.schedule == "cosine":
         state.scheduler.step()
-    return loss.item(), int(idx.numel())
+    return loss.item(), int(idx.numel()), grad_norm
 
 
 def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int) -> dict[str, Any]:
-    """Train one epoch from its own seeds; returns its record (loss, lr, speed)."""
+    """Train one epoch from its own seeds; returns its record (loss, lr, speed; with
+    health on, ``health.grad_norm``: the mean total gradient norm of its steps)."""
     config = state.config
     seed = _epoch_seed(config.seed, epoch)
     g = torch.Generator().manual_seed(seed)
@@ -307,24 +319,28 @@ def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int
     state.network.train()
     task = progress.task(f"epoch {epoch}/{config.epochs}", state.steps_per_epoch)
     t0 = time.perf_counter()
-    total, n_batches, n_images = 0.0, 0, 0
+    total, n_batches, n_images, grad_total = 0.0, 0, 0, 0.0
     lr = state.optimizer.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
-    for batch in _take(_cycle(run.sampler, g), state.steps_per_epoch):
-        loss, n = _train_step(state, run, batch, g, epoch)
+    for step, batch in enumerate(_take(_cycle(run.sampler, g), state.steps_per_epoch), start=1):
+        loss, n, grad_norm = _train_step(state, run, batch, g, f"epoch {epoch}, step {step}")
         total += loss
         n_batches += 1
         n_images += n
+        grad_total += grad_norm or 0.0
         progress.advance(task, f"loss {total / n_batches:.4f}")
     seconds = time.perf_counter() - t0
     if state.scheduler is not None and config.schedule != "cosine":
         state.scheduler.step()
-    return {
+    record: dict[str, Any] = {
         "epoch": epoch,
         "train_loss": total / max(1, n_batches),
         "lr": lr,
         "seconds": round(seconds, 3),
         "images_per_s": round(n_images / seconds, 1) if seconds > 0 else None,
     }
+    if config.health:
+        record["health"] = {"grad_norm": grad_total / max(1, n_batches)}
+    return record
 
 
 def _validation_scores(
@@ -337,12 +353,44 @@ def _validation_scores(
     return scores
 
 
-def _callbacks(config: TrainConfig, out: Path | None, user: Sequence[CallbackLike]) -> list[Callback]:
-    """The loop's own callbacks (best epoch, early stopping, checkpoint), then the user's."""
-    own: list[Callback] = [KeepBest(config.tie_break), EarlyStopping(config.patience)]
+def _callbacks(
+    config: TrainConfig, out: Path | None, user: Sequence[CallbackLike], data: _Data, own_validation: bool
+) -> list[Callback]:
+    """The loop's own callbacks (health, best epoch, early stopping, checkpoint), then the user's."""
+    own: list[Callback] = []
+    if config.health:
+        own.append(TrainingHealth(config, data.x, data.y, data.val_x, data.val_y, out_dir=out, compare_raw=own_validation))
+    own += [KeepBest(config.tie_break), EarlyStopping(config.patience)]
     if out is not None:
         own.append(Checkpoint(out))
     return own + [as_callback(cb) for cb in user]
+
+
+def _kept_checkpoint(out: Path | None) -> str:
+    """Where the last good checkpoint of a diverged run is, for its error message."""
+    if out is None or not (out / CHECKPOINT_DIR / "trainer.json").is_file():
+        return ""
+    epoch = read_checkpoint_state(out).get("epoch")
+    return f"; the last good checkpoint (epoch {epoch}) is kept in {out / CHECKPOINT_DIR}, the best model in {out / 'model'}"
+
+
+def _epochs(
+    state: TrainState, run: _Run, hooks: list[Callback], validate_fn: Callable[..., dict[str, float]] | None
+) -> bool:
+    """Train the remaining epochs, the callbacks after each; True when a callback stopped the run."""
+    with ProgressBar(state.config.progress) as progress:
+        for epoch in range(state.epoch + 1, state.config.epochs + 1):
+            if state.stop:
+                return True
+            record = _train_epoch(state, run, progress, epoch)
+            if state.has_val:
+                record.update(_validation_scores(state, run, validate_fn))
+            state.epoch = epoch
+            state.history.append(record)
+            logger.info("epoch %d: %s", epoch, record)
+            for cb in hooks:
+                cb.on_epoch_end(record, state)
+    return False
 
 
 def fit(
@@ -406,23 +454,14 @@ def fit(
             raise ModelFileError("resume needs out_dir")
         restore_checkpoint(out, state)
     run = _make_run(state, data, batch_sampler, objective)
-    hooks = _callbacks(config, out, callbacks)
+    hooks = _callbacks(config, out, callbacks, data, validate_fn is None)
     for cb in hooks:
         cb.on_train_begin(state)
     stopped_early = False
-    with ProgressBar(config.progress) as progress:
-        for epoch in range(state.epoch + 1, config.epochs + 1):
-            if state.stop:
-                stopped_early = True
-                break
-            record = _train_epoch(state, run, progress, epoch)
-            if state.has_val:
-                record.update(_validation_scores(state, run, validate_fn))
-            state.epoch = epoch
-            state.history.append(record)
-            logger.info("epoch %d: %s", epoch, record)
-            for cb in hooks:
-                cb.on_epoch_end(record, state)
+    try:
+        stopped_early = _epochs(state, run, hooks, validate_fn)
+    except TrainingDivergedError as e:
+        raise TrainingDivergedError(f"{e}{_kept_checkpoint(out)}") from None
     for cb in hooks:
         cb.on_train_end(state)
     state.network.eval()

@@ -1,4 +1,4 @@
-"""Training: the fit loop, its configuration, callbacks (best epoch, early stopping,
+"""Training: the fit loop, its configuration, callbacks (health, best epoch, early stopping,
 checkpoints), and fine-tuning a trained model on feedback."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from .checkpoint import Checkpoint, read_checkpoint_state
 from .components import build_network, make_optimizer, resolve_precision
 from .config import TrainConfig
 from .finetune import FinetuneConfig, finetune
+from .health import TrainingHealth
 from .loop import FitResult, fit, validate
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "KeepBest",
     "TrainConfig",
     "TrainState",
+    "TrainingHealth",
     "as_callback",
     "build_network",
     "finetune",

@@ -8,7 +8,9 @@ A callback has three hooks, each given the run's :class:`TrainState`:
 - ``on_train_end(state)``: after the last epoch (not when an exception ends the run).
 
 A callback may set ``state.stop = True`` to end the run before the next epoch. The loop
-runs its own callbacks first, in this order: :class:`KeepBest` (which epoch is the best),
+runs its own callbacks first, in this order: the health statistics and alarms
+(:class:`~siamkit.training.health.TrainingHealth`, unless ``health=False``; they go into the
+record before it is saved), :class:`KeepBest` (which epoch is the best),
 :class:`EarlyStopping`, the checkpoint (:class:`~siamkit.training.checkpoint.Checkpoint`,
 with an ``out_dir``), then the user's. A plain function ``f(record)`` is a callback too
 (its ``on_epoch_end``).

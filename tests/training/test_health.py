@@ -223,3 +223,12 @@ def _stop_after(epochs: int):  # type: ignore[no-untyped-def]
                 state.stop = True
 
     return Stop()
+
+
+def test_health_never_changes_the_weights() -> None:
+    x, y = toy()
+    for extra in ({}, {"grad_clip": 0.5}):
+        on = fit(x, y, small(epochs=2, val_fraction=0.34, **extra))
+        off = fit(x, y, small(epochs=2, val_fraction=0.34, health=False, **extra))
+        assert params_equal(on.network, off.network)
+        assert [h["train_loss"] for h in on.history] == [h["train_loss"] for h in off.history]

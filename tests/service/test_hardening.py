@@ -1,0 +1,99 @@
+"""The defects an outside attacker found in a live ``siamkit serve``, each reproduced:
+metadata and identity names the gallery stores but cannot serve back, authentication
+order, the key store's timing and revocation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from siamkit.errors import GalleryError  # noqa: E402
+from siamkit.gallery.store_schema import check_identity, check_metadata  # noqa: E402
+from siamkit.service import KeyStore, ServiceSettings, create_app  # noqa: E402
+
+from .test_service import SMALL, assert_error, build_model, image_bytes, many  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("hard") / "model")
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[KeyStore, str, str]:
+    ks = KeyStore()
+    return ks, ks.add("reader", "read"), ks.add("boss", "admin")
+
+
+@pytest.fixture
+def client(model_dir: Path, keys: tuple[KeyStore, str, str], tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(ServiceSettings(model=model_dir, keys=keys[0], gallery=tmp_path / "g.db", limits=SMALL, max_inference=2))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _enroll(c: TestClient, key: str, identity: str, metadata: str | None = None, seed: int = 0) -> Any:
+    data = {"identity": identity} if metadata is None else {"identity": identity, "metadata": metadata}
+    return c.post("/v1/identities", data=data, files=many([image_bytes(seed)]), headers={"X-API-Key": key})
+
+
+# --------------------------------------------------------------------------- row 1: metadata
+
+
+def test_metadata_rule_unit() -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    for bad, match in [
+        (deep, "deeper"), ({"a": "\ud800"}, "surrogate"), ({"\udfff": 1}, "surrogate"), ({"a": float("nan")}, "finite"),
+        ({1: 2}, "strings"), ({"": 1}, "characters"), ({"a": object()}, "object"), ({"a": "x" * 70_000}, "bytes"), ([1], "dict"),
+    ]:
+        with pytest.raises(GalleryError, match=match):
+            check_metadata(bad)
+    ok = {"a": [1, 2.5, None, True, {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}], "name": "Zoë"}
+    assert check_metadata(ok) is ok and check_metadata(None) == {}
+    with pytest.raises(GalleryError, match="deeper"):
+        check_metadata({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}})
+
+
+def test_deep_or_surrogate_metadata_is_422_and_never_stored(client: TestClient, keys: tuple[KeyStore, str, str]) -> None:
+    admin = keys[2]
+    deep = '{"a":' * 260 + "1" + "}" * 260
+    for i, meta in enumerate([deep, '{"a":"\\ud800"}', '{"\\udc00":1}']):
+        assert_error(_enroll(client, admin, f"p{i}", meta), 422, "invalid_metadata")
+    assert _enroll(client, admin, "ok", '{"a": {"b": 1}}').status_code == 201
+    r = client.get("/v1/identities", headers={"X-API-Key": keys[1]})
+    assert r.status_code == 200 and [x["identity"] for x in r.json()["identities"]] == ["ok"]
+
+
+# --------------------------------------------------------------------------- row 2: identity names
+
+
+def test_identity_rule_unit() -> None:
+    for good in ["alice", "id6", "Zoë Ó", "a.b", "x@y+z", "new-1_2", "李"]:
+        assert check_identity(good) == good
+    for bad in ["a/b", ".", "..", "../x", " a", "a ", "a\tb", "a\x00", "unknown", "x" * 257, "a\\b", "a?b", "a#b", "a%2Fb", "\ud800"]:
+        with pytest.raises(GalleryError):
+            check_identity(bad)
+
+
+def test_every_enrollable_identity_can_be_read_verified_and_deleted(client: TestClient, keys: tuple[KeyStore, str, str]) -> None:
+    from urllib.parse import quote
+
+    read, admin = keys[1], keys[2]
+    for name in ["a/b", ".", "..", "a?b", "x#y"]:
+        assert_error(_enroll(client, admin, name), 422, "invalid_identity")
+    for i, name in enumerate(["a.b", "Zoë x", "x@y+z"]):
+        assert _enroll(client, admin, name, seed=i).status_code == 201
+        url = f"/v1/identities/{quote(name, safe='')}"
+        assert client.get(url, headers={"X-API-Key": read}).json()["identity"] == name
+        r = client.post(f"{url}/verify", files={"image": ("x.png", image_bytes(i), "image/png")}, headers={"X-API-Key": read})
+        assert r.status_code == 200, r.text
+        assert client.delete(url, headers={"X-API-Key": admin}).json()["removed_samples"] == 1
+    assert client.get("/v1/identities", headers={"X-API-Key": read}).json()["total"] == 0

@@ -97,3 +97,27 @@ def test_every_enrollable_identity_can_be_read_verified_and_deleted(client: Test
         assert r.status_code == 200, r.text
         assert client.delete(url, headers={"X-API-Key": admin}).json()["removed_samples"] == 1
     assert client.get("/v1/identities", headers={"X-API-Key": read}).json()["total"] == 0
+
+
+# --------------------------------------------------------------------------- row 10: authentication first
+
+
+def test_authentication_comes_before_any_body_check(client: TestClient, keys: tuple[KeyStore, str, str]) -> None:
+    bodies: list[dict[str, Any]] = [
+        {"content": b"x", "headers": {"content-type": "text/plain"}},
+        {"content": b"{not json", "headers": {"content-type": "application/json"}},
+        {"content": b"--b\r\ngarbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+        {"content": b"", "headers": {}},
+    ]
+    for path in ["/v1/verify", "/v1/identify", "/v1/identities", "/v1/identities/a/samples", "/v1/identities/a/verify", "/v1/feedback"]:
+        for body in bodies:
+            assert_error(client.post(path, **body), 401, "unauthorized")
+            bad = {**body, "headers": {**body["headers"], "X-API-Key": "sk_wrong"}}
+            assert_error(client.post(path, **bad), 401, "unauthorized")
+    # with a valid key the body checks still answer
+    assert_error(client.post("/v1/verify", content=b"x", headers={"content-type": "text/plain", "X-API-Key": keys[1]}), 415)
+    assert_error(client.post("/v1/feedback", content=b"{no", headers={"content-type": "application/json", "X-API-Key": keys[2]}), 422)
+    spec = client.get("/openapi.json").json()["paths"]
+    for path, method in [("/v1/verify", "post"), ("/v1/identities", "post"), ("/v1/feedback", "post"), ("/v1/identities", "get")]:
+        assert {"401", "403", "422"} <= set(spec[path][method]["responses"]), (path, method)
+    assert "415" in spec["/v1/verify"]["post"]["responses"]

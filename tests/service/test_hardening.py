@@ -121,3 +121,58 @@ def test_authentication_comes_before_any_body_check(client: TestClient, keys: tu
     for path, method in [("/v1/verify", "post"), ("/v1/identities", "post"), ("/v1/feedback", "post"), ("/v1/identities", "get")]:
         assert {"401", "403", "422"} <= set(spec[path][method]["responses"]), (path, method)
     assert "415" in spec["/v1/verify"]["post"]["responses"]
+
+
+# --------------------------------------------------------------------------- rows 4, 5: the key store
+
+
+def test_unknown_key_ids_cost_a_kdf_and_repeated_failures_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import siamkit.service.security as security
+
+    ks = KeyStore()
+    good = ks.add("a", "read")
+    calls: list[int] = []
+    real = security.hash_secret
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(security, "hash_secret", counting)
+    key_id = good.split("_")[1]
+    unknown = f"sk_{'0' if key_id[0] != '0' else '1'}{key_id[1:]}_{'A' * 43}"
+    wrong = f"sk_{key_id}_{'B' * 43}"
+    assert ks.authenticate(unknown) is None and len(calls) == 1  # the dummy record's scrypt
+    assert ks.authenticate(wrong) is None and len(calls) == 2
+    for _ in range(5):
+        assert ks.authenticate(wrong) is None and ks.authenticate(unknown) is None
+    assert len(calls) == 2  # repeats are refused from the failure cache
+    assert ks.authenticate(good) is not None and len(calls) == 3
+    assert ks.authenticate(good) is not None and len(calls) == 3
+    monkeypatch.setattr(security, "FAILED_TTL_S", 0.0)
+    assert ks.authenticate(wrong) is None and len(calls) == 4
+
+
+def test_revoked_key_stops_working_in_a_running_service(model_dir: Path, tmp_path: Path) -> None:
+    import time
+
+    from typer.testing import CliRunner
+
+    from siamkit.cli import app as cli
+
+    keys_file = tmp_path / "keys.json"
+    ks = KeyStore(path=keys_file)
+    k1, k2 = ks.add("one", "read"), ks.add("two", "read")
+    ks.save()
+    app = create_app(ServiceSettings(model=model_dir, keys=keys_file, limits=SMALL, max_inference=1))
+    pair = {"image_a": ("a.png", image_bytes(0), "image/png"), "image_b": ("b.png", image_bytes(1), "image/png")}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/v1/verify", files=pair, headers={"X-API-Key": k1}).status_code == 200
+        r = CliRunner().invoke(cli, ["keys", "revoke", "one", "--keys", str(keys_file)])
+        assert r.exit_code == 0 and "within about a second" in r.output
+        time.sleep(1.1)
+        assert_error(c.post("/v1/verify", files=pair, headers={"X-API-Key": k1}), 401, "unauthorized")
+        assert c.post("/v1/verify", files=pair, headers={"X-API-Key": k2}).status_code == 200
+        keys_file.write_text("not json")  # a broken file keeps the last good keys
+        time.sleep(0.6)
+        assert c.post("/v1/verify", files=pair, headers={"X-API-Key": k2}).status_code == 200

@@ -76,7 +76,8 @@ def test_bad_train_options(tmp_path: Path) -> None:
         (["--max-request-mb", "-1"], "--max-request-mb"), (["--max-request-mb", "nan"], "--max-request-mb"),
         (["--max-pixels", "0"], "--max-pixels"), (["--max-pixels", "999999999999"], "max_pixels"),
         (["--port", "70000"], "--port"), (["--max-batch", "0"], "--max-batch"), (["--timeout-keep-alive", "0"], "keep-alive"),
-        (["--limit-concurrency", "0"], "--limit-concurrency"), (["--log-level", "loud"], "--log-level"),
+        (["--limit-concurrency", "0"], "--limit-concurrency"), (["--rate-per-key", "-1"], "--rate-per-key"),
+        (["--rate-burst", "0"], "--rate-burst"), (["--log-level", "loud"], "--log-level"),
     ],
 )
 def test_bad_serve_options(model: Path, keys: Path, option: list[str], word: str) -> None:

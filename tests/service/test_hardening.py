@@ -176,3 +176,36 @@ def test_revoked_key_stops_working_in_a_running_service(model_dir: Path, tmp_pat
         keys_file.write_text("not json")  # a broken file keeps the last good keys
         time.sleep(0.6)
         assert c.post("/v1/verify", files=pair, headers={"X-API-Key": k2}).status_code == 200
+
+
+# --------------------------------------------------------------------------- rows 3/6: rate limits
+
+
+def test_token_bucket_unit() -> None:
+    from siamkit.service.ratelimit import RateLimiter
+
+    now = [0.0]
+    rl = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert [rl.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rl.take("a") == pytest.approx(0.5) and rl.take("b") == 0.0
+    now[0] = 0.5
+    assert rl.take("a") == 0.0 and rl.take("a") > 0
+    now[0] = 100.0
+    assert [rl.take("a") for _ in range(3)] == [0.0] * 3 and rl.take("a") > 0  # refills to burst, not beyond
+
+
+def test_rate_limits_answer_429_with_retry_after(model_dir: Path, keys: tuple[KeyStore, str, str], tmp_path: Path) -> None:
+    settings = ServiceSettings(model=model_dir, keys=keys[0], limits=SMALL, rate_per_key=1.0, rate_per_client=None, rate_burst=2.0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        codes = [c.get("/v1/identities", headers={"X-API-Key": keys[1]}).status_code for _ in range(3)]
+        assert codes == [503, 503, 429]  # no gallery: 503 until the key's 2 tokens are spent
+        r = c.get("/v1/identities", headers={"X-API-Key": keys[1]})
+        err = assert_error(r, 429, "rate_limited")
+        assert int(r.headers["retry-after"]) >= 1 and err["message"]
+        assert c.get("/v1/identities", headers={"X-API-Key": keys[2]}).status_code == 503  # another key: its own bucket
+        assert all(c.get("/healthz").status_code == 200 for _ in range(5))
+        assert "429" in c.get("/openapi.json").json()["paths"]["/v1/verify"]["post"]["responses"]
+    settings = ServiceSettings(model=model_dir, keys=keys[0], limits=SMALL, rate_per_client=1.0, rate_burst=1.0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert c.get("/v1/identities").status_code == 401
+        assert_error(c.get("/v1/identities", headers={"X-API-Key": f"sk_{'a' * 8}_{'x' * 30}"}), 429, "rate_limited")

@@ -39,6 +39,9 @@ def serve(
     limit_concurrency: Optional[int] = typer.Option(
         None, help="Most connections and in-flight requests at once; beyond it uvicorn answers 503 (default: no limit)."
     ),
+    rate_per_key: float = typer.Option(50.0, help="Requests per second one API key may make, then 429 + Retry-After (0: no limit)."),
+    rate_per_client: float = typer.Option(100.0, help="Requests per second one client address may make (0: no limit)."),
+    rate_burst: float = typer.Option(2.0, help="Bursts above the rate, in seconds of it (the bucket holds rate x this)."),
 ) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
@@ -48,7 +51,8 @@ def serve(
 
     _check_options(port=port, max_request_mb=max_request_mb, max_image_mb=max_image_mb, max_pixels=max_pixels,
                    max_batch=max_batch, max_inference=max_inference, torch_threads=torch_threads,
-                   timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency, log_level=log_level)
+                   timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency, log_level=log_level,
+                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst)
     if torch_threads is not None:
         import torch
 
@@ -61,6 +65,7 @@ def serve(
         ServiceSettings(
             model=model, keys=keys, gallery=gallery, feedback=feedback, limits=limits,
             public_metrics=not private_metrics, max_inference=max_inference, index=index,
+            rate_per_key=rate_per_key or None, rate_per_client=rate_per_client or None, rate_burst=rate_burst,
         )
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -78,7 +83,10 @@ def _check_options(**opts: Any) -> None:
     """Refuse option values the service cannot run with (exit 2, one ``error:`` line)."""
     if not 0 <= opts["port"] <= 65535:
         raise SiamkitError(f"--port must be in 0..65535, got {opts['port']}")
-    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive"):
+    for name in ("rate_per_key", "rate_per_client"):
+        if not (math.isfinite(opts[name]) and opts[name] >= 0):
+            raise SiamkitError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit), got {opts[name]}")
+    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst"):
         v = opts[name]
         if not (math.isfinite(v) and v > 0):
             raise SiamkitError(f"--{name.replace('_', '-')} must be a positive number, got {v}")

@@ -95,3 +95,17 @@ def test_serve_on_a_busy_port(model: Path, keys: Path) -> None:
 def test_serve_help_shows_the_uvicorn_limits() -> None:
     out = run("serve", "--help").output
     assert "--timeout-keep-alive" in out and "--limit-concurrency" in out
+
+
+@pytest.mark.parametrize("meta, word", [('{"a":' * 300 + "1" + "}" * 300, "deeper"), ("[" * 100_000, "nests"), ('{"a":"\\ud800"}', "surrogate")])
+def test_gallery_enroll_refuses_bad_metadata(tmp_path: Path, model: Path, meta: str, word: str) -> None:
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp_path / "i.png")
+    g = tmp_path / "g.db"
+    assert_user_error(run("gallery", "enroll", "x", tmp_path / "i.png", "--gallery", g, "--model", model, "--metadata", meta), word)
+    if g.exists():  # nothing stored: the gallery (if created) lists no identity
+        import json
+
+        r = run("gallery", "list", "--gallery", g, "--model", model, "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["identities"] == [], r.output

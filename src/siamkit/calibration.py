@@ -37,10 +37,11 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 from . import __version__
+from .distances import get_distance
 from .errors import ModelFileError
 from .evaluation.curve import as_distances, as_pairs, count_curve, eer_from_counts, gap_midpoint
 from .evaluation.verification import tar_at_far_from_counts
-from .io import check_fingerprint, check_versioned, write_json_atomic
+from .io import CONFIG, check_fingerprint, check_versioned, read_config, write_json_atomic
 from .errors import CalibrationError, NotFittedError, SplitLeakageError
 
 __all__ = [
@@ -439,7 +440,31 @@ class Calibrator:
             raise ModelFileError(f"{path}: {e}") from None
         if expected_fingerprint is not None:
             check_fingerprint(cal.model_fingerprint_, expected_fingerprint, where=str(path), hint="; recalibrate")
+        if cal.threshold_ < -_NEGATIVE_SLACK and _distance_is_nonnegative(model_dir):
+            raise ModelFileError(
+                f"{path}: the threshold {cal.threshold_:g} is negative, but the model's distance never is "
+                "(the file is damaged or edited); recalibrate"
+            )
         return cal
+
+
+#: rounding slack below 0 (the expanded squared-Euclidean matrix can dip just under it)
+_NEGATIVE_SLACK = 1e-6
+
+
+def _distance_is_nonnegative(model_dir: Path) -> bool:
+    """Whether the model in ``model_dir`` scores pairs with a distance that is never
+    negative: not with a pair head (its distance is ``-logit``), not with an unknown or
+    custom distance that says it can be."""
+    if not (model_dir / CONFIG).is_file():
+        return False
+    net = read_config(model_dir).get("network", {})
+    if not isinstance(net, dict) or net.get("head"):
+        return False
+    try:
+        return bool(get_distance(net.get("distance", "euclidean")).nonnegative)
+    except (KeyError, ValueError, TypeError):
+        return False
 
 
 def _finite(value: Any, name: str) -> float:

@@ -64,6 +64,9 @@ class BaseDistance:
     name: str = "base"
     #: True when the distance is bounded in [0, 2] (cosine); used for margins' sanity.
     bounded: bool = False
+    #: True when the distance is never negative (a calibration threshold below 0 is then
+    #: damage, and refused on load); a custom distance that can be negative sets False.
+    nonnegative: bool = True
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """All-pairs distance matrix, lower = closer.

@@ -290,13 +290,13 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
         device: where to move the network; None leaves it on the CPU.
 
     Returns:
-        The network, in eval mode, with ``fingerprint`` set (the one config.json
-        records, else the sha256 of the weights file).
+        The network, in eval mode, with ``fingerprint`` set (the sha256 of the weights
+        file, recomputed; it must equal the one config.json records).
 
     Raises:
         ModelFileError: no such folder or no config.json, another format or format
             version, a recipe that cannot be built, or weights that are missing,
-            damaged or do not fit the recipe.
+            damaged, do not fit the recipe, or differ from the fingerprint config.json records.
     """
     path = Path(path)
     config = read_config(path)
@@ -308,7 +308,16 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
         first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise ModelFileError(f"the weights in {path / WEIGHTS} do not fit the network in {path / CONFIG}: {first}") from None
     network.eval()
-    network.fingerprint = config.get("fingerprint") or file_fingerprint(path / WEIGHTS)  # type: ignore[assignment]
+    actual = file_fingerprint(path / WEIGHTS)
+    recorded = config.get("fingerprint")
+    if recorded and recorded != actual:
+        # the calibration, galleries and detectors are tied to the recorded fingerprint:
+        # weights changed since (corrupted, or swapped in by hand) would inherit them silently
+        raise ModelFileError(
+            f"{path / WEIGHTS} does not match the fingerprint {path / CONFIG} records ({recorded}, the file is "
+            f"{actual}): the weights were changed or damaged after saving; save the model again"
+        )
+    network.fingerprint = actual  # type: ignore[assignment]
     if device is not None:
         network.to(device)
     return network

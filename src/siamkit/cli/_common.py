@@ -160,6 +160,8 @@ def parse_json_object(text: str, *, option: str, example: Optional[str] = None) 
     except json.JSONDecodeError as e:
         like = f" like {example!r}" if example else ""
         raise SiamkitError(f"{option} must be a JSON object{like} ({e})") from None
+    except RecursionError:
+        raise SiamkitError(f"{option} nests too deeply to be read") from None
     if not isinstance(value, dict):
         got = f", got {type(value).__name__}" if example else ""
         raise SiamkitError(f"{option} must be a JSON object{got}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import socket
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from ..errors import SiamkitError
 from ._common import clean_errors, command_group
 
 __all__ = ["keys_app", "serve"]
@@ -32,6 +35,13 @@ def serve(
     index: str = typer.Option("auto", help="Gallery search index: auto, exact, flat, hnsw, ivf."),
     private_metrics: bool = typer.Option(False, "--private-metrics", help="/metrics needs an API key."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    timeout_keep_alive: float = typer.Option(5.0, help="Close an idle keep-alive connection after this many seconds."),
+    limit_concurrency: Optional[int] = typer.Option(
+        None, help="Most connections and in-flight requests at once; beyond it uvicorn answers 503 (default: no limit)."
+    ),
+    rate_per_key: float = typer.Option(50.0, help="Requests per second one API key may make, then 429 + Retry-After (0: no limit)."),
+    rate_per_client: float = typer.Option(100.0, help="Requests per second one client address may make (0: no limit)."),
+    rate_burst: float = typer.Option(2.0, help="Bursts above the rate, in seconds of it (the bucket holds rate x this)."),
 ) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
@@ -39,6 +49,10 @@ def serve(
     from ..service.app import ServiceSettings, create_app
     from ..service.images import Limits
 
+    _check_options(port=port, max_request_mb=max_request_mb, max_image_mb=max_image_mb, max_pixels=max_pixels,
+                   max_batch=max_batch, max_inference=max_inference, torch_threads=torch_threads,
+                   timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency, log_level=log_level,
+                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst)
     if torch_threads is not None:
         import torch
 
@@ -51,11 +65,55 @@ def serve(
         ServiceSettings(
             model=model, keys=keys, gallery=gallery, feedback=feedback, limits=limits,
             public_metrics=not private_metrics, max_inference=max_inference, index=index,
+            rate_per_key=rate_per_key or None, rate_per_client=rate_per_client or None, rate_burst=rate_burst,
         )
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: binding {host}: the service is reachable from the network; put TLS in front of it", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, server_header=False, access_log=True)
+    sock = _listen(host, port)  # before uvicorn: a busy port is one `error:` line, not its log
+    config = uvicorn.Config(
+        app, log_level=log_level, workers=1, server_header=False, access_log=True,
+        timeout_keep_alive=max(1, math.ceil(timeout_keep_alive)), limit_concurrency=limit_concurrency,
+    )
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _check_options(**opts: Any) -> None:
+    """Refuse option values the service cannot run with (exit 2, one ``error:`` line)."""
+    if not 0 <= opts["port"] <= 65535:
+        raise SiamkitError(f"--port must be in 0..65535, got {opts['port']}")
+    for name in ("rate_per_key", "rate_per_client"):
+        if not (math.isfinite(opts[name]) and opts[name] >= 0):
+            raise SiamkitError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit), got {opts[name]}")
+    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst"):
+        v = opts[name]
+        if not (math.isfinite(v) and v > 0):
+            raise SiamkitError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
+    for name in ("max_pixels", "max_batch", "max_inference", "torch_threads", "limit_concurrency"):
+        v = opts[name]
+        if v is not None and v < 1:
+            raise SiamkitError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    if opts["log_level"] not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise SiamkitError(f"--log-level must be critical, error, warning, info, debug or trace, got {opts['log_level']!r}")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds it), or a SiamkitError naming why not."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as e:
+        raise SiamkitError(f"cannot listen on {host}:{port}: {e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as e:
+        sock.close()
+        raise SiamkitError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
 
 
 @keys_app.command("add")
@@ -88,7 +146,7 @@ def keys_list(keys: Path = KEYS) -> None:
 @keys_app.command("revoke")
 @clean_errors
 def keys_revoke(name: str = typer.Argument(..., help="The key's name or id."), keys: Path = KEYS) -> None:
-    """Remove a key (a running service keeps it until restarted)."""
+    """Remove a key (a running service stops accepting it within about a second)."""
     from ..errors import SiamkitError
     from ..service.security import KeyStore
 
@@ -96,4 +154,4 @@ def keys_revoke(name: str = typer.Argument(..., help="The key's name or id."), k
     if not store.revoke(name):
         raise SiamkitError(f"no key named {name!r} in {keys}")
     store.save(keys)
-    typer.echo(f"revoked {name!r}; restart the service to apply it")
+    typer.echo(f"revoked {name!r}; a running service stops accepting it within about a second")

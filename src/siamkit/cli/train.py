@@ -122,6 +122,8 @@ def train(
             patience=patience, precision=precision, channels_last=channels_last, seed=seed, progress=progress,
             health=health,
         )
+        if out.exists() and not out.is_dir():
+            fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
         ds = ImageFolderDataset.from_folder(data, image_size=parse_size(image_size), channels=channels, min_per_class=2)

@@ -9,6 +9,7 @@ whole set as a single uint8 tensor (N, C, H, W): a 28x28 Omniglot set of 32k ima
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -69,18 +70,13 @@ def load_image(
     if not path.is_file():
         raise DataError(f"image file {path} does not exist")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise DataError(f"image {path} is {img.width}x{img.height}, larger than {MAX_PIXELS} pixels")
-            want = channels or _image_channels(img)
-            if want not in (1, 3):
-                raise DataError(f"channels must be 1 or 3, got {want}")
-            img = img.convert("L" if want == 1 else "RGB")
-            if preprocess is not None:
-                img = preprocess(img)
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Pillow's own bomb check fires inside Image.open, before ours can read the
+            # header size: both its warning and its error become a DataError below
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            arr = _decode_file(path, size, channels, preprocess)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"image {path} is larger than {MAX_PIXELS} pixels ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DataError):
             raise
@@ -90,6 +86,24 @@ def load_image(
     else:
         arr = arr.transpose(2, 0, 1)
     return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+def _decode_file(
+    path: Path, size: tuple[int, int] | None, channels: int | None, preprocess: Callable[[Image.Image], Image.Image] | None
+) -> np.ndarray:
+    """:func:`load_image`'s decoding (H, W) or (H, W, C), the pixel cap checked on the header."""
+    with Image.open(path) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise DataError(f"image {path} is {img.width}x{img.height}, larger than {MAX_PIXELS} pixels")
+        want = channels or _image_channels(img)
+        if want not in (1, 3):
+            raise DataError(f"channels must be 1 or 3, got {want}")
+        img = img.convert("L" if want == 1 else "RGB")
+        if preprocess is not None:
+            img = preprocess(img)
+        if size is not None and (img.height, img.width) != tuple(size):
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -271,7 +285,7 @@ def _infer_channels(root: Path, paths: list[Path]) -> int:
                     grey += 1
                 else:
                     colour += 1
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # reported with its name when the image is decoded
     if grey and colour:
         raise DataError(

@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..calibration import Calibrator
-from ..errors import GalleryError, ModelMismatchError
+from ..errors import GalleryError, GalleryFileError, ModelMismatchError
 from ..io import check_fingerprint
 from ..network import SiameseNetwork
 from ..verify import Verifier
@@ -131,8 +131,16 @@ def check_same_model(stored: dict[str, Any], given: dict[str, Any], path: Any) -
     Raises:
         ModelMismatchError: the hashes differ (the message names both models and
             ``siamkit gallery reembed``).
+        GalleryFileError: the same model, but the recorded ``embedding_dim`` is not the
+            network's (the meta table was edited or damaged).
     """
     if stored["model_hash"] == given["model_hash"]:
+        dim = stored.get("embedding_dim")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim != given["embedding_dim"]:
+            raise GalleryFileError(
+                f"gallery {path} is damaged: its meta records embedding_dim {dim!r}, but its model's "
+                f"embeddings have {given['embedding_dim']} values"
+            )
         return
     was = stored.get("model_fingerprint") or stored["model_hash"]
     this = given["model_fingerprint"] or given["model_hash"]

@@ -45,7 +45,10 @@ __all__ = [
     "MAX_IDENTITY_LENGTH",
     "REQUIRED_META",
     "StoredSample",
+    "MAX_METADATA_DEPTH",
+    "MAX_METADATA_BYTES",
     "check_identity",
+    "check_metadata",
     "json_object",
     "sample_rows",
     "read_meta",
@@ -58,6 +61,12 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_IDENTITY_LENGTH = 256
+#: how deep metadata may nest (the top-level object is depth 1)
+MAX_METADATA_DEPTH = 8
+#: the most bytes of a metadata object's compact JSON (UTF-8)
+MAX_METADATA_BYTES = 64 * 1024
+_MAX_KEY_LENGTH = 256
+_IDENTITY_PUNCTUATION = frozenset("_-.@+ ")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -116,8 +125,12 @@ class StoredSample:
 
 
 def check_identity(identity: Any) -> str:
-    """Validate an identity name: a non-empty string without control characters or
-    surrounding spaces, at most 256 characters, not the reserved word ``"unknown"``.
+    """Validate an identity name, so that every enrolled identity can also be named in a
+    URL path and a command line.
+
+    The rule: a string of 1..256 characters, each a letter or digit (any script) or one of
+    ``_ - . @ +`` and space; no leading or trailing space; not ``.`` or ``..``; not the
+    reserved word ``"unknown"``. Hence no ``/``, no control characters, no lone surrogates.
 
     Raises:
         GalleryError: naming what is wrong.
@@ -132,13 +145,79 @@ def check_identity(identity: Any) -> str:
         raise GalleryError(f"identity is {len(identity)} characters long; the limit is {MAX_IDENTITY_LENGTH}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in identity):
         raise GalleryError(f"identity {identity!r} contains control characters")
+    bad = sorted({ch for ch in identity if not (ch.isalnum() or ch in _IDENTITY_PUNCTUATION)})
+    if bad:
+        raise GalleryError(
+            f"identity {identity!r} contains {''.join(bad)[:20]!r}: an identity may hold letters, digits, "
+            "'_', '-', '.', '@', '+' and spaces"
+        )
+    if identity in (".", ".."):
+        raise GalleryError(f"{identity!r} cannot be an identity (it is a path segment)")
     if identity == "unknown":
         raise GalleryError("'unknown' is reserved: it is what identify() answers for a non-enrolled person")
     return identity
 
 
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GalleryError(f"{what} holds a lone surrogate (not valid UTF-8 text)") from None
+
+
+def check_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
+    """Validate a metadata object: the one rule for what the gallery stores (library, CLI
+    and service alike).
+
+    A dict (None: empty) nested at most :data:`MAX_METADATA_DEPTH` levels deep, with
+    non-empty string keys of at most 256 characters, values that JSON holds (dicts, lists,
+    strings, finite numbers, booleans, null), every string valid UTF-8 (no lone
+    surrogates), at most :data:`MAX_METADATA_BYTES` bytes as compact JSON.
+
+    Args:
+        value: the metadata.
+        what: names the value in messages.
+
+    Returns:
+        The metadata (an empty dict for None).
+
+    Raises:
+        GalleryError: naming what is wrong.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GalleryError(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
+    stack: list[tuple[Any, int]] = [(value, 1)]  # iterative: a deep value cannot exhaust the stack
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple)) and depth > MAX_METADATA_DEPTH:
+            raise GalleryError(f"{what} nests deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise GalleryError(f"{what} keys must be strings, got {k!r}"[:300])
+                if not k or len(k) > _MAX_KEY_LENGTH:
+                    raise GalleryError(f"{what} keys must be 1..{_MAX_KEY_LENGTH} characters long")
+                _check_text(k, f"a key of {what}")
+                stack.append((v, depth + 1))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str):
+            _check_text(node, f"a value of {what}")
+        elif isinstance(node, float):
+            if not np.isfinite(node):
+                raise GalleryError(f"{what} must be JSON-serialisable: numbers must be finite")
+        elif node is not None and not isinstance(node, (bool, int)):
+            raise GalleryError(f"{what} must be JSON-serialisable, it holds a {type(node).__name__}")
+    size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise GalleryError(f"{what} is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
 def json_object(value: Any, what: str) -> str:
-    """Serialise a metadata dict, refusing what JSON cannot hold.
+    """Serialise a metadata dict after :func:`check_metadata`.
 
     Args:
         value: a dict with string keys (None: an empty dict).
@@ -148,18 +227,12 @@ def json_object(value: Any, what: str) -> str:
         Compact, key-sorted JSON.
 
     Raises:
-        GalleryError: not a dict, non-string keys, or not JSON-serialisable.
+        GalleryError: see :func:`check_metadata`.
     """
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise GalleryError(f"{what} must be a dict (a JSON object), got {type(value).__name__}")
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise GalleryError(f"{what} keys must be strings, got {bad[0]!r}")
+    value = check_metadata(value, what)
     try:
         return json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # pragma: no cover - check_metadata refuses these
         raise GalleryError(f"{what} must be JSON-serialisable (numbers finite): {e}") from None
 
 

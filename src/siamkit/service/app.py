@@ -58,6 +58,7 @@ from .errors import EXCEPTION_HANDLERS, ApiError
 from .middleware import GuardMiddleware
 from .routers import feedback, gallery, ops, verify
 from .schemas import ErrorResponse
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "create_app", "create_app_from_env", "ApiError"]
@@ -88,9 +89,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app = FastAPI(
         title="siamkit", version=__version__, lifespan=_lifespan, redoc_url=None,
         description="Siamese-network verification and identification (API key: X-API-Key or Authorization: Bearer).",
-        responses={500: {"model": ErrorResponse, "description": "internal error"}},
+        responses={
+            429: {"model": ErrorResponse, "description": "rate limited (see Retry-After); only when limits are set"},
+            500: {"model": ErrorResponse, "description": "internal error"},
+        },
     )
     app.state.siamkit = state
+    def limiter(rate: float | None) -> RateLimiter | None:
+        return None if rate is None else RateLimiter(rate, max(1.0, rate * settings.rate_burst))
+
+    # inside the guard (added last = outermost): 429s get its request id and headers
+    app.add_middleware(RateLimitMiddleware, per_key=limiter(settings.rate_per_key), per_client=limiter(settings.rate_per_client))
     app.add_middleware(GuardMiddleware, limits=state.limits, metrics=state.metrics)
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)

@@ -17,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import SiamkitError
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "AuthFirstRoute",
     "JSON_ONLY",
     "MULTIPART",
     "READ",
@@ -231,6 +233,9 @@ def principal(
     Returns:
         The key's principal.
     """
+    done = getattr(request.state, "siamkit_principal", None)
+    if done is not None:  # AuthFirstRoute authenticated this request already
+        return done
     key = api_key or (creds.credentials if creds is not None else None)
     p = get_state(request).keys.authenticate(key) if key else None
     if p is None:
@@ -258,6 +263,52 @@ READ = Depends(require_read)
 """For ``dependencies=[...]`` of an endpoint that needs a read key but not its principal."""
 ADMIN = Depends(require_admin)
 """For ``dependencies=[...]`` of an endpoint that needs an admin key but not its principal."""
+
+
+def _request_key(request: Request) -> Optional[str]:
+    """The key of ``X-API-Key`` or ``Authorization: Bearer`` (as the security schemes read them)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _needs_key(dependant: Any) -> bool:
+    """Whether an endpoint's dependency tree includes :func:`principal`."""
+    stack = list(dependant.dependencies)
+    while stack:
+        d = stack.pop()
+        if d.call is principal:
+            return True
+        stack.extend(d.dependencies)
+    return False
+
+
+class AuthFirstRoute(APIRoute):
+    """A route that authenticates the caller (401) before FastAPI reads the body or any
+    other dependency checks it (content type 415, JSON or form parsing 400 / 422): an
+    anonymous client learns nothing about an endpoint's body rules.
+
+    Only routes whose dependencies include :func:`principal` are affected; the principal
+    found is kept on ``request.state`` so that the dependency does not run the KDF again.
+    Role checks (403) stay in the dependencies, so the OpenAPI spec is unchanged.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        if not _needs_key(self.dependant):
+            return handler
+
+        async def authenticated(request: Request) -> Any:
+            from starlette.concurrency import run_in_threadpool
+
+            request.state.siamkit_principal = await run_in_threadpool(principal, request, _request_key(request), None)
+            return await handler(request)
+
+        return authenticated
 
 
 # --------------------------------------------------------------------------- content types

@@ -26,6 +26,7 @@ import torch
 
 from ..data.decode import ALLOWED_FORMATS, ImageDecodeError, decode_image_bytes, sniff_image_format
 from ..data.images import MAX_PIXELS
+from ..errors import SiamkitError
 from ..network import InputSpec
 
 __all__ = ["Limits", "UploadError", "sniff_image_format", "decode_image", "ALLOWED_FORMATS"]
@@ -57,9 +58,9 @@ class Limits:
         for name in ("max_request_bytes", "max_json_bytes", "max_image_bytes", "max_pixels", "max_batch", "max_k", "max_text"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Limits.{name} must be a positive integer, got {v!r}")
+                raise SiamkitError(f"Limits.{name} must be a positive integer, got {v!r}")
         if self.max_pixels > MAX_PIXELS:
-            raise ValueError(f"Limits.max_pixels must be at most {MAX_PIXELS}, got {self.max_pixels}")
+            raise SiamkitError(f"Limits.max_pixels must be at most {MAX_PIXELS}, got {self.max_pixels}")
 
 
 class UploadError(Exception):

@@ -11,7 +11,14 @@ Design:
 - scrypt costs ~20-50 ms by design, too slow to pay on every request, so a verified key
   is remembered in memory under ``HMAC-SHA256(process secret, key)`` (a random secret
   made at start-up: the cache never holds the key, and entries die with the process).
-  Unknown key ids are refused without running scrypt; wrong secrets are never cached.
+  An unknown key id runs scrypt too (against a dummy record), so that it takes as long as
+  a wrong secret: the time of a refusal does not tell whether the key id exists. A
+  refused key is remembered (by its HMAC) for :data:`FAILED_TTL_S` seconds, so that
+  repeating a wrong key does not cost a scrypt each time.
+- A store loaded from a file re-reads it when its mtime, size or inode changes (looked at
+  most every :data:`RELOAD_INTERVAL_S` seconds, on authentication), so ``siamkit keys
+  revoke`` / ``add`` take effect in a running service within about a second. A file that
+  became unreadable or invalid is logged and the last good keys are kept.
 - Roles: ``read`` (verify, identify, list) and ``admin`` (also every mutating call:
   enrol, add samples, delete, feedback). ``admin`` includes ``read``.
 - The key is sent as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -39,7 +47,13 @@ from ..errors import KeyFileError
 
 __all__ = ["ROLES", "ApiKeyRecord", "KeyStore", "Principal", "KeyFileError", "generate_key", "hash_secret"]
 
+logger = logging.getLogger(__name__)
+
 ROLES = ("read", "admin")
+#: seconds a refused key is remembered (no scrypt for its repeats)
+FAILED_TTL_S = 10.0
+#: at most this often a file-backed store looks whether its file changed
+RELOAD_INTERVAL_S = 0.5
 FORMAT = "siamkit-api-keys"
 FORMAT_VERSION = 1
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -131,7 +145,11 @@ class KeyStore:
         self._cache_secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
         self._cache_size = cache_size
+        self._failed: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._dummy = ApiKeyRecord("00000000", "dummy", "read", secrets.token_bytes(16), bytes(32), 0.0, dict(_SCRYPT))
+        self._file_state = _file_state(path) if path is not None else None
+        self._next_check = time.monotonic() + RELOAD_INTERVAL_S
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -149,19 +167,34 @@ class KeyStore:
         Raises:
             KeyFileError: missing, not JSON, wrong format, or an invalid record.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise KeyFileError(f"keys file {path} does not exist (create keys with `siamkit keys add`)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise KeyFileError(f"keys file {path} is not readable JSON ({e})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-            raise KeyFileError(f"{path} is not a siamkit keys file (format {FORMAT!r} version {FORMAT_VERSION})")
-        keys = data.get("keys")
-        if not isinstance(keys, list):
-            raise KeyFileError(f"keys file {path} has no list of keys")
-        return cls([ApiKeyRecord.from_json(k) for k in keys], path=path)
+        return cls(_read_records(Path(path)), path=Path(path))
+
+    def reload_if_changed(self, *, force: bool = False) -> bool:
+        """Re-read the keys file when it changed (at most every :data:`RELOAD_INTERVAL_S`
+        seconds unless ``force``); True when the keys were replaced. An in-memory store
+        never reloads; an unreadable or invalid file is logged and the keys are kept."""
+        if self.path is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if not force and now < self._next_check:
+                return False
+            self._next_check = now + RELOAD_INTERVAL_S
+            state = _file_state(self.path)
+            if state == self._file_state:
+                return False
+            try:
+                records = _read_records(self.path)
+            except KeyFileError as e:
+                logger.error("keeping the %d keys loaded before: %s", len(self._by_id), e)
+                return False
+            self._file_state = state
+            self._by_id = {r.id: r for r in records}
+            self._cache.clear()
+            self._failed.clear()
+        logger.info("keys file %s changed: %d keys loaded", self.path, len(records))
+        return True
+
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the keys file atomically, readable by its owner only (0600)."""
@@ -175,6 +208,8 @@ class KeyStore:
             tmp.chmod(0o600)  # before the secrets' hashes are written
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         self.path = path
+        with self._lock:
+            self._file_state = _file_state(path)  # what this store holds: no reload of it
         return path
 
     def add(self, name: str, role: str) -> str:
@@ -213,6 +248,7 @@ class KeyStore:
                 del self._by_id[r.id]
                 with self._lock:
                     self._cache.clear()
+                    self._failed.clear()
                 return True
         return False
 
@@ -225,17 +261,28 @@ class KeyStore:
         m = _KEY_RE.fullmatch(key.strip())
         if m is None:
             return None
+        self.reload_if_changed()
         key_id, secret = m.group(1), m.group(2)
-        rec = self._by_id.get(key_id)
-        if rec is None:
-            return None
         tag = hmac.new(self._cache_secret, key.strip().encode(), hashlib.sha256).digest()
+        now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(tag)
+            rec = self._by_id.get(key_id)
+            hit = self._cache.get(tag) if rec is not None else None
             if hit is not None:
                 self._cache.move_to_end(tag)
                 return hit
-        if not hmac.compare_digest(hash_secret(secret, rec.salt, **rec.kdf), rec.hash):
+            failed_at = self._failed.get(tag)
+            if failed_at is not None and now - failed_at < FAILED_TTL_S:
+                return None
+        # an unknown id pays the same scrypt as a wrong secret (no timing oracle on ids)
+        check = rec if rec is not None else self._dummy
+        ok = hmac.compare_digest(hash_secret(secret, check.salt, **check.kdf), check.hash) and rec is not None
+        if not ok:
+            with self._lock:
+                self._failed[tag] = now
+                self._failed.move_to_end(tag)
+                while len(self._failed) > self._cache_size:
+                    self._failed.popitem(last=False)
             return None
         p = Principal(rec.name, rec.id, rec.role)
         with self._lock:
@@ -243,3 +290,28 @@ class KeyStore:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return p
+
+
+def _read_records(path: Path) -> list[ApiKeyRecord]:
+    """The records of a keys file (raises KeyFileError)."""
+    if not path.is_file():
+        raise KeyFileError(f"keys file {path} does not exist (create keys with `siamkit keys add`)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KeyFileError(f"keys file {path} is not readable JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        raise KeyFileError(f"{path} is not a siamkit keys file (format {FORMAT!r} version {FORMAT_VERSION})")
+    keys = data.get("keys")
+    if not isinstance(keys, list):
+        raise KeyFileError(f"keys file {path} has no list of keys")
+    return [ApiKeyRecord.from_json(k) for k in keys]
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: (mtime_ns, size, inode); None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -28,6 +28,10 @@ class ServiceSettings:
         public_metrics: serve ``/metrics`` without a key (True) or only to read keys.
         max_inference: concurrent decode + embed jobs (default: the CPU count).
         index: the gallery's search index (auto, exact, flat, hnsw, ivf).
+        rate_per_key: requests per second one API key id may make (None: no limit).
+        rate_per_client: requests per second one client address may make (None: no limit).
+        rate_burst: how many requests above the rate a key or client may make at once,
+            as seconds of its rate (the bucket holds ``max(1, rate * rate_burst)``).
     """
 
     model: Path
@@ -38,3 +42,6 @@ class ServiceSettings:
     public_metrics: bool = True
     max_inference: int | None = None
     index: str = "auto"
+    rate_per_key: float | None = None
+    rate_per_client: float | None = None
+    rate_burst: float = 2.0

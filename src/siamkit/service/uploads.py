@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 from fastapi import UploadFile
 
+from ..errors import SiamkitError
+from ..gallery.store_schema import check_metadata
 from .errors import ApiError
 from .images import Limits
 
@@ -97,4 +99,7 @@ def parse_metadata(text: Optional[str], limits: Limits) -> Optional[dict[str, An
         raise ApiError(422, "invalid_metadata", "metadata must be a JSON object") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
-    return value
+    try:
+        return check_metadata(value)
+    except SiamkitError as e:
+        raise ApiError(422, "invalid_metadata", str(e)[:300]) from None

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..data.augment import RandomAffine
+from ..distances import DISTANCES
+from ..encoders import list_encoders
 from ..errors import SiamkitError
 from ..miners import MINERS
 
@@ -143,6 +145,10 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise SiamkitError(f"invalid training option: {msg}")
 
+        if self.encoder not in list_encoders():
+            bad(f"unknown encoder {self.encoder!r}; choose one of {list_encoders()}")
+        if self.distance not in DISTANCES:
+            bad(f"unknown distance {self.distance!r}; choose one of {sorted(DISTANCES)}")
         if self.batching not in ("classes", "pairs"):
             bad(f"batching {self.batching!r}; choose classes or pairs")
         if self.batching == "pairs":

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import ADMIN, JSON_ONLY, ServiceState, check_identity_name, get_state, require_admin
+from ..deps import AuthFirstRoute, ADMIN, JSON_ONLY, ServiceState, check_identity_name, get_state, require_admin
 from ..errors import error_responses
 from ...feedback import FeedbackStore
 from ..images import sniff_image_format
@@ -17,7 +17,7 @@ from ..uploads import b64_image
 
 __all__ = ["router", "post_feedback", "list_feedback"]
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(route_class=AuthFirstRoute, tags=["feedback"])
 
 
 def _stored_image(data: bytes) -> tuple[bytes, str]:

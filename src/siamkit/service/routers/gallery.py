@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import MULTIPART, READ, ServiceState, check_identity_name, get_state, require_admin
+from ..deps import AuthFirstRoute, MULTIPART, READ, ServiceState, check_identity_name, get_state, require_admin
 from ..errors import NOT_FOUND, error_responses
 from ..images import Limits
 from ..schemas import (
@@ -264,7 +264,7 @@ def build_router(limits: Limits) -> APIRouter:
     Returns:
         A router to include in the app.
     """
-    router = APIRouter(tags=["gallery"])
+    router = APIRouter(route_class=AuthFirstRoute, tags=["gallery"])
     router.add_api_route(
         "/v1/identities/{identity}/verify", verify_identity, methods=["POST"], response_model=IdentityVerifyResponse,
         responses=_UPLOAD_ERRORS | NOT_FOUND, dependencies=[MULTIPART, READ],

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ... import __version__
-from ..deps import ServiceState, get_state
+from ..deps import AuthFirstRoute, ServiceState, get_state
 from ..errors import ApiError, error_responses
 from ..metrics import CONTENT_TYPE_LATEST
 from ..schemas import HealthResponse
@@ -18,7 +18,7 @@ __all__ = ["router", "healthz", "metrics"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["service"])
+router = APIRouter(route_class=AuthFirstRoute, tags=["service"])
 
 
 @router.get("/healthz", response_model=HealthResponse, responses=error_responses(503))

@@ -7,14 +7,14 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Depends, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import MULTIPART, READ, ServiceState, get_state
+from ..deps import AuthFirstRoute, MULTIPART, READ, ServiceState, get_state
 from ..errors import error_responses
 from ..schemas import VerifyResponse
 from ..uploads import read_upload
 
 __all__ = ["router", "verify", "decision_label", "verdict_fields"]
 
-router = APIRouter(tags=["verification"])
+router = APIRouter(route_class=AuthFirstRoute, tags=["verification"])
 
 
 def decision_label(same: bool | None) -> Optional[Literal["same", "different"]]:

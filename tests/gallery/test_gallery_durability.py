@@ -128,12 +128,17 @@ def _run_child(path: Path, mode: str, prefix: str, rng: random.Random) -> tuple[
         else:
             deadline = time.monotonic() + rng.uniform(0.1, 1.2)
             os.set_blocking(proc.stdout.fileno(), False)
+            partial = ""  # a non-blocking read may return half a line: only whole lines count
             while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if line.startswith("start"):
-                    in_progress = line.split()[1]
-                elif not line:
+                chunk = proc.stdout.readline()
+                if not chunk:
                     time.sleep(0.001)
+                    continue
+                partial += chunk
+                if partial.endswith("\n"):
+                    if partial.startswith("start"):
+                        in_progress = partial.split()[1]
+                    partial = ""
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL

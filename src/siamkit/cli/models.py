@@ -70,7 +70,9 @@ def compare(
         typer.echo("decision:   none (the model is not calibrated: run `siamkit calibrate`)")
 
 
-def _scored(model: Path, data: Path, max_pairs: int, seed: int) -> tuple[Any, Any]:
+def _scored(
+    model: Path, data: Path, max_pairs: int, seed: int, *, baseline: bool = False, n_ways: tuple[int, ...] = (5, 20), k_shot: int = 1
+) -> tuple[Any, Any]:
     """Load a model and score a split given as an image folder or a pair CSV."""
     from ..data.images import ImageFolderDataset
     from ..data.pairs import PairCSVDataset
@@ -83,9 +85,10 @@ def _scored(model: Path, data: Path, max_pairs: int, seed: int) -> tuple[Any, An
         fail("evaluate and calibrate take image models; this model was trained on vectors")
     size, ch = spec.image_size, int(spec.channels)
     if data.is_file() and data.suffix.lower() == ".csv":
-        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch))
+        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch), baseline=baseline)
     else:
-        scored = score_folder(net, ImageFolderDataset.from_folder(data, image_size=size, channels=ch), max_pairs=max_pairs, seed=seed)
+        ds = ImageFolderDataset.from_folder(data, image_size=size, channels=ch)
+        scored = score_folder(net, ds, max_pairs=max_pairs, seed=seed, baseline=baseline, n_ways=n_ways, k_shot=k_shot)
     scored.split["data"] = str(data.resolve())
     return net, scored
 
@@ -118,25 +121,30 @@ def evaluate(
     out: Path = typer.Option(Path("report"), help="Report folder (report.md, PNGs, metrics.json)."),
     max_pairs: int = MAX_PAIRS,
     seed: int = typer.Option(0, help="Seed of the pair subset and episodes."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score raw pixels on the same pairs."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score raw pixels on the same pairs (--no-baseline computes none of it)."),
+    n_way: list[int] = typer.Option([5, 20], "--n-way", help="N of the N-way one-shot episodes; repeat for several (an N above the usable classes is skipped)."),
+    k_shot: int = typer.Option(1, "--k-shot", min=1, help="Supports per class in each episode."),
 ) -> None:
     """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
     one-shot accuracy, retrieval; writes a report folder."""
     from ..calibration import Calibrator
     from ..evaluation.report import write_report
 
-    net, scored = _scored(model, data, max_pairs, seed)
+    net, scored = _scored(model, data, max_pairs, seed, baseline=baseline, n_ways=tuple(n_way), k_shot=k_shot)
     cal = Calibrator.load(model, expected_fingerprint=net.fingerprint)
     if cal is not None:
         cal.check_not_fitted_on(scored.split["data"])
     m = write_report(
         out, scored.distances, scored.same, title=f"{model.name} on {data.name}", split=scored.split,
         calibration=cal.to_dict() if cal is not None else None, embeddings=scored.embeddings, labels=scored.labels,
-        extra=scored.extra, baseline=("raw pixels", scored.baseline) if baseline else None,
+        extra=scored.extra, baseline=("raw pixels", scored.baseline) if scored.baseline is not None else None,
     )
     v, t = m["verification"], m["at_threshold"]
     typer.echo(f"ROC AUC {v['roc_auc']:.4f}   EER {v['eer']:.4f}   accuracy {t['accuracy']:.4f} at threshold {t['threshold']:.4g} ({t['source']})")
     for k, val in scored.extra.items():
         if "accuracy" in val:
-            typer.echo(f"{k.replace('_', ' ')}: {val['accuracy']:.4f} ± {val['ci95']:.4f} (raw pixels {val['baseline_accuracy']:.4f})")
+            raw = f" (raw pixels {val['baseline_accuracy']:.4f})" if val.get("baseline_accuracy") is not None else ""
+            typer.echo(f"{k.replace('_', ' ')}: {val['accuracy']:.4f} ± {val['ci95']:.4f}{raw}")
+    for n in scored.split.get("episodes", {}).get("skipped_n_ways", []):
+        typer.echo(f"{n}-way: skipped ({scored.split['episodes']['classes_with_k_plus_1_images']} classes have {k_shot + 1}+ images)")
     typer.echo(f"report: {out / 'report.md'}")

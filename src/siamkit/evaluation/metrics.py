@@ -157,7 +157,14 @@ def candidate_distances(
             d = dist.pairwise(queries, candidates)
         elif candidates.ndim == 3 and candidates.shape[0] == queries.shape[0]:
             t, m = candidates.shape[:2]
-            d = dist.paired(queries.repeat_interleave(m, 0), candidates.reshape(t * m, -1)).view(t, m)
+            # in chunks of trials: T x m x D values at once reached 8 GB for raw pixels
+            step = max(1, (1 << 23) // max(1, m * queries.shape[1]))
+            d = torch.cat(
+                [
+                    dist.paired(queries[i : i + step].repeat_interleave(m, 0), candidates[i : i + step].reshape(-1, candidates.shape[2]))
+                    for i in range(0, t, step)
+                ]
+            ).view(t, m) if t else queries.new_zeros(0, m)
         else:
             raise ValueError(f"candidates must be (m, D) or (T, m, D) for {queries.shape[0]} queries, got {tuple(candidates.shape)}")
         if shots > 1:

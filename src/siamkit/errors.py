@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "SiamkitError",
+    "ExportError",
     "DataError",
     "ModelFileError",
     "NotFittedError",
@@ -104,3 +105,7 @@ class FinetuneRefused(SiamkitError):
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ExportError(SiamkitError):
+    """A model cannot be exported in the requested format (e.g. an operator ONNX lacks)."""

@@ -1,5 +1,9 @@
 """siamkit: Siamese networks for similarity learning.
 
+The top-level names are imported on first use (PEP 562), so ``import siamkit.X`` loads
+only what ``X`` needs: the ONNX runtime verifier (:mod:`siamkit.export.runtime`) runs
+without torch.
+
 Example:
     >>> from siamkit import SiameseNetwork, create_encoder
     >>> net = SiameseNetwork(create_encoder("conv4", in_channels=1), normalize=True)
@@ -7,18 +11,56 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .distances import get_distance  # noqa: E402
-from .encoders import create_encoder, list_encoders, register_encoder  # noqa: E402
-from .errors import DataError, ModelFileError, SiamkitError  # noqa: E402
-from .io import load_model, save_model  # noqa: E402
-from .network import SiameseNetwork  # noqa: E402
-from .training import TrainConfig, fit  # noqa: E402
-from .calibration import Calibrator  # noqa: E402
-from .verify import Verifier  # noqa: E402
-from .anomaly import AnomalyDetector  # noqa: E402
-from .gallery import Gallery  # noqa: E402
+#: public name -> the submodule that defines it
+_LAZY = {
+    "get_distance": "distances",
+    "create_encoder": "encoders",
+    "list_encoders": "encoders",
+    "register_encoder": "encoders",
+    "DataError": "errors",
+    "ModelFileError": "errors",
+    "SiamkitError": "errors",
+    "load_model": "io",
+    "save_model": "io",
+    "SiameseNetwork": "network",
+    "TrainConfig": "training",
+    "fit": "training",
+    "Calibrator": "calibration",
+    "Verifier": "verify",
+    "AnomalyDetector": "anomaly",
+    "Gallery": "gallery",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .anomaly import AnomalyDetector
+    from .calibration import Calibrator
+    from .distances import get_distance
+    from .encoders import create_encoder, list_encoders, register_encoder
+    from .errors import DataError, ModelFileError, SiamkitError
+    from .gallery import Gallery
+    from .io import load_model, save_model
+    from .network import SiameseNetwork
+    from .training import TrainConfig, fit
+    from .verify import Verifier
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'siamkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AnomalyDetector",

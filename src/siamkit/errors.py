@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "SiamkitError",
+    "ExportError",
     "DataError",
     "ModelFileError",
     "NotFittedError",
@@ -113,3 +114,7 @@ class TrainingDivergedError(SiamkitError, FloatingPointError):
     The message names the epoch (and step); the last good epoch's checkpoint and the best
     model stay on disk. Also a :class:`FloatingPointError`, which the loop raised before.
     """
+
+
+class ExportError(SiamkitError):
+    """A model cannot be exported in the requested format (e.g. an operator ONNX lacks)."""

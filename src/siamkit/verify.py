@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from .calibration import Calibrator
 from .data.images import load_image, to_float
+from .decision import PairDecision
 from .errors import DataError
 from .io import load_model
 from .network import SiameseNetwork
@@ -46,28 +46,6 @@ def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
     if not spec.is_image:
         raise DataError("this model was not trained on images (its input spec has no image size)")
     return load_image(path, size=spec.image_size, channels=int(spec.channels))
-
-
-@dataclass
-class PairDecision:
-    """The answer for one pair.
-
-    Attributes:
-        distance: lower = more similar (a pair-head model: the negative logit).
-        score: higher = more similar, in [0, 1]; a display score, not a probability.
-        same: the decision at the calibrated threshold (None: model not calibrated).
-        confidence: calibrated probability that the pair is the same (None: not calibrated).
-        threshold: the calibrated distance threshold (accept when distance <= threshold).
-    """
-
-    distance: float
-    score: float
-    same: bool | None = None
-    confidence: float | None = None
-    threshold: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Verifier:

@@ -53,11 +53,17 @@ def compare(
     image_a: Path = typer.Argument(..., help="First image."),
     image_b: Path = typer.Argument(..., help="Second image."),
     as_json: bool = JSON_OUT,
+    runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
 ) -> None:
     """Distance (lower = closer) and similarity score (higher = more similar) of two images."""
-    from ..verify import compare_files
+    if runtime == "onnx":
+        r = _compare_onnx(model, image_a, image_b)
+    elif runtime == "torch":
+        from ..verify import compare_files
 
-    r = compare_files(model, image_a, image_b)
+        r = compare_files(model, image_a, image_b)
+    else:
+        fail(f"--runtime must be torch or onnx, got {runtime!r}")
     if as_json:
         echo_json(r, sort_keys=False)
         return
@@ -68,6 +74,21 @@ def compare(
         typer.echo(f"confidence: {r['confidence']:.4f}  (probability of 'same')")
     else:
         typer.echo("decision:   none (the model is not calibrated: run `siamkit calibrate`)")
+
+
+def _compare_onnx(export_dir: Path, image_a: Path, image_b: Path) -> dict[str, Any]:
+    """compare_files' answer, from an export folder through onnxruntime."""
+    from ..data.images import load_image
+    from ..export.runtime import OnnxVerifier
+    from ..network import InputSpec
+
+    v = OnnxVerifier.from_dir(export_dir)
+    spec = InputSpec.from_dict(v.manifest.get("input_spec"))
+    size, ch = spec.image_size, int(spec.channels)  # type: ignore[arg-type]
+    a, b = (load_image(p, size=size, channels=ch).numpy() for p in (image_a, image_b))
+    r = v.verify(a, b).to_dict()
+    r["distance_kind"] = v.distance_kind
+    return r
 
 
 def _scored(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._common import command_group
 from .anomaly import anomaly_app
 from .demo import demo
+from .export import export
 from .feedback import feedback_app
 from .gallery import gallery_app
 from .models import calibrate, compare, evaluate, summary
@@ -15,7 +16,7 @@ __all__ = ["app", "main"]
 
 app = command_group("siamkit: Siamese networks for similarity learning.")
 
-for _command in (demo, train, summary, compare, calibrate, evaluate, serve, finetune):
+for _command in (demo, train, summary, compare, calibrate, evaluate, export, serve, finetune):
     app.command()(_command)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(anomaly_app, name="anomaly")

@@ -16,6 +16,7 @@ __all__ = [
     "NotFittedError",
     "CalibrationError",
     "SplitLeakageError",
+    "ClassOverlapError",
     "AnomalyError",
     "GalleryError",
     "GalleryFileError",
@@ -36,6 +37,10 @@ class SiamkitError(ValueError):
 
 class DataError(SiamkitError):
     """A dataset, image or pair file cannot be used as given."""
+
+
+class ClassOverlapError(DataError):
+    """A test set shares class names with the classes a model was trained on."""
 
 
 class ModelFileError(SiamkitError):

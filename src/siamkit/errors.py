@@ -17,6 +17,7 @@ __all__ = [
     "NotFittedError",
     "CalibrationError",
     "SplitLeakageError",
+    "ClassOverlapError",
     "AnomalyError",
     "GalleryError",
     "GalleryFileError",
@@ -38,6 +39,10 @@ class SiamkitError(ValueError):
 
 class DataError(SiamkitError):
     """A dataset, image or pair file cannot be used as given."""
+
+
+class ClassOverlapError(DataError):
+    """A test set shares class names with the classes a model was trained on."""
 
 
 class ModelFileError(SiamkitError):

@@ -8,10 +8,10 @@ from typing import Any, Iterator
 import torch
 
 from .data.images import to_float
-from .distances import BaseDistance
+
 from .network import SiameseNetwork
 
-__all__ = ["embed_all", "pair_distances_of_embeddings", "paired_distances", "autocast_context", "network_pairwise"]
+__all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
@@ -147,33 +147,6 @@ def pair_distances_of_embeddings(
             network.embedding_distance(embeddings[a[s]], embeddings[b[s]]).float() for s in _chunks(a.numel(), chunk)
         ]
     return torch.cat(parts) if parts else embeddings.new_zeros(0)
-
-
-def paired_distances(
-    distance: BaseDistance, rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, chunk_elems: int = 1 << 23
-) -> torch.Tensor:
-    """``distance`` between ``rows[a[k]]`` and ``rows[b[k]]`` for every index pair, in
-    chunks: at most about ``chunk_elems`` values of each side are gathered at once, so
-    memory stays bounded however many pairs there are (the raw-pixel baseline of a large
-    folder gathered every pair's pixel rows at once: 17 GB for 720 images at 75x110).
-
-    Args:
-        distance: a :class:`~siamkit.distances.BaseDistance`.
-        rows: the vectors (embeddings, or flattened pixels).
-        a: row index of each pair's first side.
-        b: row index of each pair's second side.
-        chunk_elems: values gathered per side per chunk.
-
-    Shapes:
-        rows (N, D), a (P,), b (P,) -> (P,).
-
-    Returns:
-        The distances (lower = closer), float32, no gradient.
-    """
-    step = max(1, chunk_elems // max(1, rows.shape[1] if rows.ndim > 1 else 1))
-    with torch.no_grad():
-        parts = [distance.paired(rows[a[s]], rows[b[s]]).float() for s in _chunks(a.numel(), step)]
-    return torch.cat(parts) if parts else rows.new_zeros(0)
 
 
 def network_pairwise(network: Any, queries: torch.Tensor, vectors: torch.Tensor, *, chunk_elems: int = 1 << 24) -> torch.Tensor:

@@ -27,7 +27,11 @@ __all__ = [
     "check_labels",
     "random_pairs",
     "subsample_pairs",
+    "sample_all_pairs",
 ]
+
+#: up to this many pairs, :func:`sample_all_pairs` lists them all (exact, O(P) memory)
+ENUMERATE_PAIRS = 4_000_000
 
 
 class Pairs(NamedTuple):
@@ -246,3 +250,69 @@ def subsample_pairs(pairs: Pairs, max_pairs: int, generator: torch.Generator) ->
     neg = neg[torch.randperm(neg.numel(), generator=generator)[: max_pairs - n_pos]]
     keep = torch.cat([pos, neg])
     return Pairs(a[keep], b[keep], same[keep])
+
+
+def sample_all_pairs(labels: torch.Tensor, max_pairs: int, generator: torch.Generator) -> Pairs:
+    """``subsample_pairs(all_pairs(labels), max_pairs, generator)`` without listing every
+    pair: memory O(N + max_pairs) instead of O(N^2).
+
+    Up to :data:`ENUMERATE_PAIRS` pairs (or when every pair fits in ``max_pairs``) it is
+    exactly that call. Beyond, the same distribution is drawn directly:
+    ``min(#genuine, max_pairs // 2)`` genuine pairs uniformly without replacement among all
+    genuine pairs i < j, the rest uniformly without replacement among all impostor pairs
+    (rejection sampling of index pairs, duplicates dropped).
+
+    Args:
+        labels: class of every sample.
+        max_pairs: the most pairs to return.
+        generator: the source of randomness.
+
+    Shapes:
+        labels (N,) -> Pairs of length <= min(N (N - 1) / 2, max_pairs), genuine first.
+
+    Returns:
+        :class:`Pairs` with ``a < b``.
+    """
+    labels = torch.as_tensor(labels).long().flatten().cpu()
+    n = labels.numel()
+    total = n * (n - 1) // 2
+    if total <= max(max_pairs, ENUMERATE_PAIRS):
+        return subsample_pairs(all_pairs(labels), max_pairs, generator)
+    _, inv = torch.unique(labels, return_inverse=True)
+    counts = torch.bincount(inv)
+    n_gen_total = int((counts * (counts - 1) // 2).sum())
+    n_pos = min(n_gen_total, max_pairs // 2)
+    n_neg = min(total - n_gen_total, max_pairs - n_pos)
+    order = torch.argsort(inv, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    weights = (counts * (counts - 1)).double()
+
+    def genuine(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.multinomial(weights, m, replacement=True, generator=generator)
+        cnt = counts[c]
+        i = (torch.rand(m, generator=generator) * cnt).long()
+        j = (i + 1 + (torch.rand(m, generator=generator) * (cnt - 1)).long()) % cnt
+        return order[starts[c] + i], order[starts[c] + j]
+
+    def impostor(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = torch.randint(n, (m,), generator=generator), torch.randint(n, (m,), generator=generator)
+        ok = inv[i] != inv[j]
+        return i[ok], j[ok]
+
+    ga, gb = _draw_distinct(genuine, n_pos, n, 1.0, generator)
+    ia, ib = _draw_distinct(impostor, n_neg, n, (total - n_gen_total) / total, generator)
+    a, b = torch.cat([ga, ia]), torch.cat([gb, ib])
+    return Pairs(a, b, labels[a] == labels[b])
+
+
+def _draw_distinct(draw, k: int, n: int, acceptance: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    """``k`` distinct unordered pairs (lo < hi) from i.i.d. draws, in random order."""
+    keys = torch.zeros(0, dtype=torch.long)
+    while keys.numel() < k:
+        want = k - keys.numel()
+        m = min(1 << 22, max(1024, int(1.2 * want / max(acceptance, 1e-6))))
+        i, j = draw(m)
+        keys = torch.unique(torch.cat([keys, torch.minimum(i, j) * n + torch.maximum(i, j)]))
+    # the set of distinct keys is exchangeable, so a random k of them is a uniform k-subset
+    keys = keys[torch.randperm(keys.numel(), generator=generator)[:k]]
+    return keys // n, keys % n

@@ -210,7 +210,9 @@ def test_calibrate_then_evaluate_and_compare(tmp_path: Path) -> None:
     assert cal["fitted_on"] == str(va.resolve())
     # reporting on the calibration split is refused
     assert_clean_error(run("evaluate", model, "--data", va, "--out", tmp_path / "rep0"), "fitted on")
-    r = run("evaluate", model, "--data", te, "--out", tmp_path / "rep")
+    # te's classes are tr's (same names, same generator): refused unless --allow-overlap
+    assert_clean_error(run("evaluate", model, "--data", te, "--out", tmp_path / "rep"), "trained on")
+    r = run("evaluate", model, "--data", te, "--out", tmp_path / "rep", "--allow-overlap")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert m["at_threshold"]["threshold"] == cal["threshold"]

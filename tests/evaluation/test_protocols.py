@@ -1,74 +1,90 @@
-"""Evaluation protocols: bounded-memory pair scoring, an optional baseline, any N-way K-shot."""
+"""score_folder at scale: pairs drawn without listing them all, the raw-pixel baseline in
+chunks (or not at all), and N-way K-shot episodes of any N."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import pytest
 import torch
-from typer.testing import CliRunner
 
-from siamkit import SiameseNetwork, create_encoder, save_model
-from siamkit.cli import app
-from siamkit.data import ImageFolderDataset
-from siamkit.data.images import to_float
-from siamkit.distances import EuclideanDistance, get_distance
-from siamkit.evaluation.protocols import score_folder
-from siamkit.inference import paired_distances
-from siamkit.tuples import all_pairs
-
-from ..conftest import make_image_folder
+import siamkit.tuples as tuples
+from siamkit import SiameseNetwork, create_encoder
+from siamkit.data.images import ImageFolderDataset, to_float
+from siamkit.errors import DataError
+from siamkit.evaluation.protocols import raw_pair_distances, score_folder
+from siamkit.tuples import all_pairs, sample_all_pairs, subsample_pairs
 
 
-def test_paired_distances_in_chunks_equal_the_direct_computation() -> None:
+def _dataset(classes: int = 6, per_class: int = 4, size: int = 8) -> ImageFolderDataset:
     g = torch.Generator().manual_seed(0)
-    rows = torch.rand(30, 17, generator=g)
-    a, b = torch.randint(30, (101,), generator=g), torch.randint(30, (101,), generator=g)
-    for name in ("euclidean", "cosine", "l1"):
-        dist = get_distance(name)
-        want = dist.paired(rows[a], rows[b])
-        for chunk in (1, 17, 40, 10_000):  # 1..many pairs per chunk
-            assert torch.allclose(paired_distances(dist, rows, a, b, chunk_elems=chunk), want, atol=1e-6)
-    assert paired_distances(EuclideanDistance(), rows, a[:0], b[:0]).shape == (0,)
+    images = torch.randint(0, 256, (classes * per_class, 1, size, size), generator=g, dtype=torch.uint8)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return ImageFolderDataset(images, labels, [f"c{i}" for i in range(classes)])
 
 
-def _net() -> SiameseNetwork:
+def _net(size: int = 8) -> SiameseNetwork:
     torch.manual_seed(0)
-    enc = create_encoder("conv4", in_channels=1, embedding_dim=8, width=4)
-    return SiameseNetwork(enc, normalize=True, input_spec={"shape": [1, 20, 20], "channels": 1, "height": 20, "width": 20}).eval()
+    spec = {"shape": [1, size, size], "channels": 1, "height": size, "width": size}
+    return SiameseNetwork(create_encoder("conv4", in_channels=1, embedding_dim=4, width=4), input_spec=spec)
 
 
-def test_score_folder_baseline_is_optional_and_unchanged(tmp_path: Path) -> None:
-    ds = ImageFolderDataset.from_folder(make_image_folder(tmp_path / "d", classes=6, per_class=4), image_size=(20, 20))
-    net = _net()
-    with_base = score_folder(net, ds, max_pairs=1000)
-    raw = to_float(ds.images).flatten(1)
+def test_sample_all_pairs_is_the_old_call_below_the_enumeration_limit() -> None:
+    labels = torch.arange(10).repeat_interleave(5)
+    got = sample_all_pairs(labels, 300, torch.Generator().manual_seed(3))
+    want = subsample_pairs(all_pairs(labels), 300, torch.Generator().manual_seed(3))
+    for x, y in zip(got, want):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("max_pairs", [400, 3000])
+def test_sample_all_pairs_beyond_the_limit_draws_distinct_pairs_i_lt_j(monkeypatch: pytest.MonkeyPatch, max_pairs: int) -> None:
+    monkeypatch.setattr(tuples, "ENUMERATE_PAIRS", 10)
+    labels = torch.arange(20).repeat_interleave(6)[torch.randperm(120, generator=torch.Generator().manual_seed(1))]
+    n_gen = 20 * 15  # 300 genuine pairs of 7,140
+    a, b, same = sample_all_pairs(labels, max_pairs, torch.Generator().manual_seed(0))
+    assert a.numel() == max_pairs
+    assert bool((a < b).all())
+    assert torch.unique(a * 120 + b).numel() == max_pairs  # no pair twice
+    assert torch.equal(same, labels[a] == labels[b])
+    # genuine pairs kept when they fit in half, else half of the pairs
+    assert int(same.sum()) == min(n_gen, max_pairs // 2)
+    assert bool(same[: int(same.sum())].all())  # genuine first
+
+
+def test_sample_all_pairs_impostors_are_spread_over_all_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuples, "ENUMERATE_PAIRS", 10)
+    labels = torch.arange(50).repeat_interleave(2)  # 100 samples
+    a, b, same = sample_all_pairs(labels, 2000, torch.Generator().manual_seed(0))
+    hits = torch.bincount(torch.cat([a[~same], b[~same]]), minlength=100).float()
+    # each sample sits in ~2 * 1950 / 100 = 39 impostor pairs; a biased sampler would not
+    assert hits.min() > 15 and hits.max() < 70
+
+
+def test_raw_pair_distances_in_chunks_equal_the_full_computation() -> None:
+    ds = _dataset()
     a, b, _ = all_pairs(ds.labels)
-    assert torch.allclose(with_base.baseline, EuclideanDistance().paired(raw[a], raw[b]), atol=1e-6)
-    assert with_base.extra["5_way_1_shot"]["baseline_accuracy"] is not None
-    no_base = score_folder(net, ds, max_pairs=1000, baseline=False)
-    assert no_base.baseline is None and no_base.split["baseline"] is None
-    assert no_base.extra["5_way_1_shot"]["baseline_accuracy"] is None
-    assert torch.equal(no_base.distances, with_base.distances)
+    raw = to_float(ds.images).flatten(1)
+    want = torch.linalg.vector_norm(raw[a] - raw[b], dim=1)
+    got = raw_pair_distances(ds.images, a, b, chunk_values=64 * 3)  # 3 pairs per chunk
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_score_folder_any_n_way_k_shot(tmp_path: Path) -> None:
-    ds = ImageFolderDataset.from_folder(make_image_folder(tmp_path / "d", classes=6, per_class=4), image_size=(20, 20))
-    s = score_folder(_net(), ds, n_ways=(2, 6, 7), k_shot=3)
-    assert set(k for k in s.extra if "_way_" in k) == {"2_way_3_shot", "6_way_3_shot"}
-    assert s.split["episodes"]["skipped_n_ways"] == [7] and s.split["episodes"]["k_shot"] == 3
-    # K = 4 leaves no class with K + 1 images
-    s = score_folder(_net(), ds, n_ways=(2,), k_shot=4)
-    assert "2_way_4_shot" not in s.extra and s.split["episodes"]["skipped_n_ways"] == [2]
+def test_score_folder_without_baseline_computes_none() -> None:
+    scored = score_folder(_net(), _dataset(), baseline=False)
+    assert scored.baseline is None
+    assert "not computed" in scored.split["baseline"]
+    assert all("baseline_accuracy" not in v for v in scored.extra.values())
+    with_base = score_folder(_net(), _dataset())
+    assert with_base.baseline is not None and with_base.baseline.shape == with_base.distances.shape
+    assert "baseline_accuracy" in with_base.extra["5_way_1_shot"]
 
 
-def test_cli_evaluate_no_baseline_and_n_way(tmp_path: Path) -> None:
-    data = make_image_folder(tmp_path / "te", classes=6, per_class=4)
-    save_model(_net(), tmp_path / "m")
-    runner = CliRunner()
-    r = runner.invoke(app, ["evaluate", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "rep"),
-                            "--no-baseline", "--n-way", "3", "--n-way", "9", "--k-shot", "2"])
-    assert r.exit_code == 0, r.output
-    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
-    assert "baseline" not in m and "3_way_2_shot" in m and "5_way_1_shot" not in m
-    assert "raw pixels" not in r.output and "9-way: skipped" in r.output
+def test_score_folder_n_way_k_shot() -> None:
+    ds = _dataset(classes=6, per_class=4)
+    scored = score_folder(_net(), ds, n_way=[6], k_shot=3, baseline=False)
+    assert set(k for k in scored.extra if "way" in k) == {"6_way_3_shot"}
+    assert 0.0 <= scored.extra["6_way_3_shot"]["accuracy"] <= 1.0
+    assert scored.split["episodes"]["n_way"] == [6] and scored.split["episodes"]["k_shot"] == 3
+    with pytest.raises(DataError, match="6 classes with >= 4"):
+        score_folder(_net(), ds, n_way=[7], k_shot=3)
+    with pytest.raises(DataError, match="0 classes"):
+        score_folder(_net(), ds, n_way=[2], k_shot=4)  # 4 images per class: no query left

@@ -91,27 +91,32 @@ def _compare_onnx(export_dir: Path, image_a: Path, image_b: Path) -> dict[str, A
     return r
 
 
-def _scored(
-    model: Path, data: Path, max_pairs: int, seed: int, *, baseline: bool = False, n_ways: tuple[int, ...] = (5, 20), k_shot: int = 1
-) -> tuple[Any, Any]:
-    """Load a model and score a split given as an image folder or a pair CSV."""
+def _scored(net: Any, data: Path, max_pairs: int, seed: int, **protocol: Any) -> tuple[Any, Any]:
+    """Score a split given as an image folder or a pair CSV.
+
+    Returns (scored pairs, the folder's dataset or None for a pair CSV).
+    """
     from ..data.images import ImageFolderDataset
     from ..data.pairs import PairCSVDataset
     from ..evaluation.protocols import score_folder, score_pair_csv
-    from ..io import load_model
-
-    net = load_model(model)
     spec = net.input_spec
     if not spec.is_image:
         fail("evaluate and calibrate take image models; this model was trained on vectors")
     size, ch = spec.image_size, int(spec.channels)
+    ds = None
     if data.is_file() and data.suffix.lower() == ".csv":
-        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch), baseline=baseline)
+        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch),
+                                baseline=protocol.get("baseline", True))
     else:
         ds = ImageFolderDataset.from_folder(data, image_size=size, channels=ch)
-        scored = score_folder(net, ds, max_pairs=max_pairs, seed=seed, baseline=baseline, n_ways=n_ways, k_shot=k_shot)
+        check = protocol.pop("check_classes", None)
+        if check is not None:
+            check(ds.classes)
+        scored = score_folder(net, ds, max_pairs=max_pairs, seed=seed, **protocol)
+    if ds is None and protocol.get("check_classes") is not None:
+        scored.split["class_overlap"] = "not checked: a pair file has no class names"
     scored.split["data"] = str(data.resolve())
-    return net, scored
+    return scored, ds
 
 
 @clean_errors
@@ -127,12 +132,46 @@ def calibrate(
     """Fit the decision threshold and confidence on a validation split; save calibration.json."""
     from ..calibration import Calibrator
 
-    net, scored = _scored(model, data, max_pairs, seed)
+    from ..io import load_model
+
+    net = load_model(model)
+    scored, _ = _scored(net, data, max_pairs, seed, baseline=False, one_shot=False)
     cal = Calibrator(threshold_method=method, target_far=target_far, confidence_method=confidence)
     cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint)
     path = cal.save(model)
     typer.echo(f"threshold {cal.threshold_:.6g} ({method}) fitted on {cal.n_pos_:,} genuine and {cal.n_neg_:,} impostor pairs")
     typer.echo(f"saved {path}; `siamkit compare` and `siamkit evaluate` now use it")
+
+
+def _overlap_check(model: Path, train_run: Optional[Path], allow_overlap: bool, notes: dict[str, Any]) -> Any:
+    """A function refusing (or, with --allow-overlap, noting) test classes that were trained
+    on, from ``--train-run`` or the run folder holding the model; None when no split is known."""
+    from ..errors import ClassOverlapError
+    from ..training.split_record import SPLIT_FILE, SplitRecord
+
+    run = train_run if train_run is not None else model.resolve().parent
+    record = SplitRecord.load(run)
+    if record is None:
+        if train_run is not None:
+            fail(f"--train-run {train_run} has no {SPLIT_FILE} (runs record their split since this version)")
+        return None
+
+    def check(classes: list[str]) -> None:
+        notes["train_run"] = str(run)
+        try:
+            record.check_disjoint(classes, "the test folder")
+        except ClassOverlapError as e:
+            if not allow_overlap:
+                raise
+            common = record.overlap(classes)
+            notes["class_overlap_warning"] = (f"WARNING: {len(common)} of the {len(classes)} test classes were "
+                                              f"trained on (--allow-overlap); these numbers overstate the model")
+            notes["overlapping_classes"] = common
+            typer.echo(f"WARNING: {e}", err=True)
+        else:
+            notes["class_overlap"] = f"none: the test classes are disjoint from the {len(record.train_classes)} training classes"
+
+    return check
 
 
 @clean_errors
@@ -142,21 +181,32 @@ def evaluate(
     out: Path = typer.Option(Path("report"), help="Report folder (report.md, PNGs, metrics.json)."),
     max_pairs: int = MAX_PAIRS,
     seed: int = typer.Option(0, help="Seed of the pair subset and episodes."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score raw pixels on the same pairs (--no-baseline computes none of it)."),
-    n_way: list[int] = typer.Option([5, 20], "--n-way", help="N of the N-way one-shot episodes; repeat for several (an N above the usable classes is skipped)."),
-    k_shot: int = typer.Option(1, "--k-shot", min=1, help="Supports per class in each episode."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score raw pixels on the same pairs (--no-baseline: not computed at all)."),
+    n_way: Optional[int] = typer.Option(None, "--n-way", help="N of the N-way K-shot episodes (default: 5 and 20 where there are enough classes)."),
+    k_shot: int = typer.Option(1, "--k-shot", help="Supports per class in an episode."),
+    train_run: Optional[Path] = typer.Option(None, "--train-run", help="The training run folder (its split.json); default: the folder holding MODEL, if it has one."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a test folder that shares classes with training (marked in the report)."),
 ) -> None:
     """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
     one-shot accuracy, retrieval; writes a report folder."""
     from ..calibration import Calibrator
     from ..evaluation.report import write_report
+    from ..io import load_model
 
-    net, scored = _scored(model, data, max_pairs, seed, baseline=baseline, n_ways=tuple(n_way), k_shot=k_shot)
+    if k_shot < 1:
+        fail(f"--k-shot must be >= 1, got {k_shot}")
+    net = load_model(model)
     cal = Calibrator.load(model, expected_fingerprint=net.fingerprint)
     if cal is not None:
-        cal.check_not_fitted_on(scored.split["data"])
+        cal.check_not_fitted_on(str(data.resolve()))
+    notes: dict[str, Any] = {}
+    check = _overlap_check(model, train_run, allow_overlap, notes)
+    scored, _ = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
+                        n_way=[n_way] if n_way is not None else None, k_shot=k_shot)
+    scored.split.update(notes)
+    title = f"{model.name} on {data.name}" + (" (TEST CLASSES OVERLAP TRAINING)" if "class_overlap_warning" in notes else "")
     m = write_report(
-        out, scored.distances, scored.same, title=f"{model.name} on {data.name}", split=scored.split,
+        out, scored.distances, scored.same, title=title, split=scored.split,
         calibration=cal.to_dict() if cal is not None else None, embeddings=scored.embeddings, labels=scored.labels,
         extra=scored.extra, baseline=("raw pixels", scored.baseline) if scored.baseline is not None else None,
     )
@@ -164,8 +214,12 @@ def evaluate(
     typer.echo(f"ROC AUC {v['roc_auc']:.4f}   EER {v['eer']:.4f}   accuracy {t['accuracy']:.4f} at threshold {t['threshold']:.4g} ({t['source']})")
     for k, val in scored.extra.items():
         if "accuracy" in val:
-            raw = f" (raw pixels {val['baseline_accuracy']:.4f})" if val.get("baseline_accuracy") is not None else ""
+            raw = f" (raw pixels {val['baseline_accuracy']:.4f})" if "baseline_accuracy" in val else ""
             typer.echo(f"{k.replace('_', ' ')}: {val['accuracy']:.4f} ± {val['ci95']:.4f}{raw}")
-    for n in scored.split.get("episodes", {}).get("skipped_n_ways", []):
-        typer.echo(f"{n}-way: skipped ({scored.split['episodes']['classes_with_k_plus_1_images']} classes have {k_shot + 1}+ images)")
+    if "baseline" in m:
+        typer.echo(f"raw pixels: ROC AUC {m['baseline']['roc_auc']:.4f}   EER {m['baseline']['eer']:.4f}")
+    else:
+        typer.echo("raw-pixel baseline: not computed (--no-baseline)")
+    if "class_overlap_warning" in notes:
+        typer.echo(notes["class_overlap_warning"])
     typer.echo(f"report: {out / 'report.md'}")

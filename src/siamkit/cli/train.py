@@ -13,9 +13,8 @@ from ._common import FEEDBACK_STORE, clean_errors, echo_json, fail, parse_size, 
 __all__ = ["finetune", "train"]
 
 
-def _resumed_run(out: Path, data: Path, progress: Optional[bool]) -> tuple[Any, Any]:
+def _resumed_run(out: Path, data: Path, progress: Optional[bool], task: str) -> tuple[Any, Any]:
     """The saved options of the interrupted run in ``out`` and ``data`` read as it was trained."""
-    from ..data.images import ImageFolderDataset
     from ..training import TrainConfig
     from ..training.loop import read_checkpoint_state
 
@@ -26,8 +25,71 @@ def _resumed_run(out: Path, data: Path, progress: Optional[bool]) -> tuple[Any, 
     shape = st.get("sample_shape", [])
     if len(shape) != 3:
         fail(f"the checkpoint in {out} was not trained on images")
-    ds = ImageFolderDataset.from_folder(data, image_size=(shape[1], shape[2]), channels=shape[0], min_per_class=2)
-    return config, ds
+    return config, _load_train_data(data, task, (shape[1], shape[2]), shape[0])
+
+
+def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int]) -> Any:
+    """The training images: one class per sub-folder, or (``signatures-genuine``) the genuine
+    signatures of each ``WRITER/genuine`` folder."""
+    from ..data.images import ImageFolderDataset
+    from ..data.signatures import load_signatures
+
+    if task == "classes":
+        return ImageFolderDataset.from_folder(data, image_size=size, channels=channels, min_per_class=2)
+    if task == "signatures-genuine":
+        if channels not in (None, 1):
+            fail("--task signatures-genuine loads greyscale signatures (--channels 1)")
+        sigs = load_signatures(data, image_size=size or (155, 220), require_forged=False)
+        return sigs.genuine_only()
+    fail(f"--task must be classes or signatures-genuine, got {task!r}")
+
+
+def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], fraction: float, seed: int) -> tuple[Any, Any, Any]:
+    """(training set, validation set or None, the split record) from the options; a run
+    that is resumed reuses its recorded split."""
+    from ..data.images import ImageFolderDataset
+    from ..data.splits import split_by_class
+    from ..training.split_record import SplitRecord
+
+    recorded = SplitRecord.load(out)
+    if recorded is not None and val_data is None and val_classes is None:
+        if recorded.val_data:
+            val_data = Path(recorded.val_data)
+        else:
+            names = recorded.val_classes
+            return _hold_out(ds, names, recorded.source)
+    if val_data is not None:
+        val = ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2)
+        common = sorted(set(val.classes) & set(ds.classes))
+        if common:
+            fail(f"--val-data {val_data} shares {len(common)} class(es) with --data (e.g. {common[0]!r}); validation classes must be unseen")
+        rec = SplitRecord(list(ds.classes), list(val.classes), f"--val-data {val_data}", str(val_data.resolve()))
+        return ds, val, rec
+    if val_classes is not None:
+        if not val_classes.is_file():
+            fail(f"--val-classes {val_classes} does not exist")
+        names = [ln.strip() for ln in val_classes.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        unknown = sorted(set(names) - set(ds.classes))
+        if unknown:
+            fail(f"--val-classes names {len(unknown)} class(es) not in --data (e.g. {unknown[0]!r})")
+        return _hold_out(ds, names, f"--val-classes {val_classes}")
+    if fraction <= 0:
+        return ds, None, SplitRecord(list(ds.classes), [], "none (--val-fraction 0)")
+    _, va = split_by_class(ds.labels, fraction, seed)
+    names = [ds.classes[int(c)] for c in sorted(set(ds.labels[va].tolist()))]
+    return _hold_out(ds, names, f"--val-fraction {fraction}, seed {seed}")
+
+
+def _hold_out(ds: Any, names: list[str], source: str) -> tuple[Any, Any, Any]:
+    from ..training.split_record import SplitRecord
+
+    val_set = set(names)
+    train_ids = [i for i, c in enumerate(ds.classes) if c not in val_set]
+    val_ids = [i for i, c in enumerate(ds.classes) if c in val_set]
+    if len(train_ids) < 2:
+        fail(f"holding out {len(val_ids)} classes leaves {len(train_ids)} to train on (at least 2 needed)")
+    train, val = ds.subset(train_ids), ds.subset(val_ids) if val_ids else None
+    return train, val, SplitRecord(list(train.classes), list(val.classes) if val is not None else [], source)
 
 
 def _encoder_kwargs(width: Optional[int], grid: Optional[int], dropout: Optional[float]) -> dict[str, Any]:
@@ -88,7 +150,10 @@ def train(
     fill: float = typer.Option(0.0, help="Augmentation: background value in [0, 1] (1 = white paper)."),
     image_size: Optional[str] = typer.Option(None, help="Resize images to SIDE or H,W (default: first image's size)."),
     channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (colour); default: from the files."),
-    val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping."),
+    val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
+    val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
+    task: str = typer.Option("classes", help="classes (one sub-folder per class) or signatures-genuine (WRITER/genuine only; forgeries are not loaded)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
@@ -103,15 +168,16 @@ def train(
     line with its loss, validation ROC AUC and health (probe distances, active triplets,
     spread, effective rank, gradient norm); alarms (collapse, no active triplets, below
     raw pixels) are printed as warnings with their likely fix."""
-    from ..data.images import ImageFolderDataset
     from ..training import TrainConfig, fit
     from ..training.health import summarize
 
     setup_logging(verbose)
     if data is None:
         fail("--data is required: a folder with one sub-folder of images per class")
+    if val_data is not None and val_classes is not None:
+        fail("give --val-data or --val-classes, not both")
     if resume:
-        config, ds = _resumed_run(out, data, progress)
+        config, ds = _resumed_run(out, data, progress, task)
     else:
         config = TrainConfig(
             encoder=encoder, encoder_kwargs=_encoder_kwargs(width, grid, dropout), embedding_dim=embedding_dim or None,
@@ -126,9 +192,15 @@ def train(
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        ds = ImageFolderDataset.from_folder(data, image_size=parse_size(image_size), channels=channels, min_per_class=2)
+        ds = _load_train_data(data, task, parse_size(image_size), channels)
     typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}")
-    result = fit(ds.images, ds.labels, config, out_dir=out, resume=resume, callbacks=[lambda r: typer.echo(summarize(r))])
+    train_ds, val_ds, record = _split(ds, out, val_data, val_classes, config.val_fraction, config.seed)
+    split_path = record.save(out)
+    typer.echo(f"training on {len(record.train_classes)} classes, validating on {len(record.val_classes)} "
+               f"({record.source}); class names in {split_path}")
+    result = fit(train_ds.images, train_ds.labels, config, out_dir=out, resume=resume,
+                 val_x=val_ds.images if val_ds is not None else None, val_y=val_ds.labels if val_ds is not None else None,
+                 callbacks=[lambda r: typer.echo(summarize(r))])
     _print_result(result, out)
 
 

@@ -232,6 +232,7 @@ class ImageFolderDataset:
             loose = _list_images(root)
             hint = " (the images must sit in one sub-folder per class)" if loose else ""
             raise DataError(f"data folder {root} has no class sub-folders{hint}")
+        _refuse_signature_layout(root, class_dirs)
         files: list[tuple[Path, int]] = []
         names: list[str] = []
         for d in class_dirs:
@@ -274,6 +275,29 @@ class ImageFolderDataset:
                 f"{len(small)} class(es) in {root} have fewer than {min_per_class} images: {listed}"
             )
         return ds
+
+
+#: the sub-folders of a writer in the signature layout (``WRITER/genuine``, ``WRITER/forged``)
+SIGNATURE_SUBFOLDERS = ("genuine", "forged")
+
+
+def _refuse_signature_layout(root: Path, class_dirs: list[Path]) -> None:
+    """Refuse ``WRITER/genuine`` + ``WRITER/forged`` read as one class per writer: that
+    would merge each writer's forgeries into the writer's own class."""
+    for d in class_dirs:
+        inside = list(d.iterdir())
+        sub = {p.name.lower() for p in inside if p.is_dir()}
+        if not sub or not sub <= set(SIGNATURE_SUBFOLDERS) or any(p.is_file() for p in inside if p.suffix.lower() in IMAGE_EXTENSIONS):
+            return
+    first = class_dirs[0]
+    raise DataError(
+        f"{root} is in the signature layout WRITER/genuine, WRITER/forged (e.g. {first.name}/"
+        f"{' and '.join(sorted(p.name for p in first.iterdir() if p.is_dir()))}): read as one class per "
+        "writer it would merge every writer's skilled forgeries into that writer's class, and score "
+        "forgeries as 'same'. Train on the genuine signatures only (CLI: siamkit train --task "
+        "signatures-genuine; library: siamkit.data.load_signatures(...).genuine_only()) and score "
+        "forgeries with siamkit.data.load_signatures and signature_pairs"
+    )
 
 
 def _infer_channels(root: Path, paths: list[Path]) -> int:

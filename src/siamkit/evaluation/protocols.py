@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..data.images import ImageFolderDataset, to_float
 from ..data.pairs import PairCSVDataset
 from ..distances import EuclideanDistance
-from ..inference import embed_all, pair_distances_of_embeddings, paired_distances
+from ..inference import embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
-from ..tuples import all_pairs, subsample_pairs
+from ..errors import DataError
+from ..tuples import sample_all_pairs
 from .few_shot import n_way_k_shot_accuracy
 from .retrieval import retrieval_metrics
 
-__all__ = ["ScoredPairs", "score_folder", "score_pair_csv"]
+__all__ = ["ScoredPairs", "score_folder", "score_pair_csv", "raw_pair_distances"]
+
+#: values of the raw-pixel rows held at once by :func:`raw_pair_distances` (2 sides x
+#: 4 bytes: 64 MB), whatever the number of pairs
+RAW_CHUNK_VALUES = 1 << 23
 
 
 @dataclass
@@ -26,7 +31,8 @@ class ScoredPairs:
     Attributes:
         distances: (P,) model distances, lower = closer.
         same: (P,) bool.
-        baseline: (P,) raw-pixel Euclidean distances of the same pairs (None: not computed).
+        baseline: (P,) raw-pixel Euclidean distances of the same pairs; None when not
+            computed (``baseline=False``).
         embeddings, labels: the embedded set (None for pair files).
         extra: protocol numbers (one-shot accuracy, retrieval).
         split: what was scored, for the report.
@@ -45,6 +51,28 @@ def _raw(images: torch.Tensor) -> torch.Tensor:
     return to_float(images).flatten(1)
 
 
+def raw_pair_distances(images: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, chunk_values: int = RAW_CHUNK_VALUES) -> torch.Tensor:
+    """Euclidean distances of the raw pixels (floats in [0, 1]) of index pairs, a chunk of
+    pairs at a time: memory O(chunk_values), not O(pairs x pixels).
+
+    Args:
+        images: the image set (uint8 or float).
+        a: first side of each pair.
+        b: second side of each pair.
+        chunk_values: pixel values (per side) converted at once.
+
+    Shapes:
+        images (N, ...), a (P,), b (P,) -> (P,).
+
+    Returns:
+        The distances, float32.
+    """
+    per = max(1, chunk_values // max(1, int(images[0].numel()) if len(images) else 1))
+    dist = EuclideanDistance()
+    parts = [dist.paired(_raw(images[a[s : s + per]]), _raw(images[b[s : s + per]])) for s in range(0, a.numel(), per)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def score_folder(
     network: SiameseNetwork,
     ds: ImageFolderDataset,
@@ -53,58 +81,75 @@ def score_folder(
     seed: int = 0,
     one_shot: bool = True,
     baseline: bool = True,
-    n_ways: tuple[int, ...] = (5, 20),
+    n_way: Sequence[int] | None = None,
     k_shot: int = 1,
 ) -> ScoredPairs:
     """All pairs i < j of a labelled image set (a seeded random subset beyond max_pairs,
-    keeping every genuine pair when they fit in half), plus N-way K-shot accuracy (each N
-    of ``n_ways`` that the set has enough classes for) and retrieval metrics.
-
-    Memory is bounded: pair distances, model and raw pixels, are computed in chunks.
+    keeping every genuine pair when they fit in half), plus N-way K-shot accuracy and
+    retrieval metrics. Memory is O(N + max_pairs), whatever N.
 
     Args:
         network: the model to score.
         ds: the labelled images.
         max_pairs: at most this many pairs.
         seed: seeds the pair subset and the one-shot episodes.
-        one_shot: also measure N-way K-shot accuracy and retrieval.
-        baseline: also score raw pixels (Euclidean on pixels in [0, 1]) on the same pairs
-            and episodes; False computes nothing of it.
-        n_ways: the N of the N-way episodes (an N above the number of usable classes is
-            skipped, and said so in ``split``).
+        one_shot: also measure few-shot accuracy and retrieval.
+        baseline: also score raw pixels (pairs and episodes); False computes nothing of it.
+        n_way: the N of the N-way episodes; None = 5 and 20, each when there are enough
+            classes. Given values must each fit (classes with >= k_shot + 1 images).
         k_shot: supports per class in an episode.
 
     Returns:
-        :class:`ScoredPairs` with the embeddings, labels and the protocol numbers.
+        :class:`ScoredPairs` with the embeddings, labels and the protocol numbers; its
+        ``split`` says what every number was computed on.
+
+    Raises:
+        DataError: an ``n_way`` larger than the classes with ``k_shot + 1`` images.
     """
     e = embed_all(network, ds.images)
-    a, b, same = subsample_pairs(all_pairs(ds.labels), max_pairs, torch.Generator().manual_seed(seed))
+    a, b, same = sample_all_pairs(ds.labels, max_pairs, torch.Generator().manual_seed(seed))
     d = pair_distances_of_embeddings(network, e, a, b)
-    raw = _raw(ds.images) if baseline else None
-    base = paired_distances(EuclideanDistance(), raw, a, b) if raw is not None else None
-    extra: dict[str, Any] = {}
+    base = raw_pair_distances(ds.images, a, b) if baseline else None
     n_classes = int(torch.unique(ds.labels).numel())
-    usable = int((torch.bincount(ds.labels) >= k_shot + 1).sum())
-    skipped = []
+    counts = torch.bincount(ds.labels)
+    eligible = int((counts >= k_shot + 1).sum())
+    if n_way is not None:
+        too_many = [n for n in n_way if n > eligible or n < 2]
+        if too_many:
+            raise DataError(
+                f"--n-way {too_many[0]} with --k-shot {k_shot}: the data has {eligible} classes with "
+                f">= {k_shot + 1} images (N must be 2..{eligible})"
+            )
+    ways = [n for n in (n_way if n_way is not None else (5, 20)) if n <= eligible]
+    extra: dict[str, Any] = {}
     if one_shot:
-        dist = network.distance if network.pair_head is None else "l1"
-        for n_way in n_ways:
-            if usable < n_way or n_way < 2:
-                skipped.append(n_way)
-                continue
-            kw = {"n_way": n_way, "k_shot": k_shot, "episodes": 1000, "seed": seed}
-            acc, ci = n_way_k_shot_accuracy(e, ds.labels, distance=dist, **kw)
-            bacc = n_way_k_shot_accuracy(raw, ds.labels, **kw)[0] if raw is not None else None
-            extra[f"{n_way}_way_{k_shot}_shot"] = {"accuracy": acc, "ci95": ci, "baseline_accuracy": bacc}
-        if int((torch.bincount(ds.labels) >= 2).sum()) >= 2:
-            r = retrieval_metrics(e, ds.labels, distance=network.distance)
-            extra["retrieval"] = {k: r[k] for k in ("precision_at_1", "r_precision", "map_at_r")}
+        extra = _few_shot_and_retrieval(network, ds, e, ways, k_shot, seed, baseline)
     split = {"protocol": "all pairs of a labelled folder", "images": len(ds), "classes": n_classes,
-             "pairs": int(same.numel()), "max_pairs": max_pairs, "seed": seed, "baseline": "raw pixels" if baseline else None}
+             "pairs": int(same.numel()), "max_pairs": max_pairs, "seed": seed,
+             "baseline": "raw pixels, the same pairs and episodes" if baseline else "not computed (--no-baseline)",
+             "every number from": "this one folder: the pairs, the episodes and retrieval all use its images"}
     if one_shot:
-        split["episodes"] = {"n_ways": [n for n in n_ways if n not in skipped], "k_shot": k_shot, "skipped_n_ways": skipped,
-                             "classes_with_k_plus_1_images": usable}
+        split["episodes"] = {"n_way": ways, "k_shot": k_shot, "queries_per_class": 1, "episodes": 1000}
     return ScoredPairs(d, same, base, e, ds.labels, extra, split)
+
+
+def _few_shot_and_retrieval(
+    network: SiameseNetwork, ds: ImageFolderDataset, e: torch.Tensor, ways: list[int], k_shot: int, seed: int, baseline: bool
+) -> dict[str, Any]:
+    """N-way K-shot accuracy for each N (and raw pixels' when ``baseline``), and retrieval."""
+    extra: dict[str, Any] = {}
+    dist = network.distance if network.pair_head is None else "l1"
+    raw = _raw(ds.images) if baseline and ways else None
+    for n in ways:
+        acc, ci = n_way_k_shot_accuracy(e, ds.labels, n_way=n, k_shot=k_shot, episodes=1000, seed=seed, distance=dist)
+        row: dict[str, Any] = {"accuracy": acc, "ci95": ci}
+        if raw is not None:
+            row["baseline_accuracy"] = n_way_k_shot_accuracy(raw, ds.labels, n_way=n, k_shot=k_shot, episodes=1000, seed=seed)[0]
+        extra[f"{n}_way_{k_shot}_shot"] = row
+    if int((torch.bincount(ds.labels) >= 2).sum()) >= 2:
+        r = retrieval_metrics(e, ds.labels, distance=network.distance)
+        extra["retrieval"] = {k: r[k] for k in ("precision_at_1", "r_precision", "map_at_r")}
+    return extra
 
 
 def score_pair_csv(network: SiameseNetwork, pairs: PairCSVDataset, *, baseline: bool = True) -> ScoredPairs:
@@ -120,7 +165,7 @@ def score_pair_csv(network: SiameseNetwork, pairs: PairCSVDataset, *, baseline: 
     """
     e = embed_all(network, pairs.images)
     d = pair_distances_of_embeddings(network, e, pairs.a, pairs.b)
-    base = paired_distances(EuclideanDistance(), _raw(pairs.images), pairs.a, pairs.b) if baseline else None
+    base = raw_pair_distances(pairs.images, pairs.a, pairs.b) if baseline else None
     split = {"protocol": "pairs from a CSV file", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
-             "baseline": "raw pixels" if baseline else None}
+             "baseline": "raw pixels, the same pairs" if baseline else "not computed (--no-baseline)"}
     return ScoredPairs(d, pairs.same, base, split=split)

@@ -8,7 +8,6 @@ from typing import Any, Iterator
 import torch
 
 from .data.images import to_float
-
 from .network import SiameseNetwork
 
 __all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]

@@ -69,8 +69,13 @@ def raw_pair_distances(images: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *
     """
     per = max(1, chunk_values // max(1, int(images[0].numel()) if len(images) else 1))
     dist = EuclideanDistance()
-    parts = [dist.paired(_raw(images[a[s : s + per]]), _raw(images[b[s : s + per]])) for s in range(0, a.numel(), per)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+    # one output tensor written in place: small per-chunk results allocated between the
+    # large temporaries would pin the heap, and the peak would grow with every chunk
+    out = torch.empty(a.numel(), dtype=torch.float32)
+    with torch.no_grad():
+        for s in range(0, a.numel(), per):
+            out[s : s + per] = dist.paired(_raw(images[a[s : s + per]]), _raw(images[b[s : s + per]]))
+    return out
 
 
 def score_folder(

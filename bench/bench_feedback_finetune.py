@@ -2,7 +2,7 @@
 hurting held-out accuracy?  python bench/bench_feedback_finetune.py 300 2e-4 2.0 [OUT_DIR]
 (args: fine-tuning steps, learning rate, feedback weight). Prints its results; the figures in
 docs/benchmarks.md come from its run of 2026-11-22 (not yet wired to write JSON)."""
-import io, json, time, sys
+import io, json, time, sys, tempfile
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -18,7 +18,7 @@ from siamkit.feedback import FeedbackStore
 def pair_distances(n, x, i, j):
     """The network's distance of the index pairs (i, j) of the set x (each image embedded once)."""
     return pair_distances_of_embeddings(n, embed_all(n, x), i, j).double().numpy()
-OUT = Path(sys.argv[4]) if len(sys.argv) > 4 else Path("/tmp/siamkit-ft"); t0 = time.time()
+OUT = Path(sys.argv[4]) if len(sys.argv) > 4 else Path(tempfile.mkdtemp(prefix="siamkit-ft-")); t0 = time.time()
 ds = load_omniglot(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"), split="background", image_size=28)
 ev = load_omniglot(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"), split="evaluation", image_size=28)
 print("loaded", time.time()-t0, ds.images.shape, ev.images.shape, flush=True)

@@ -29,7 +29,7 @@ batch^3 candidate triplets).
 
 Run it with the separate benchmark venv (it has pytorch-metric-learning installed):
 
-    /work/benchvenv/bin/python bench/bench_miners.py --out bench/results/miners.json
+    BENCH_VENV/bin/python bench/bench_miners.py --out bench/results/miners.json
 """
 
 from __future__ import annotations

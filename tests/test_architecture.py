@@ -39,20 +39,9 @@ def _tree(path: Path) -> ast.Module:
 
 def _imports(path: Path) -> Iterator[tuple[str, list[str], int]]:
     """(absolute module, imported names, line) of every import in ``path``, lazy ones included."""
-    mod = _name(path)
-    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                yield a.name, [], node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            yield target, [a.name for a in node.names], node.lineno
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield from _imports_of(path, node)
 
 
 def test_no_module_over_the_line_limit() -> None:

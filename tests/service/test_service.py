@@ -639,7 +639,8 @@ def test_finetune_writes_or_refuses(tmp_path: Path, model_dir: Path) -> None:
         s.add(actor="t", kind="identity_verify", identity="c0", image_a=(png_of(x[3]), "png"), truth={"same": True})
         s.add(actor="t", kind="identify", image_a=(png_of(x[4]), "png"), predicted={"identity": "c1"}, truth={"identity": "c0"})
         s.add(actor="t", kind="identify", image_a=(png_of(x[5]), "png"), truth={"identity": "gone"})
-    cfg = FinetuneConfig(steps=6, feedback_per_batch=4, replay_per_batch=12, eval_pairs=100, max_regression=-1.0)
+    # one reporter ("t") made every report: let single reports teach (the default asks for 2)
+    cfg = FinetuneConfig(steps=6, feedback_per_batch=4, replay_per_batch=12, eval_pairs=100, max_regression=-1.0, min_reporters=1)
     with pytest.raises(FinetuneRefused) as e:  # max_regression < 0: "must improve by 1.0", never met
         finetune(model_dir, fb, tmp_path / "refused", replay_images=x, replay_labels=y, gallery=g_path, config=cfg)
     assert not (tmp_path / "refused").exists()

@@ -1,4 +1,4 @@
-"""``siamkit feedback add / list``: reported mistakes in the feedback store."""
+"""``siamkit feedback add / list / stats / review``: reported mistakes in the feedback store."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def feedback_add(
 @clean_errors
 def feedback_list(
     feedback: Path = FEEDBACK_STORE,
-    status: Optional[str] = typer.Option(None, help="new, used or rejected."),
+    status: Optional[str] = typer.Option(None, help="new, used, rejected or held (contradicted, waiting for review)."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """List the reported mistakes (without the images)."""
@@ -99,3 +99,42 @@ def feedback_list(
         return
     for r in rows:
         typer.echo(f"{r['id']:>5}  {r['status']:<8} {r['kind']:<15} truth={json.dumps(r['truth'])}  by {r['actor']}")
+
+
+@feedback_app.command("stats")
+@clean_errors
+def feedback_stats(
+    feedback: Path = FEEDBACK_STORE,
+    top: int = typer.Option(10, min=1, help="How many of the most reported identities to list."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Reports by status (new / used / rejected / held), by kind and by identity."""
+    from ..feedback import FeedbackStore
+
+    with FeedbackStore.open(feedback, create=False) as store:
+        st = store.stats(top=top)
+    if as_json:
+        echo_json(st)
+        return
+    typer.echo(f"{st['total']} reports from {st['reporters']} reporters; {st['finetunes']} fine-tune(s) so far")
+    typer.echo("by status: " + ", ".join(f"{k} {v}" for k, v in st["by_status"].items()))
+    typer.echo("by kind:   " + ", ".join(f"{k} {v}" for k, v in st["by_kind"].items()))
+    if st["top_identities"]:
+        typer.echo("most reported identities: " + ", ".join(f"{w} ({n})" for w, n in st["top_identities"]))
+
+
+@feedback_app.command("review")
+@clean_errors
+def feedback_review(
+    feedback_id: int = typer.Argument(..., help="The report's id (see `siamkit feedback list --status held`)."),
+    feedback: Path = FEEDBACK_STORE,
+    accept: bool = typer.Option(..., "--accept/--reject", help="The report is right (its contradicting reports are rejected) / wrong."),
+    reviewer: str = typer.Option(..., "--reviewer", help="Who reviews it (audited)."),
+) -> None:
+    """Settle a report: --accept it (reports that contradict it are rejected, it may teach
+    again) or --reject it."""
+    from ..feedback import FeedbackStore, review_report
+
+    with FeedbackStore.open(feedback, create=False) as store:
+        changed = review_report(store, feedback_id, accept=accept, actor=f"cli:{reviewer}")
+    typer.echo(f"back to new: {changed['new'] or 'none'}; rejected: {changed['rejected'] or 'none'}")

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import FEEDBACK_STORE, clean_errors, echo_json, fail, parse_size, setup_logging
+from ._common import clean_errors, echo_json, fail, parse_size, setup_logging
 
 __all__ = ["finetune", "train"]
 
@@ -206,18 +206,31 @@ def train(
 
 def _print_finetune_report(rep: dict[str, Any], out: Path) -> None:
     o, n = rep["held_out"]["old"], rep["held_out"]["new"]
+    sc = rep.get("feedback_screening", {})
+    if sc:
+        typer.echo(f"feedback: {sc['reports_teaching']} report(s) in {sc['claims_teaching']} claim(s) taught; "
+                   f"{len(sc['waiting_for_reporters'])} wait for more reporters; {len(sc['held_contradicted'])} held as contradicted")
     typer.echo(f"feedback pairs right: {rep['feedback_pairs_right']['old']:.3f} -> {rep['feedback_pairs_right']['new']:.3f} "
                f"({rep['feedback_pairs_fixed']} fixed, {rep['feedback_pairs_broken']} broken, of {rep['feedback_pairs']})")
     typer.echo(f"held-out ROC AUC {o['roc_auc']:.4f} -> {n['roc_auc']:.4f}; accuracy {o['accuracy']:.4f} -> {n['accuracy']:.4f}")
     typer.echo(f"new model: {out}" + (f"; gallery re-embedded ({rep['gallery_reembedded']} samples)" if "gallery_reembedded" in rep else ""))
 
 
+def _rollback(model: Path, gallery: Optional[Path]) -> None:
+    from ..training.finetune import rollback as run_rollback
+
+    if gallery is None:
+        fail("--rollback needs --gallery (the gallery to put back on the previous model)")
+    r = run_rollback(model, gallery)
+    typer.echo(f"gallery {gallery} back on {r['model_dir']} ({r['fingerprint'][:12]}); {r['samples']} samples re-embedded")
+
+
 @clean_errors
 def finetune(
-    model: Path = typer.Option(..., "--model", "-m", help="The current (calibrated) model folder."),
-    feedback: Path = FEEDBACK_STORE,
-    out: Path = typer.Option(..., "--out", help="The new model folder (written only when it is not worse)."),
-    replay: Path = typer.Option(..., "--replay", help="The original training data: one sub-folder of images per class."),
+    model: Path = typer.Option(..., "--model", "-m", help="The current (calibrated) model folder; with --rollback, the fine-tuned one."),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (required unless --rollback)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The new model folder (written only when it is not worse)."),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="The original training data: one sub-folder of images per class."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="The gallery (for identify / identity_verify feedback)."),
     reembed_gallery: bool = typer.Option(False, "--reembed-gallery", help="Re-embed the gallery with the new model."),
     steps: int = typer.Option(300, help="Optimizer steps."),
@@ -225,9 +238,18 @@ def finetune(
     feedback_weight: float = typer.Option(2.0, help="Weight of a feedback pair relative to a replay pair."),
     max_regression: float = typer.Option(0.005, help="Largest allowed drop of held-out ROC AUC / accuracy."),
     seed: int = typer.Option(0, help="Seed of the class split and batches."),
+    min_reporters: int = typer.Option(
+        2, "--min-reporters", min=1,
+        help="Distinct reporters needed behind a report before it teaches the model (contradicted reports are held for review).",
+    ),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Put --gallery back on the model that --model (a fine-tuned folder) started from, re-embedded."
+    ),
 ) -> None:
     """Fine-tune on the reported mistakes mixed with replay of the training data;
-    re-calibrate; refuse to write the new model if it is worse on held-out classes."""
+    re-calibrate; refuse to write the new model if it is worse on held-out classes.
+    A report teaches only when --min-reporters distinct reporters made it and no report
+    contradicts it. `--rollback --model NEW --gallery G` undoes a `--reembed-gallery`."""
     from ..data.images import ImageFolderDataset
     from ..errors import FinetuneRefused
     from ..training.finetune import FinetuneConfig
@@ -235,11 +257,17 @@ def finetune(
     from ..io import read_config
     from ..network import InputSpec
 
+    if rollback:
+        _rollback(model, gallery)
+        return
+    if out is None or replay is None or feedback is None:
+        fail("--feedback, --out and --replay are required (unless --rollback)")
     spec = InputSpec.from_dict(read_config(model)["network"].get("input_spec"))
     if not spec.is_image:
         fail("finetune takes image models")
     ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels))
-    cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression, seed=seed)
+    cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression,
+                         min_reporters=min_reporters, seed=seed)
     try:
         rep = run_finetune(model, feedback, out, replay_images=ds.images, replay_labels=ds.labels, gallery=gallery,
                            reembed_gallery=reembed_gallery, config=cfg)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from ..errors import FeedbackError, FeedbackLockedError
 from .pairs import FeedbackPairs, feedback_pairs
-from .store import KINDS, SCHEMA_VERSION, FeedbackRecord, FeedbackStore, default_feedback_path
+from .guard import Screening, claim_key, review_report, screen_reports
+from .store import KINDS, SCHEMA_VERSION, STATUSES, FeedbackRecord, FeedbackStore, default_feedback_path
 
 __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
+    "STATUSES",
+    "Screening",
     "FeedbackError",
     "FeedbackLockedError",
     "FeedbackPairs",
     "FeedbackRecord",
     "FeedbackStore",
+    "claim_key",
     "default_feedback_path",
     "feedback_pairs",
+    "review_report",
+    "screen_reports",
 ]

@@ -24,6 +24,7 @@ Schema (version 1)::
              truth TEXT,            -- JSON: what is true ({"same": b} or {"identity": s})
              note TEXT, model_fingerprint TEXT,
              status TEXT)           -- 'new' | 'used' (by a fine-tune) | 'rejected'
+                                    -- | 'held' (contradicted by another report: review it)
     service_audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, actor TEXT,
                   action TEXT, target TEXT, detail TEXT)   -- every enrol, add, delete, feedback
 
@@ -45,10 +46,11 @@ from typing import Any, Iterator
 from .._sqlite import connect, immediate_transaction
 from ..errors import FeedbackError, FeedbackLockedError
 
-__all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "SCHEMA_VERSION", "default_feedback_path"]
+__all__ = ["FeedbackStore", "FeedbackRecord", "FeedbackError", "KINDS", "STATUSES", "SCHEMA_VERSION", "default_feedback_path"]
 
 SCHEMA_VERSION = 1
 KINDS = ("verify", "identify", "identity_verify")
+STATUSES = ("new", "used", "rejected", "held")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -308,11 +310,11 @@ class FeedbackStore:
         return fid
 
     def set_status(self, ids: list[int], status: str, *, actor: str) -> int:
-        """Mark feedback rows ``used`` / ``rejected`` / ``new`` (audited).
+        """Mark feedback rows ``used`` / ``rejected`` / ``new`` / ``held`` (audited).
 
         Args:
             ids: the feedback ids.
-            status: ``new``, ``used`` or ``rejected``.
+            status: ``new``, ``used``, ``rejected`` or ``held`` (contradicted, for review).
             actor: who changes them (audited).
 
         Returns:
@@ -321,8 +323,8 @@ class FeedbackStore:
         Raises:
             FeedbackError: an unknown status.
         """
-        if status not in ("new", "used", "rejected"):
-            raise FeedbackError(f"status must be new, used or rejected, got {status!r}")
+        if status not in STATUSES:
+            raise FeedbackError(f"status must be one of {list(STATUSES)}, got {status!r}")
         with self._transaction() as cur:
             n = 0
             for i in ids:
@@ -386,3 +388,38 @@ class FeedbackStore:
             {"id": r[0], "time": r[1], "actor": r[2], "action": r[3], "target": r[4], "detail": json.loads(r[5])}
             for r in rows
         ]
+
+    def stats(self, *, top: int = 10) -> dict[str, Any]:
+        """Counts of reports by status, by kind, by reporter and by identity.
+
+        Args:
+            top: how many identities (the most reported first) to list.
+
+        Returns:
+            ``{"total", "by_status", "by_kind", "by_kind_status", "reporters",
+            "top_identities": [[name, n], ...], "finetunes"}`` (JSON-able; every status and
+            kind present, zero when none).
+        """
+        by_status = {s: 0 for s in STATUSES}
+        by_kind = {k: 0 for k in KINDS}
+        by_kind_status: dict[str, dict[str, int]] = {k: {s: 0 for s in STATUSES} for k in KINDS}
+        for kind, status, n in self._query("SELECT kind, status, COUNT(*) FROM feedback GROUP BY kind, status"):
+            by_status[status] = by_status.get(status, 0) + int(n)
+            by_kind[kind] = by_kind.get(kind, 0) + int(n)
+            by_kind_status.setdefault(kind, {})[status] = int(n)
+        idents = self._query(
+            "SELECT COALESCE(identity, json_extract(truth, '$.identity')) AS who, COUNT(*) FROM feedback "
+            "WHERE who IS NOT NULL GROUP BY who ORDER BY COUNT(*) DESC, who LIMIT ?",
+            (int(top),),
+        )
+        reporters = int(self._query("SELECT COUNT(DISTINCT actor) FROM feedback")[0][0])
+        finetunes = int(self._query("SELECT COUNT(*) FROM service_audit WHERE action = 'finetune'")[0][0])
+        return {
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "by_kind": by_kind,
+            "by_kind_status": by_kind_status,
+            "reporters": reporters,
+            "top_identities": [[str(w), int(n)] for w, n in idents],
+            "finetunes": finetunes,
+        }

@@ -34,6 +34,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -49,7 +50,7 @@ from ..data.images import to_float
 from ..data.splits import permute_classes
 from ..errors import DataError, FinetuneRefused, SiamkitError
 from ..evaluation.metrics import verification_metrics
-from ..feedback import FeedbackPairs, FeedbackStore, feedback_pairs
+from ..feedback import FeedbackPairs, FeedbackStore, Screening, feedback_pairs, screen_reports
 from ..gallery import Gallery
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..io import load_model, save_model
@@ -58,7 +59,7 @@ from ..network import SiameseNetwork
 from ..tuples import Pairs, pairs_from_pair_batch, random_pairs
 from .components import make_optimizer
 
-__all__ = ["FinetuneConfig", "FinetuneRefused", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneRefused", "finetune", "rollback"]
 
 _BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
@@ -80,6 +81,9 @@ class FinetuneConfig:
             (half each).
         eval_pairs: random pairs of the calibration classes, and of the test classes.
         max_regression: largest allowed drop of held-out ROC AUC / accuracy.
+        min_reporters: distinct reporters (actors) needed behind a report before it may
+            teach the model (:func:`siamkit.feedback.screen_reports`); contradicted
+            reports are held for review whatever this is.
         seed: seed of the class split and of the batches.
     """
 
@@ -95,6 +99,7 @@ class FinetuneConfig:
     holdout_fraction: float = 0.4
     eval_pairs: int = 4000
     max_regression: float = 0.005
+    min_reporters: int = 2
     seed: int = 0
 
 
@@ -103,6 +108,8 @@ class FinetuneConfig:
         for name in ("steps", "feedback_per_batch", "replay_per_batch", "eval_pairs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if int(self.min_reporters) < 1:
+            raise ValueError("min_reporters must be >= 1")
         if not (0.0 < self.holdout_fraction < 1.0):
             raise ValueError("holdout_fraction must be in (0, 1)")
         if not (self.lr > 0 and self.pos_margin >= 0 and self.neg_margin > self.pos_margin):
@@ -127,21 +134,36 @@ def _load_old(model_dir: Path, replay_images: torch.Tensor) -> tuple[SiameseNetw
     return old, old_cal
 
 
-def _load_feedback(feedback_db: str | Path, old: SiameseNetwork, gallery: str | Path | None) -> tuple[int, FeedbackPairs]:
-    """The number of new feedback reports, and the pairs they give."""
+def _load_feedback(
+    feedback_db: str | Path, old: SiameseNetwork, gallery: str | Path | None, min_reporters: int, actor: str
+) -> tuple[int, FeedbackPairs, Screening]:
+    """The number of candidate reports (``new`` or ``held``), the pairs of those that may
+    teach (:func:`~siamkit.feedback.screen_reports`), and the screening. Reports newly
+    found contradicted are marked ``held`` (audited) whatever happens next."""
     with FeedbackStore.open(feedback_db, create=False) as store:
-        records = store.list(status="new")
+        records = store.list(status="new") + store.list(status="held")
+        screening = screen_reports(records, min_reporters=min_reporters)
+        newly_held = [r.id for r in records if r.id in set(screening.held) and r.status != "held"]
+        if newly_held:
+            store.set_status(newly_held, "held", actor=actor)
     if not records:
         raise SiamkitError(f"{feedback_db} holds no new feedback")
+    if not screening.teach:
+        raise SiamkitError(
+            f"none of the {len(records)} feedback reports may teach the model yet: "
+            f"{len(screening.waiting)} wait for {min_reporters} independent reporters, "
+            f"{len(screening.held)} are held as contradicted (review them with `siamkit feedback review`)"
+        )
     g = Gallery.open(gallery, None, create=False) if gallery is not None else None
     try:
-        fb = feedback_pairs(records, old, gallery=g)
+        fb = feedback_pairs(screening.teach, old, gallery=g)
     finally:
         if g is not None:
             g.close()
     if len(fb) == 0:
-        raise SiamkitError(f"none of the {len(records)} feedback reports gave a usable pair: {fb.skipped}")
-    return len(records), fb
+        raise SiamkitError(f"none of the {len(screening.teach)} feedback claims gave a usable pair: {fb.skipped}")
+    fb.used_ids = sorted(i for rep in fb.used_ids for i in screening.members.get(rep, [rep]))
+    return len(records), fb, screening
 
 
 class _LabelledSet(NamedTuple):
@@ -340,7 +362,7 @@ def finetune(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SiamkitError(f"{out_dir} exists and is not empty; choose a new folder for the fine-tuned model")
     old, old_cal = _load_old(model_dir, replay_images)
-    n_reports, fb = _load_feedback(feedback_db, old, gallery)
+    n_reports, fb, screening = _load_feedback(feedback_db, old, gallery, int(cfg.min_reporters), actor)
     gen = torch.Generator().manual_seed(cfg.seed)  # the class split, then every step's pairs
     split = _split_replay(replay_images, replay_labels, cfg, gen)
     net, losses = _train(old, fb, split.train, cfg, float(old_cal.threshold_), gen)
@@ -348,7 +370,9 @@ def finetune(
     report: dict[str, Any] = {
         "config": asdict(cfg),
         "from_model": old.fingerprint,
+        "from_model_dir": str(model_dir.resolve()),
         "feedback_reports": n_reports,
+        "feedback_screening": screening.summary(),
         "feedback_used": fb.used_ids,
         "feedback_skipped": {str(k): v for k, v in fb.skipped.items()},
         "feedback_pairs": len(fb),
@@ -372,3 +396,38 @@ def finetune(
             report["gallery_reembedded"] = g2.n_samples
         write_json_atomic(out_dir / "finetune_report.json", report)
     return report
+
+
+def rollback(new_model_dir: str | Path, gallery: str | Path, *, actor: str = "finetune") -> dict[str, Any]:
+    """Put a gallery back on the model a fine-tune started from (re-embedded atomically,
+    :meth:`siamkit.gallery.Gallery.migrate`), after checking that folder still holds
+    those exact weights.
+
+    Args:
+        new_model_dir: the fine-tuned model folder (its ``finetune_report.json`` names
+            the previous model's folder and fingerprint).
+        gallery: the gallery file now on the fine-tuned model.
+        actor: who the gallery's audit log names.
+
+    Returns:
+        ``{"model_dir", "fingerprint", "samples"}`` of the restored model.
+
+    Raises:
+        SiamkitError: no report, the previous folder is gone, or its weights changed.
+    """
+    report_path = Path(new_model_dir) / "finetune_report.json"
+    if not report_path.is_file():
+        raise SiamkitError(f"{new_model_dir} was not written by `siamkit finetune` (no finetune_report.json)")
+    try:
+        report = json.loads(report_path.read_text())
+        prev_dir, prev_fp = Path(report["from_model_dir"]), str(report["from_model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SiamkitError(f"{report_path} does not name the previous model ({e})") from None
+    if not (prev_dir / "config.json").is_file():
+        raise SiamkitError(f"the previous model folder {prev_dir} is gone; give it back or re-embed with `siamkit gallery reembed`")
+    prev = load_model(prev_dir)
+    if prev.fingerprint != prev_fp:
+        raise SiamkitError(f"{prev_dir} no longer holds the weights the fine-tune started from ({prev.fingerprint[:12]} != {prev_fp[:12]})")
+    with Gallery.migrate(gallery, prev_dir) as g:
+        n = g.n_samples
+    return {"model_dir": str(prev_dir), "fingerprint": prev_fp, "samples": n, "actor": actor}

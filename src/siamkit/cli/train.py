@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -169,9 +171,13 @@ def train(
     spread, effective rank, gradient norm); alarms (collapse, no active triplets, below
     raw pixels) are printed as warnings with their likely fix."""
     from ..training import TrainConfig, fit
+    from ..training.distributed import init_from_env
     from ..training.health import summarize
 
     setup_logging(verbose)
+    env = init_from_env()  # under torchrun: join the process group; rank 0 prints and writes
+    if env is not None and not env.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the other ranks train silently until they exit
     if data is None:
         fail("--data is required: a folder with one sub-folder of images per class")
     if val_data is not None and val_classes is not None:

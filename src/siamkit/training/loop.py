@@ -40,6 +40,7 @@ from .components import (
     resolve_precision,
 )
 from .config import TrainConfig
+from .distributed import DistEnv, Embedder, barrier, check_shares, global_batch, init_from_env, wrap
 from .health import TrainingHealth
 from .objective import Objective
 from .progress import ProgressBar
@@ -198,6 +199,8 @@ class _Run:
     view_aug: RandomAffine
     precision: str
     channels_last: bool
+    env: DistEnv | None = None
+    embedder: torch.nn.Module | None = None
 
     def inputs(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """The inputs of a batch, augmented (with two views: both views, one after the other).
@@ -256,7 +259,21 @@ def _make_run(state: TrainState, data: _Data, sampler: Any, objective: Objective
         raise DataError("the views loss and instance_weight need image inputs (the views are random affine transforms)")
     view_aug = augment or make_augment(config)
     state.has_val = data.val_x is not None and data.val_y is not None and torch.unique(data.val_y).numel() >= 2
-    return _Run(data, sampler, objective, augment, view_aug, precision, channels_last)
+    env = init_from_env()
+    embedder = None
+    if env is not None:
+        check_shares(config, env)
+        embedder = wrap(Embedder(state.network), env)
+    return _Run(data, sampler, objective, augment, view_aug, precision, channels_last, env, embedder)
+
+
+def _global_batch(run: _Run, batch: Any, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, Pairs | None, int]:
+    """The distributed step's global batch (:func:`~siamkit.training.distributed.global_batch`)."""
+    assert run.env is not None and run.embedder is not None
+    return global_batch(
+        batch, run.data.y, run.env, lambda local: run.inputs(local, g), run.embedder,
+        parts=2 if run.objective.two_views else 1, precision=run.precision,
+    )
 
 
 # --------------------------------------------------------------------------- epochs
@@ -276,16 +293,19 @@ def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, wh
     """One optimiser step on one batch; returns (the batch loss, images in the batch, the
     total gradient norm before clipping: None when neither clipping nor health needs it)."""
     config, network = state.config, state.network
-    given_pairs: Pairs | None = None
-    if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
-        idx = torch.cat([batch[0], batch[1]])
-        given_pairs = pairs_from_pair_batch(batch[2])
+    if run.env is not None:
+        e, y, given_pairs, n_images = _global_batch(run, batch, g)
     else:
-        idx = batch
-    x = run.inputs(idx, g)
-    with autocast_context(run.precision):
-        e = network.embed(x)
-    loss = run.objective(e.float(), run.data.y[idx], given_pairs)
+        given_pairs = None
+        if isinstance(batch, tuple):  # explicit (i, j, same) pairs: embed cat([x_i, x_j])
+            idx = torch.cat([batch[0], batch[1]])
+            given_pairs = pairs_from_pair_batch(batch[2])
+        else:
+            idx = batch
+        with autocast_context(run.precision):
+            e = network.embed(run.inputs(idx, g)).float()
+        y, n_images = run.data.y[idx], int(idx.numel())
+    loss = run.objective(e, y, given_pairs)
     if not torch.isfinite(loss):
         raise TrainingDivergedError(
             f"the loss became {loss.item()} at {where}; lower the learning rate (--lr) or check the inputs for NaN"
@@ -306,7 +326,7 @@ def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, wh
     opt.step()
     if state.scheduler is not None and config.schedule == "cosine":
         state.scheduler.step()
-    return loss.item(), int(idx.numel()), grad_norm
+    return loss.item(), n_images, grad_norm
 
 
 def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int) -> dict[str, Any]:
@@ -315,6 +335,8 @@ def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int
     config = state.config
     seed = _epoch_seed(config.seed, epoch)
     g = torch.Generator().manual_seed(seed)
+    # every rank draws the same global batches from g; augmentation differs per rank
+    g_aug = g if run.env is None else torch.Generator().manual_seed(seed + 1_000_003 * (run.env.rank + 1))
     torch.manual_seed(seed + 1)
     state.network.train()
     task = progress.task(f"epoch {epoch}/{config.epochs}", state.steps_per_epoch)
@@ -322,7 +344,7 @@ def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int
     total, n_batches, n_images, grad_total = 0.0, 0, 0, 0.0
     lr = state.optimizer.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
     for step, batch in enumerate(_take(_cycle(run.sampler, g), state.steps_per_epoch), start=1):
-        loss, n, grad_norm = _train_step(state, run, batch, g, f"epoch {epoch}, step {step}")
+        loss, n, grad_norm = _train_step(state, run, batch, g_aug, f"epoch {epoch}, step {step}")
         total += loss
         n_batches += 1
         n_images += n
@@ -378,7 +400,7 @@ def _epochs(
     state: TrainState, run: _Run, hooks: list[Callback], validate_fn: Callable[..., dict[str, float]] | None
 ) -> bool:
     """Train the remaining epochs, the callbacks after each; True when a callback stopped the run."""
-    with ProgressBar(state.config.progress) as progress:
+    with ProgressBar(state.config.progress if run.env is None or run.env.is_main else False) as progress:
         for epoch in range(state.epoch + 1, state.config.epochs + 1):
             if state.stop:
                 return True
@@ -454,7 +476,8 @@ def fit(
             raise ModelFileError("resume needs out_dir")
         restore_checkpoint(out, state)
     run = _make_run(state, data, batch_sampler, objective)
-    hooks = _callbacks(config, out, callbacks, data, validate_fn is None)
+    writes = out if run.env is None or run.env.is_main else None  # files from rank 0 only
+    hooks = _callbacks(config, writes, callbacks, data, validate_fn is None)
     for cb in hooks:
         cb.on_train_begin(state)
     stopped_early = False
@@ -464,5 +487,7 @@ def fit(
         raise TrainingDivergedError(f"{e}{_kept_checkpoint(out)}") from None
     for cb in hooks:
         cb.on_train_end(state)
+    if run.env is not None:
+        barrier()  # no rank returns before rank 0 has written the run's files
     state.network.eval()
     return FitResult(state.network, state.history, state.best_epoch, state.best_metric, stopped_early)

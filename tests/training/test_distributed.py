@@ -1,0 +1,255 @@
+"""Training on several processes (torch.distributed, gloo on CPU): the global batch is
+shared out by whole classes, gathered with gradients, and a 2-process run gives the same
+loss and gradients as one process on the concatenated batch, for every loss and miner."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from siamkit import SiameseNetwork, create_encoder
+from siamkit.errors import DataError
+from siamkit.training import TrainConfig, fit
+from siamkit.training.callbacks import Callback, TrainState
+from siamkit.training.components import make_miner, make_sampler
+from siamkit.training.distributed import DistEnv, check_shares, gather_parts, gathered_order, shard_batch, shard_pairs
+from siamkit.training.objective import Objective
+from siamkit.tuples import pairs_from_pair_batch, random_pairs
+
+WORLD = 2
+N_CLASSES, PER, DIM = 12, 6, 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _labels() -> torch.Tensor:
+    return torch.arange(N_CLASSES).repeat_interleave(PER)
+
+
+# --------------------------------------------------------------------------- sharing out (no processes)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_are_whole_classes_without_overlap(world: int) -> None:
+    labels = _labels()
+    sampler = make_sampler(TrainConfig(batch_size=24, m_per_class=4, val_fraction=0), labels)
+    idx = next(iter(sampler.batches(torch.Generator().manual_seed(1))))
+    envs = [DistEnv(r, world, r, "gloo") for r in range(world)]
+    if (24 // 4) % world:
+        pytest.skip("uneven")
+    shards = [shard_batch(labels, idx, e) for e in envs]
+    assert sorted(torch.cat(shards).tolist()) == sorted(idx.tolist())  # a partition of the batch
+    class_sets = [set(labels[s].tolist()) for s in shards]
+    for a in range(world):
+        for b in range(a + 1, world):
+            assert not class_sets[a] & class_sets[b]  # no class on two ranks
+    order = gathered_order(labels, idx, envs[0])
+    assert torch.equal(order, torch.cat(shards))  # the gather's concatenation, computed locally
+    assert all(len(s) == len(shards[0]) for s in shards)
+
+
+def test_uneven_shares_are_refused() -> None:
+    labels = _labels()
+    idx = torch.arange(0, 18)  # 3 classes of 6
+    with pytest.raises(DataError, match="does not share out evenly"):
+        shard_batch(labels, idx, DistEnv(0, 2, 0, "gloo"))
+    with pytest.raises(DataError, match="multiple of the 4 processes"):
+        check_shares(TrainConfig(batch_size=24, m_per_class=4, val_fraction=0), DistEnv(0, 4, 0, "gloo"))
+    pairs = random_pairs(labels, 10, torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match="pairs does not share out evenly"):
+        shard_pairs((pairs.a, pairs.b, pairs.same), DistEnv(0, 3, 0, "gloo"))
+
+
+# --------------------------------------------------------------------------- 2 processes vs 1
+
+CASES = {
+    "triplet-batch_hard": dict(loss="triplet", miner="batch_hard"),
+    "triplet-semi_hard": dict(loss="triplet", miner="semi_hard", margin=0.5),
+    "contrastive-all_pairs": dict(loss="contrastive", miner="all_pairs", margin=1.0),
+    "contrastive-hard_pairs": dict(loss="contrastive", miner="hard_pairs", margin=1.0),
+    "binary-all_pairs": dict(loss="binary", miner="all_pairs"),
+    "mnr": dict(loss="mnr"),
+    "normsoftmax": dict(loss="normsoftmax", margin=0.1),
+    "views": dict(loss="views"),
+    "triplet+instance": dict(loss="triplet", miner="batch_hard", instance_weight=0.5),
+    "contrastive-pairs": dict(loss="contrastive", batching="pairs", margin=1.0),
+}
+
+
+def _setup(case: str) -> tuple[TrainConfig, SiameseNetwork, Objective, torch.Tensor | None]:
+    cfg = TrainConfig(batch_size=24, m_per_class=4, val_fraction=0, normalize=False, **CASES[case])
+    torch.manual_seed(0)
+    net = SiameseNetwork(create_encoder("mlp", in_features=3, embedding_dim=DIM, batch_norm=False),
+                         normalize=cfg.normalize, head="l1" if cfg.loss == "binary" else None).double()
+    proxies = class_values = None
+    if cfg.loss == "normsoftmax":
+        class_values = torch.arange(N_CLASSES)
+        proxies = torch.nn.Parameter(torch.randn(N_CLASSES, DIM, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    return cfg, net, Objective(cfg, net, make_miner(cfg, net), proxies=proxies, class_values=class_values), proxies
+
+
+def _batch(cfg: TrainConfig, labels: torch.Tensor) -> object:
+    return next(iter(make_sampler(cfg, labels).batches(torch.Generator().manual_seed(5))))
+
+
+def _tables() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return (torch.randn(N_CLASSES * PER, DIM, generator=g, dtype=torch.float64),
+            torch.randn(N_CLASSES * PER, DIM, generator=g, dtype=torch.float64))
+
+
+def _objective_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    env = DistEnv(rank, WORLD, rank, "gloo")
+    labels = _labels()
+    e1, e2 = _tables()
+    results: dict[str, torch.Tensor] = {}
+    for case in CASES:
+        cfg, net, obj, proxies = _setup(case)
+        batch = _batch(cfg, labels)
+        if isinstance(batch, tuple):
+            i, j = shard_pairs(batch, env)
+            local = e1[torch.cat([i, j])].clone().requires_grad_(True)
+            e, y, given = gather_parts(local, 2), labels[torch.cat([batch[0], batch[1]])], pairs_from_pair_batch(batch[2])
+        else:
+            idx = shard_batch(labels, batch, env)
+            local = (torch.cat([e1[idx], e2[idx]]) if obj.two_views else e1[idx]).clone().requires_grad_(True)
+            e = gather_parts(local, 2 if obj.two_views else 1)
+            y, given = labels[gathered_order(labels, batch, env)], None
+        loss = obj(e, y, given)
+        loss.backward()
+        results[f"{case}/loss"] = loss.detach().reshape(1)
+        results[f"{case}/grad"] = local.grad
+        for name, p in list(net.named_parameters()) + ([("proxies", proxies)] if proxies is not None else []):
+            if p.grad is not None and not name.startswith("encoder"):
+                results[f"{case}/param/{name}"] = p.grad
+    save_file({k: v.contiguous() for k, v in results.items()}, os.path.join(out, f"rank{rank}.safetensors"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_process_objectives(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
+    out = tmp_path_factory.mktemp("ddp_obj")
+    mp.spawn(_objective_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return [load_file(str(out / f"rank{r}.safetensors")) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_match_one_on_the_concatenated_batch(case: str, two_process_objectives: list[dict[str, torch.Tensor]]) -> None:
+    labels = _labels()
+    e1, e2 = _tables()
+    cfg, net, obj, proxies = _setup(case)
+    batch = _batch(cfg, labels)
+    if isinstance(batch, tuple):
+        ref = torch.cat([e1[batch[0]], e1[batch[1]]]).clone().requires_grad_(True)
+        loss = obj(ref, labels[torch.cat([batch[0], batch[1]])], pairs_from_pair_batch(batch[2]))
+        p = batch[0].numel() // WORLD
+        rows = [torch.cat([torch.arange(r * p, (r + 1) * p), batch[0].numel() + torch.arange(r * p, (r + 1) * p)]) for r in range(WORLD)]
+    else:
+        order = gathered_order(labels, batch, DistEnv(0, WORLD, 0, "gloo"))
+        ref = (torch.cat([e1[order], e2[order]]) if obj.two_views else e1[order]).clone().requires_grad_(True)
+        loss = obj(ref, labels[order])
+        # the same loss on the batch in the sampler's own order: sharing out only permutes whole classes
+        plain = torch.cat([e1[batch], e2[batch]]) if obj.two_views else e1[batch]
+        assert torch.allclose(obj(plain, labels[batch]), loss.detach(), atol=1e-12)
+        b = batch.numel() // WORLD
+        parts = 2 if obj.two_views else 1
+        rows = [torch.cat([k * batch.numel() + torch.arange(r * b, (r + 1) * b) for k in range(parts)]) for r in range(WORLD)]
+    loss.backward()
+    for r, got in enumerate(two_process_objectives):
+        assert torch.allclose(got[f"{case}/loss"], loss.detach().reshape(1), atol=1e-12), case
+        # the gather's backward sums the W identical losses' gradients; DDP's average divides by W
+        assert torch.allclose(got[f"{case}/grad"] / WORLD, ref.grad[rows[r]], atol=1e-12), case
+        for name, p in list(net.named_parameters()) + ([("proxies", proxies)] if proxies is not None else []):
+            if p.grad is not None and not name.startswith("encoder"):
+                assert torch.allclose(got[f"{case}/param/{name}"], p.grad, atol=1e-12), (case, name)
+    assert ref.grad.abs().sum() > 0  # the case trains something
+
+
+# --------------------------------------------------------------------------- fit() under 2 processes
+
+
+def _fit_config(**kw: object) -> TrainConfig:
+    return TrainConfig(
+        encoder="mlp", encoder_kwargs={"hidden": [16], "batch_norm": False}, embedding_dim=8, batch_size=16, m_per_class=4,
+        epochs=2, steps_per_epoch=3, val_fraction=0, health=False, progress=False, precision="fp32", patience=None, **kw,
+    )
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    y = torch.arange(8).repeat_interleave(6)
+    return torch.randn(48, 5, generator=g) + y[:, None].float() * 0.3, y
+
+
+class _StopAfterFirst(Callback):
+    def on_epoch_end(self, record: dict, state: TrainState) -> None:
+        state.stop = True
+
+
+def _fit_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    x, y = _data()
+    result = fit(x, y, _fit_config(), out_dir=os.path.join(out, "run"))
+    save_file({k: v.contiguous() for k, v in result.network.state_dict().items()}, os.path.join(out, f"weights{rank}.safetensors"))
+    # interrupted after epoch 1 (on every rank), then resumed under the same world size
+    fit(x, y, _fit_config(), out_dir=os.path.join(out, "cut"), callbacks=[_StopAfterFirst()])
+    resumed = fit(x, y, _fit_config(), out_dir=os.path.join(out, "cut"), resume=True)
+    save_file({k: v.contiguous() for k, v in resumed.network.state_dict().items()}, os.path.join(out, f"resumed{rank}.safetensors"))
+    with open(os.path.join(out, f"loss{rank}.txt"), "w") as f:
+        f.write(" ".join(repr(r["train_loss"]) for r in result.history))
+
+
+def test_fit_on_two_processes_equals_one_process(tmp_path: Path) -> None:
+    mp.spawn(_fit_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    x, y = _data()
+    one = fit(x, y, _fit_config())
+    ref = one.network.state_dict()
+    ws = [load_file(str(tmp_path / f"weights{r}.safetensors")) for r in range(WORLD)]
+    resumed = [load_file(str(tmp_path / f"resumed{r}.safetensors")) for r in range(WORLD)]
+    for k, v in ref.items():
+        for w in ws + resumed:
+            assert torch.allclose(w[k], v, atol=1e-5), k  # identical ranks, identical to one process, resume exact
+    losses = [[float(t) for t in (tmp_path / f"loss{r}.txt").read_text().split()] for r in range(WORLD)]
+    assert losses[0] == losses[1]
+    assert losses[0] == pytest.approx([r["train_loss"] for r in one.history], abs=1e-5)
+    run = tmp_path / "run"
+    assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoint").is_dir()  # written by rank 0
+
+
+@pytest.mark.slow
+def test_cli_train_under_torchrun(tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m siamkit.cli train ...`: one run, printed once, written once."""
+    import subprocess
+    import sys
+
+    from tests.conftest import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", classes=8, per_class=6, size=12)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "siamkit.cli", "train",
+           "--data", str(data), "--out", str(tmp_path / "run"), "--encoder", "mlp", "--epochs", "2", "--batch-size", "16",
+           "--m-per-class", "4", "--val-fraction", "0.25", "--no-progress", "--no-health"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("done: 2 epochs") == 1, r.stdout
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    bad = subprocess.run(cmd[:-8] + ["--batch-size", "12", "--m-per-class", "4", "--epochs", "1", "--no-progress", "--no-health"]
+                         + ["--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode != 0 and "multiple of the 2 processes" in bad.stdout + bad.stderr

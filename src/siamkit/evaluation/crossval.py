@@ -276,14 +276,14 @@ def summarise_folds(rows: Sequence[dict[str, Any]], *, reference: str | None = N
         if ref and name != reference:
             cells = [(r["fold"], c) for r in rs if r["fold"] in ref for c in r["conditions"]]
             lost = [(f, c) for f, c in cells
-                    if not by_fold(rs, f)["conditions"][c]["eer"] < ref[f]["conditions"][c]["eer"]]
+                    if not _by_fold(rs, f)["conditions"][c]["eer"] < ref[f]["conditions"][c]["eer"]]
             entry["beats_reference"] = {"won": len(cells) - len(lost), "of": len(cells),
                                         "lost": sorted({c for _, c in lost})}
         out[name] = entry
     return out
 
 
-def by_fold(rows: Sequence[dict[str, Any]], fold: str) -> dict[str, Any]:
+def _by_fold(rows: Sequence[dict[str, Any]], fold: str) -> dict[str, Any]:
     """The row of one fold among one method's rows.
 
     Args:

@@ -120,26 +120,40 @@ def raw_method(spec: dict[str, Any], name: str = RAW) -> CrossValMethod:
     return CrossValMethod(name, input_pipeline(spec), fit_raw)
 
 
-def recipe_method(recipe: Recipe) -> CrossValMethod:
-    """A recipe: fit() on the fold's training identities, best epoch on its validation ones.
+def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
+    """A recipe: fit() on the fold's training identities, best epoch on its validation ones;
+    when the recipe has no test-time augmentation, also the same networks with flip TTA
+    (a second row that trains nothing: it reuses each fold's network).
 
     Args:
         recipe: the recipe.
 
     Returns:
-        The method.
+        The method(s).
     """
     tta = None if recipe.input.get("tta", "none") == "none" else recipe.input["tta"]
     counter = iter(range(10**6))
+    trained: list[Any] = []
+
+    def fitted(net: Any, tta_: str | None, info: dict[str, Any]) -> Fitted:
+        return Fitted(lambda z: embed_all(net, z, tta=tta_), lambda e, a, b: pair_distances_of_embeddings(net, e, a, b),
+                      info)
 
     def fit_recipe(x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor) -> Fitted:
         cfg = dataclasses.replace(recipe.config, seed=recipe.config.seed + next(counter))
         res = fit(x, y, cfg, val_x=vx, val_y=vy)
-        net = res.network
-        return Fitted(lambda z: embed_all(net, z, tta=tta), lambda e, a, b: pair_distances_of_embeddings(net, e, a, b),
-                      {"best_epoch": res.best_epoch, "seed": cfg.seed})
+        trained.append((res.network, {"best_epoch": res.best_epoch, "seed": cfg.seed}))
+        return fitted(res.network, tta, trained[-1][1])
 
-    return CrossValMethod(recipe.name, input_pipeline(recipe.input), fit_recipe)
+    def reuse_with_flip(*_: Any) -> Fitted:
+        net, info = trained.pop(0)  # the folds come in the same order for every method
+        return fitted(net, "flip", {**info, "reused": True})
+
+    prepare = input_pipeline(recipe.input)
+    methods = [CrossValMethod(recipe.name, prepare, fit_recipe)]
+    if tta is None:
+        methods.append(CrossValMethod(f"{recipe.name} + flip TTA", prepare, reuse_with_flip))
+    return methods
 
 
 def quick_config(cfg: TrainConfig) -> TrainConfig:
@@ -165,7 +179,7 @@ def run_recipe(recipe: Recipe, faces: Any, n_folds: int, quick: bool) -> dict[st
     methods = [raw_method({"image_size": recipe.input["image_size"]})]
     if recipe.input.get("preprocess"):
         methods.append(raw_method(recipe.input, name=f"{RAW} + {recipe.name} preprocessing"))
-    methods.append(recipe_method(recipe))
+    methods += recipe_methods(recipe)
     conditions = {"clean": None, "relit": lambda a: relight(a, seed=0), "reframed": lambda a: reframe(a, seed=0)}
     load0, t0 = os.getloadavg()[0], time.perf_counter()
 
@@ -199,6 +213,24 @@ def _cell(s: dict[str, Any], cond: str, metric: str, fmt: str = "{:.1%}") -> str
     return f"{fmt.format(v['mean'])} ± {fmt.format(v['sd'])} ({fmt.format(v['worst'])})"
 
 
+def selection_key(s: dict[str, Any]) -> tuple[int, float, float]:
+    """How recipes are ranked: (0 if it beats raw pixels in every cell else 1, the worst
+    fold's EER over all conditions, the mean EER over conditions).
+
+    Args:
+        s: a method's summary (``summarise_folds``).
+
+    Returns:
+        The sort key (lower is better).
+    """
+    conds = s["conditions"]
+    beats = s.get("beats_reference")
+    eligible = 0 if beats and beats["won"] == beats["of"] else 1
+    worst = max(c["eer"]["worst"] for c in conds.values())
+    mean = sum(c["eer"]["mean"] for c in conds.values()) / len(conds)
+    return eligible, worst, mean
+
+
 def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
     """The docs section from every recipe's results.
 
@@ -224,8 +256,8 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
          "Cells: mean ± sd over the 5 folds (worst fold). \"beats raw\": (fold, condition) cells where the "
          "recipe's EER is below raw pixels', of 15."),
         "",
-        "| recipe | clean EER | relit EER | reframed EER | clean AUC | relit AUC | relit acc. @ val thr. | beats raw | train s / fold |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recipe | clean EER | relit EER | reframed EER | EER, mean of conditions | worst cell EER | clean AUC | relit AUC | relit acc. @ val thr. | beats raw | train s / fold |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen: set[str] = set()
     for r in results:
@@ -237,9 +269,15 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
             label = f"`{r['recipe']['file']}`" if name == r["recipe"]["name"] else name
             lines.append(
                 f"| {label} | {_cell(s, 'clean', 'eer')} | {_cell(s, 'relit', 'eer')} | {_cell(s, 'reframed', 'eer')} | "
+                f"{selection_key(s)[2]:.1%} | {selection_key(s)[1]:.1%} | "
                 f"{_cell(s, 'clean', 'roc_auc', '{:.3f}')} | {_cell(s, 'relit', 'roc_auc', '{:.3f}')} | "
                 f"{_cell(s, 'relit', 'accuracy')} | "
                 f"{'-' if not beats else str(beats['won']) + '/' + str(beats['of'])} | {s['train_seconds']:.0f} |")
+    ranked = sorted({(selection_key(s), name) for r in results for name, s in r["summary"].items()
+                     if not name.startswith(RAW)})
+    lines += ["", "Selection rule: a default must beat raw pixels in all 15 (fold, condition) cells; among those (else among "
+              "all, marked), the lowest worst-cell EER, then the lowest mean. Ranking: "
+              + ", ".join(f"{f}" + ("" if k[0] == 0 else " (not eligible)") for k, f in ranked) + "."]
     lines += ["", "Recipes: " + "; ".join(f"`{r['recipe']['file']}`: {r['recipe']['description']}" for r in results) + "."]
     return "\n".join(lines)
 

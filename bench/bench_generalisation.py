@@ -282,6 +282,9 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
     return "\n".join(lines)
 
 
+FINDINGS = """(findings: see the report)"""
+
+
 def write_doc(notes: str = "") -> None:
     """Rebuild the docs section from bench/results/generalisation_*.json.
 
@@ -294,8 +297,7 @@ def write_doc(notes: str = "") -> None:
         print("no results to write")
         return
     body = doc_body(results, "nice -n 10 python bench/bench_generalisation.py bench/recipes/NAME.toml")
-    notes_file = RECIPES / "FINDINGS.md"
-    extra = notes or (notes_file.read_text() if notes_file.exists() else "")
+    extra = notes or FINDINGS
     replace_doc_section(SECTION, body + ("\n\n" + extra.strip() if extra.strip() else ""))
 
 

@@ -231,6 +231,27 @@ def selection_key(s: dict[str, Any]) -> tuple[int, float, float]:
     return eligible, worst, mean
 
 
+def per_fold_table(results: list[dict[str, Any]], name: str) -> list[str]:
+    """EER per fold and condition of one method beside raw pixels'.
+
+    Args:
+        results: the JSON of each recipe.
+        name: the method.
+
+    Returns:
+        Markdown lines.
+    """
+    s = next(r["summary"][name] for r in results if name in r["summary"])
+    raw = results[0]["summary"][RAW]["conditions"]
+    folds = range(len(s["conditions"]["clean"]["eer"]["folds"]))
+    lines = [f"Per fold, EER of {name} / raw pixels (the first-ranked method):", "",
+             "| fold | " + " | ".join(CONDITIONS) + " |", "|---|" + "---|" * len(CONDITIONS)]
+    for i in folds:
+        lines.append(f"| {i} | " + " | ".join(
+            f"{s['conditions'][c]['eer']['folds'][i]:.1%} / {raw[c]['eer']['folds'][i]:.1%}" for c in CONDITIONS) + " |")
+    return lines
+
+
 def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
     """The docs section from every recipe's results.
 
@@ -267,6 +288,12 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
             seen.add(name)
             beats = s.get("beats_reference")
             label = f"`{r['recipe']['file']}`" if name == r["recipe"]["name"] else name
+            if name.startswith(f"{RAW} + "):
+                label = f"{RAW} + " + ", ".join(
+                    " ".join(f"{k} {v}" for k, v in st.items() if k != "kind") for st in r["recipe"]["input"]["preprocess"])
+                if label in seen:
+                    continue
+                seen.add(label)
             lines.append(
                 f"| {label} | {_cell(s, 'clean', 'eer')} | {_cell(s, 'relit', 'eer')} | {_cell(s, 'reframed', 'eer')} | "
                 f"{selection_key(s)[2]:.1%} | {selection_key(s)[1]:.1%} | "
@@ -278,11 +305,49 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
     lines += ["", "Selection rule: a default must beat raw pixels in all 15 (fold, condition) cells; among those (else among "
               "all, marked), the lowest worst-cell EER, then the lowest mean. Ranking: "
               + ", ".join(f"{f}" + ("" if k[0] == 0 else " (not eligible)") for k, f in ranked) + "."]
+    best_key, best = ranked[0]
+    lines += ["", *per_fold_table(results, best)]
     lines += ["", "Recipes: " + "; ".join(f"`{r['recipe']['file']}`: {r['recipe']['description']}" for r in results) + "."]
     return "\n".join(lines)
 
 
-FINDINGS = """(findings: see the report)"""
+FINDINGS = """**What the ablation says** (every row: 5 folds, 27 training identities, 240 steps unless noted, ~100 s a fold
+at load 15-25 on 2 shared cores, 1 thread, niced):
+
+- **Lighting breaks every model that sees raw intensities.** Relit, raw pixels fall from 11.9% to 45.3% EER and the
+  current recipe (`faces_current.toml`, 400 steps) from 10.7% to 46.0%, worse than raw pixels; the threshold calibrated
+  on clean validation then accepts and rejects almost at random (relit accuracy 75%). Lighting augmentation
+  (`lighting = 0.7`, a smooth random illumination field + gamma) only halves the damage (34.6%, worst fold 50%).
+- **Illumination normalisation fixes it**: with Tan-Triggs, relit EER is within ~1-2 points of clean on every fold
+  (grid6: 10.7% clean, 11.7% relit), at a cost on clean AUC: fold 2's identities are separable by their overall
+  brightness (raw pixels 13.9%, the unnormalised grid 6.6%) and Tan-Triggs removes exactly that cue, so no
+  normalised recipe beats raw pixels on clean fold 2. Raw pixels on Tan-Triggs images are poor (31%): the network
+  is what turns the edge map into identity.
+- **Tan-Triggs parameters**: DoG sigmas 2/4 at the source size (1/2 at the 56x46 the model sees, the paper's
+  setting at the working resolution) beat 1/2 at the source (which the 2x downsampling mostly averages away) on
+  clean fold 0 (6.9% vs 9.4%) and tie elsewhere; 2/8 (keeping more low-frequency layout) did not help.
+- **Global pooling loses** (depth 4 + global average pooling + Tan-Triggs: 23.7% clean, 37.9% reframed): on 56x46
+  the 3x2 map pooled to one vector throws away the layout the face carries; a coarser 3x3 grid is no more robust to
+  reframing than the 6x6 one (26.3% vs 25.0%). Reframing (scale 0.8-1.2, 10% shift) is where every recipe is worst
+  (17-30% EER); the unnormalised grid handles it best (17.8%), Tan-Triggs recipes lose ~7 points there (the DoG
+  amplifies the edge-replicated borders of a zoomed-out image).
+- **Loss**: normsoftmax (CosFace margin 0.1) vs triplet on the same Tan-Triggs grid: 11.9% vs 10.7% clean, 13.5% vs
+  11.7% relit: no gain from 27 identities.
+- **Flip TTA** (the mirror image's embedding averaged in, no retraining) helps every recipe by 1-2 points EER, on
+  every condition; it turns grid6_tantriggs24 from 12/15 to 14/15 cells won against raw pixels.
+- **240 vs 400 steps**: the 6x6 grid without normalisation at 240 steps (8.9% clean) is no worse than at 400 (10.7%);
+  the best inner-validation epoch came at 6-11 of 16.
+
+**Chosen** (`bench/recipes/faces_robust.toml`): `grid6_tantriggs24` + flip TTA, first by the rule (worst cell
+29.2%, mean 15.0%): 9.8% clean, 12.3% relit, 23.0% reframed EER, beating raw pixels in 14 of 15 cells (not clean
+fold 2: 15.3% vs 13.9%). By the protocol's own rule that is not yet a default. **Goals not met**: unseen clean EER
+9.8% (goal 3%; the 3.33% anchor trains on more identities per split), relit 12.3% (goal 8%, but below raw pixels on
+every fold: 5.8-20.4% vs 42-48%). The folds differ by more (3.5-16.5% clean EER for one recipe) than most recipe
+changes: a single split picks noise.
+
+Caveats: the relit and reframed sets are synthetic (`siamkit.data.relight`), one seed each, from the same 400 AT&T
+images; the lighting augmentation is drawn from another family (smooth fields, no hard shadows) so it is not
+trained on the test distortion. Training times are wall-clock under a load of 15-25 (8 engineers on 2 cores)."""
 
 
 def write_doc(notes: str = "") -> None:

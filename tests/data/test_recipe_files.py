@@ -27,5 +27,7 @@ def test_recipe_file_parses(path):
         IlluminationNorm.from_dict(step)
 
 
-def test_the_robust_recipe_exists():
-    assert any(p.name == "faces_robust.toml" for p in RECIPES) or not RECIPES
+def test_the_robust_recipe_is_the_faces_recipe_with_illumination_normalisation():
+    d = tomllib.loads(next(p for p in RECIPES if p.name == "faces_robust.toml").read_text())
+    assert d["recipe"]["name"] == "faces"
+    assert [s["kind"] for s in d["input"]["preprocess"]] == ["illumination"]

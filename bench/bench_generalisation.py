@@ -357,6 +357,29 @@ images; the lighting augmentation is drawn from another family (smooth fields, n
 trained on the test distortion. Training times are wall-clock under a load of 15-25 (8 engineers on 2 cores)."""
 
 
+def other_partition_line(r: dict[str, Any]) -> str:
+    """One line for a recipe re-run on another partition of the identities (``--fold-seed``).
+
+    Args:
+        r: its results.
+
+    Returns:
+        Markdown.
+    """
+    name = r["recipe"]["name"]
+    s, raw = r["summary"][name], r["summary"][RAW]
+
+    def cells(x: dict[str, Any]) -> str:
+        return ", ".join(f"{c} {x['conditions'][c]['eer']['mean']:.1%} (worst {x['conditions'][c]['eer']['worst']:.1%})"
+                         for c in CONDITIONS)
+
+    b = s["beats_reference"]
+    return (f"Another partition (`--fold-seed {r['protocol']['fold_seed']}`), `{r['recipe']['file']}`: EER {cells(s)}; "
+            f"raw pixels {cells(raw)}; beats raw pixels in {b['won']}/{b['of']} cells "
+            f"(`nice -n 10 python bench/bench_generalisation.py bench/recipes/{r['recipe']['file']} "
+            f"--fold-seed {r['protocol']['fold_seed']}`, load at start {r['load_start']:.1f}).")
+
+
 def write_doc(notes: str = "") -> None:
     """Rebuild the docs section from bench/results/generalisation_*.json.
 
@@ -364,11 +387,13 @@ def write_doc(notes: str = "") -> None:
         notes: Markdown appended (the findings).
     """
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("generalisation_*.json"))]
+    others = [r for r in results if not r["protocol"]["quick"] and r["protocol"]["fold_seed"] != 0]
     results = [r for r in results if not r["protocol"]["quick"] and r["protocol"]["fold_seed"] == 0]
     if not results:
         print("no results to write")
         return
     body = doc_body(results, "nice -n 10 python bench/bench_generalisation.py bench/recipes/NAME.toml")
+    body += "".join("\n\n" + other_partition_line(r) for r in others)
     extra = notes or FINDINGS
     replace_doc_section(SECTION, body + ("\n\n" + extra.strip() if extra.strip() else ""))
 

@@ -66,6 +66,9 @@ class TrainConfig:
     Augmentation (random affine on each batch):
         augment, rotation (degrees), shear (factor), scale (low, high), translate
         (fraction), fill (background value in [0, 1]: 1 for dark ink on white).
+        lighting: strength in [0, 1] of a random lighting change per image (a smooth
+            illumination field and a gamma, :class:`siamkit.data.lighting.RandomLighting`;
+            0 = off), applied to the inputs after the affine transform.
 
     Validation and stopping:
         val_fraction: classes held out for validation (split by class, so validation
@@ -119,6 +122,7 @@ class TrainConfig:
     scale: tuple[float, float] = RandomAffine.scale
     translate: float = RandomAffine.translate
     fill: float = RandomAffine.fill
+    lighting: float = 0.0
 
     val_fraction: float = 0.2
     patience: int | None = 5
@@ -185,6 +189,8 @@ class TrainConfig:
             bad(f"classes_per_group must be >= 2 or None, got {self.classes_per_group}")
         if self.classes_per_group is not None and self.batching != "classes":
             bad("classes_per_group applies to class batches (batching='classes')")
+        if not 0.0 <= self.lighting <= 1.0:
+            bad(f"lighting must be in [0, 1], got {self.lighting}")
         if not self.lr > 0:
             bad(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "adamw"):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..data.augment import RandomAffine
+from ..data.lighting import RandomLighting
 from ..data.images import to_float
 from ..data.splits import split_by_class
 from ..errors import DataError, ModelFileError, TrainingDivergedError
@@ -199,6 +200,7 @@ class _Run:
     view_aug: RandomAffine
     precision: str
     channels_last: bool
+    lighting: RandomLighting | None = None
     env: DistEnv | None = None
     embedder: torch.nn.Module | None = None
 
@@ -220,6 +222,8 @@ class _Run:
             x = torch.cat([self.view_aug(x, g), self.view_aug(x, g)])
         elif self.augment is not None:
             x = self.augment(x, g)
+        if self.lighting is not None:
+            x = self.lighting(x, g)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -259,12 +263,13 @@ def _make_run(state: TrainState, data: _Data, sampler: Any, objective: Objective
         raise DataError("the views loss and instance_weight need image inputs (the views are random affine transforms)")
     view_aug = augment or make_augment(config)
     state.has_val = data.val_x is not None and data.val_y is not None and torch.unique(data.val_y).numel() >= 2
+    lighting = RandomLighting(config.lighting) if config.lighting and images else None
     env = init_from_env()
     embedder = None
     if env is not None:
         check_shares(config, env)
         embedder = wrap(Embedder(state.network), env)
-    return _Run(data, sampler, objective, augment, view_aug, precision, channels_last, env, embedder)
+    return _Run(data, sampler, objective, augment, view_aug, precision, channels_last, lighting, env, embedder)
 
 
 def _global_batch(run: _Run, batch: Any, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, Pairs | None, int]:

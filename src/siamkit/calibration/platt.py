@@ -36,6 +36,11 @@ def platt_fit(d: np.ndarray, same: np.ndarray, *, max_iter: int = 100) -> tuple[
     solve and the coefficients mapped back. ``a`` is kept <= 0 (confidence never rises
     with the distance).
 
+    Args:
+        d: the pair distances (P,).
+        same: True for genuine pairs (P,).
+        max_iter: Newton steps at most.
+
     Returns:
         ``(a, b)``.
     """

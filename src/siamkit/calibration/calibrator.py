@@ -133,6 +133,7 @@ class Calibrator:
         split_name: str = "validation",
         *,
         model_fingerprint: str | None = None,
+        n_classes: int | None = None,
     ) -> Calibrator:
         """Fit the threshold and the confidence curve.
 
@@ -142,6 +143,8 @@ class Calibrator:
             split_name: the split's name; reports on it are refused afterwards.
             model_fingerprint: identifies the model these distances came from; saved,
                 and checked by :meth:`load` when an expected fingerprint is given.
+            n_classes: identities the pairs come from, kept in the score summary (the
+                shift check counts identity pairs, see :mod:`siamkit.calibration.domain`).
 
         Shapes:
             distances (P,), same (P,).
@@ -191,7 +194,7 @@ class Calibrator:
         self.n_neg_ = n_neg
         self.fitted_on_ = split_name
         self.model_fingerprint_ = model_fingerprint
-        self.scores_: ScoreSummary | None = summarize_scores(d, s, self.threshold_, split_name)
+        self.scores_: ScoreSummary | None = summarize_scores(d, s, self.threshold_, split_name, n_classes)
         self.identification_: OpenSetThreshold | None = None
         return self
 

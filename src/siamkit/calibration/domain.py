@@ -21,9 +21,12 @@ interval of the FAR on the data at hand lies entirely outside
 ``min_ratio`` either way, with ``1 - alpha`` confidence). Both conditions need
 ``alpha``-level evidence, so on data from the calibration's own distribution the false
 warning rate is at most about ``2 * alpha`` (measured in the tests and
-``bench/bench_calibration_shift.py``). The calibration side's own sampling error is not
-modelled beyond the ``min_ratio`` margin: fit calibrations on at least ``3 / FAR``
-impostor pairs.
+``bench/bench_calibration_shift.py``). Impostor pairs of a few identities are not
+independent samples: when the identities are known (``n_classes``, here and in the
+summary) both tests count at most one observation per pair of identities
+(:func:`effective_pairs`), so a calibration on 8 people does not claim the precision of
+its 2,800 image pairs. The calibration side's own sampling error is not modelled beyond
+the ``min_ratio`` margin.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from scipy import stats
 
 from ..evaluation.curve import as_distances
 
-__all__ = ["QUANTILE_LEVELS", "ScoreSummary", "ShiftReport", "clopper_pearson", "check_shift", "summarize_scores"]
+__all__ = ["QUANTILE_LEVELS", "ScoreSummary", "ShiftReport", "clopper_pearson", "check_shift", "effective_pairs", "summarize_scores"]
 
 #: the quantile levels a summary keeps: fine in the low tail (where FAR thresholds sit)
 QUANTILE_LEVELS = tuple(
@@ -45,19 +48,19 @@ QUANTILE_LEVELS = tuple(
 )
 
 
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+def clopper_pearson(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided interval of a binomial proportion ``k / n``.
 
     Args:
-        k: successes.
+        k: successes (a non-integer count of an effective sample size is accepted).
         n: trials (> 0).
         alpha: 1 - confidence.
 
     Returns:
         ``(low, high)``.
     """
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    lo = 0.0 if k <= 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k >= n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return lo, hi
 
 
@@ -74,6 +77,7 @@ class ScoreSummary:
         threshold: the threshold the calibration chose.
         n_false_accepts: impostor pairs with distance <= threshold.
         n_false_rejects: genuine pairs with distance > threshold.
+        n_classes: identities the pairs were drawn from (None: unknown).
     """
 
     data: str
@@ -85,6 +89,7 @@ class ScoreSummary:
     threshold: float
     n_false_accepts: int
     n_false_rejects: int
+    n_classes: int | None = None
 
     @property
     def far(self) -> float:
@@ -133,13 +138,14 @@ class ScoreSummary:
         if not all(math.isfinite(v) for v in imp + gen):
             raise ValueError("scores: quantiles must be finite")
         s = cls(str(data["data"]), levels, imp, gen, int(data["n_impostor"]), int(data["n_genuine"]),
-                float(data["threshold"]), int(data["n_false_accepts"]), int(data["n_false_rejects"]))
+                float(data["threshold"]), int(data["n_false_accepts"]), int(data["n_false_rejects"]),
+                None if data.get("n_classes") is None else int(data["n_classes"]))
         if s.n_impostor < 1 or not 0 <= s.n_false_accepts <= s.n_impostor:
             raise ValueError("scores: impossible counts")
         return s
 
 
-def summarize_scores(distances: Any, same: Any, threshold: float, data: str) -> ScoreSummary:
+def summarize_scores(distances: Any, same: Any, threshold: float, data: str, n_classes: int | None = None) -> ScoreSummary:
     """The :class:`ScoreSummary` of validated pair data.
 
     Args:
@@ -147,6 +153,7 @@ def summarize_scores(distances: Any, same: Any, threshold: float, data: str) -> 
         same: True for genuine pairs (at least one impostor pair).
         threshold: the calibrated threshold.
         data: the data's name.
+        n_classes: identities the pairs were drawn from (None: unknown).
 
     Shapes:
         distances (P,), same (P,).
@@ -163,7 +170,7 @@ def summarize_scores(distances: Any, same: Any, threshold: float, data: str) -> 
         impostor_quantiles=tuple(float(x) for x in np.quantile(imp, lv)),
         genuine_quantiles=tuple(float(x) for x in np.quantile(gen, lv)) if gen.size else (),
         n_impostor=int(imp.size), n_genuine=int(gen.size), threshold=float(threshold),
-        n_false_accepts=int((imp <= threshold).sum()), n_false_rejects=int((gen > threshold).sum()),
+        n_false_accepts=int((imp <= threshold).sum()), n_false_rejects=int((gen > threshold).sum()), n_classes=n_classes,
     )
 
 
@@ -208,7 +215,23 @@ class ShiftReport:
         return d
 
 
-def _ks(summary: ScoreSummary, x: np.ndarray) -> tuple[float, float]:
+def effective_pairs(n_pairs: int, n_classes: int | None) -> float:
+    """Impostor pairs drawn from few identities are not independent (every pair of two
+    people shares their faces): count at most one per pair of identities.
+
+    Args:
+        n_pairs: impostor pairs.
+        n_classes: identities they come from (None: unknown, every pair counts).
+
+    Returns:
+        ``min(n_pairs, n_classes * (n_classes - 1) / 2)``.
+    """
+    if n_classes is None or n_classes < 2:
+        return float(n_pairs)
+    return float(min(n_pairs, n_classes * (n_classes - 1) / 2))
+
+
+def _ks(summary: ScoreSummary, x: np.ndarray, m_eff: float) -> tuple[float, float]:
     """Two-sample KS statistic and asymptotic p-value: sorted ``x`` against the summary."""
     m = x.size
     f_cal = summary.impostor_cdf(x)
@@ -217,7 +240,8 @@ def _ks(summary: ScoreSummary, x: np.ndarray) -> tuple[float, float]:
     q = np.asarray(summary.impostor_quantiles)
     d_q = np.abs(np.searchsorted(x, q, side="right") / m - summary.impostor_cdf(q))
     d = float(max(np.abs(ecdf_hi - f_cal).max(), np.abs(ecdf_lo - f_cal).max(), d_q.max()))
-    n_eff = summary.n_impostor * m / (summary.n_impostor + m)
+    n_cal = effective_pairs(summary.n_impostor, summary.n_classes)
+    n_eff = n_cal * m_eff / (n_cal + m_eff)
     return d, float(stats.kstwobign.sf(math.sqrt(n_eff) * d))
 
 
@@ -231,6 +255,7 @@ def check_shift(
     min_ks: float = 0.1,
     min_ratio: float = 2.0,
     fix: str = "recalibrate on data from this condition (`siamkit calibrate MODEL --data DIR`)",
+    n_classes: int | None = None,
 ) -> ShiftReport:
     """Do impostor distances of the data at hand look like the calibration's?
 
@@ -243,6 +268,9 @@ def check_shift(
         min_ks: the smallest CDF gap that counts as a shift.
         min_ratio: the smallest factor of FAR change that counts as a shift.
         fix: what the message tells the user to do.
+        n_classes: identities the impostor pairs come from (None: unknown); with it
+            (and the summary's), both tests count identity pairs rather than image
+            pairs when those are fewer (:func:`effective_pairs`).
 
     Shapes:
         impostor_distances (M,).
@@ -254,16 +282,17 @@ def check_shift(
     if x.size == 0:
         raise ValueError("check_shift needs at least one impostor distance")
     thr = summary.threshold if threshold is None else float(threshold)
-    ks_d, ks_p = _ks(summary, x)
+    m_eff = effective_pairs(x.size, n_classes)
+    ks_d, ks_p = _ks(summary, x, m_eff)
     k_cal, n_cal = summary.false_accepts_at(thr), summary.n_impostor
     k_now, m = int(np.searchsorted(x, thr, side="right")), x.size
     far_exp, far_now = k_cal / n_cal, k_now / m
     far_p = float(stats.fisher_exact([[k_cal, n_cal - k_cal], [k_now, m - k_now]])[1])
     ratio = far_now / far_exp if far_exp > 0 else (math.inf if far_now > 0 else 1.0)
-    lo, hi = clopper_pearson(k_now, m, alpha)
+    lo, hi = clopper_pearson(far_now * m_eff, m_eff, alpha)
     moved = lo > far_exp * min_ratio or hi < far_exp / min_ratio
     shifted = bool((ks_p < alpha and ks_d >= min_ks) or moved)
-    ci = clopper_pearson(k_now, m)
+    ci = clopper_pearson(far_now * m_eff, m_eff)
     med_cal = float(np.interp(0.5, summary.levels, summary.impostor_quantiles))
     times = "" if math.isinf(ratio) or ratio == 1.0 else f" ({ratio:.3g}x)"
     if shifted:

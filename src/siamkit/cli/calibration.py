@@ -75,7 +75,8 @@ def domain_check(cal: Any, scored: Any, what: str) -> Optional[dict[str, Any]]:
     imp = scored.distances[~scored.same].double().numpy()
     if len(imp) < 30:
         return None
-    r = check_shift(cal.scores_, imp, threshold=float(cal.threshold_), data=what)
+    n_classes = None if scored.labels is None else int(scored.labels.unique().numel())
+    r = check_shift(cal.scores_, imp, threshold=float(cal.threshold_), data=what, n_classes=n_classes)
     if r.shifted:
         typer.echo(r.message, err=True)
     return r.to_dict()

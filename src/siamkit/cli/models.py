@@ -151,7 +151,8 @@ def calibrate(
     scored, _ = _scored(net, data, max_pairs, seed, baseline=False, one_shot=False)
     far = target_far if target_far is not None else (1e-2 if mode == "identification" else 1e-3)
     cal = Calibrator(threshold_method=method, target_far=far if mode == "pair" else 1e-3, confidence_method=confidence)
-    cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint)
+    n_classes = None if scored.labels is None else int(scored.labels.unique().numel())
+    cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint, n_classes=n_classes)
     if mode == "identification":
         from .calibration import calibrate_identification
 

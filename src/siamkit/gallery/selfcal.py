@@ -265,4 +265,4 @@ def gallery_shift(gallery: Any, *, seed: int = 0) -> ShiftReport | None:
     return check_shift(cal.scores_, d.double().numpy(), threshold=float(cal.threshold_),
                        data=f"the {view.n_identities} identities enrolled in {gallery.path.name}",
                        fix=f"`siamkit gallery calibrate --gallery {gallery.path} --target-far F` (fits the gallery's own "
-                       "threshold), or recalibrate the model on data from this condition")
+                       "threshold), or recalibrate the model on data from this condition", n_classes=view.n_identities)

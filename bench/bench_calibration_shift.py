@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 50 Omniglot steps (smoke run)")
     ap.add_argument("--part", choices=("all", "faces", "omniglot"), default="all",
                     help="run one part (two processes can share the work); the doc is written once both parts' results exist")
+    ap.add_argument("--report", action="store_true", help="run nothing: combine the two parts' results into the report and doc")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     m["loadavg_start"] = os.getloadavg()
     t_start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="calib_shift_"))
-    parts = ("faces", "omniglot") if args.part == "all" else (args.part,)
+    parts = () if args.report else ("faces", "omniglot") if args.part == "all" else (args.part,)
     for part in parts:
         res = run_faces(args, workdir) if part == "faces" else run_omniglot(args, workdir)
         m["loadavg_end"] = os.getloadavg()

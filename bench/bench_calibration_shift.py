@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 50 Omniglot steps (smoke run)")
     ap.add_argument("--part", choices=("all", "faces", "omniglot"), default="all",
                     help="run one part (two processes can share the work); the doc is written once both parts' results exist")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (parts of one run in parallel)")
     ap.add_argument("--report", action="store_true", help="run nothing: combine the two parts' results into the report and doc")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
@@ -336,13 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         res = run_faces(args, workdir) if part == "faces" else run_omniglot(args, workdir)
         m["loadavg_end"] = os.getloadavg()
-        write_json(f"calibration_shift_{part}", {"machine": m, "args": vars(args), "results": res,
-                                                 "elapsed_min": (time.perf_counter() - t_start) / 60})
-    done = {p: RESULTS / f"calibration_shift_{p}.json" for p in ("faces", "omniglot")}
-    if not all(f.is_file() for f in done.values()):
-        print("one part's results are missing: no combined report yet")
-        return 0
-    got = {p: json.loads(f.read_text()) for p, f in done.items()}
+        write_json(f"calibration_shift_{part}_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}",
+                   {"machine": m, "args": vars(args), "results": res, "elapsed_min": (time.perf_counter() - t_start) / 60})
+    got = {}
+    for part in ("faces", "omniglot"):
+        files = sorted(RESULTS.glob(f"calibration_shift_{part}_seeds*.json"))
+        if not files:
+            print(f"no {part} results yet: no combined report")
+            return 0
+        runs = [json.loads(f.read_text()) for f in files]
+        got[part] = {**runs[0], "results": sorted((x for r in runs for x in r["results"]), key=lambda x: x["seed"]),
+                     "elapsed_min": max(r["elapsed_min"] for r in runs)}
+        got[part]["args"] = {**runs[0]["args"], "seeds": len(got[part]["results"])}
+        got[part]["machine"]["loadavg_end"] = max((r["machine"]["loadavg_end"] for r in runs), key=lambda v: v[0])
     report = {"machine": got["faces"]["machine"], "machine_omniglot": got["omniglot"]["machine"], "args": got["faces"]["args"],
               "args_omniglot": got["omniglot"]["args"], "att": got["faces"]["results"], "omniglot": got["omniglot"]["results"],
               "elapsed_min": max(g["elapsed_min"] for g in got.values())}
@@ -359,7 +366,7 @@ def run_faces(args: Any, workdir: Path) -> list[dict[str, Any]]:
     """Part (a) and the AT&T gallery, per split seed."""
     faces = load_face_folder(SHARED_DATA / "att_faces", image_size=SIZE)
     att = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         att.append(faces_split(seed, faces, args.epochs, workdir))
         print(f"AT&T seed {seed}: {att[-1]['model@0.01']['unshifted']['far']:.4f} -> {att[-1]['model@0.01']['relit']['far']:.4f}", flush=True)
     return att
@@ -370,7 +377,7 @@ def run_omniglot(args: Any, workdir: Path) -> list[dict[str, Any]]:
     bg = load_omniglot(SHARED_DATA / "omniglot", "background", image_size=28)
     ev = load_omniglot(SHARED_DATA / "omniglot", "evaluation", image_size=28)
     omni = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         omni.append(omniglot_seed(seed, bg, ev, args.omniglot_steps, workdir))
         print(f"Omniglot seed {seed}: {omni[-1]}", flush=True)
     return omni
@@ -411,6 +418,7 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{_ms([x['false_warning_halves'] for x in rows], '{:.2f}')} |"
             )
     ex = att[0]["model@0.01"]["relit"]["message"]
+    seeds_note = f"seeds {att[0]['seed']}-{att[-1]['seed']}"
     lines += ["", f"The warning, seed 0, model at FAR 1%: `{ex}`", "",
               "**(b) Gallery self-calibration** (`siamkit gallery calibrate --target-far F`, best-sample rule): the "
               "gallery's own threshold from its impostor trials, then the realised FAR on held-out impostor trials "

@@ -52,6 +52,7 @@ from _common import SHARED_DATA, machine, machine_line, replace_doc_section, wri
 from siamkit import SiameseNetwork, TrainConfig, fit  # noqa: E402
 from siamkit.calibration import Calibrator  # noqa: E402
 from siamkit.data.faces import load_face_folder  # noqa: E402
+from siamkit.evaluation.openset import dir_at_far  # noqa: E402
 from siamkit.gallery import Gallery  # noqa: E402
 from siamkit.inference import embed_all  # noqa: E402
 
@@ -123,28 +124,6 @@ def calibrate(net: SiameseNetwork, x: torch.Tensor, y: torch.Tensor, split: str)
     )
 
 
-def dir_at_far(known_d: np.ndarray, known_ok: np.ndarray, unknown_d: np.ndarray, far: float) -> tuple[float, float]:
-    """Detection-and-identification rate at a false alarm rate on unknown probes.
-
-    The threshold accepts at most floor(far * n_unknown) unknown probes (strictly below
-    the next unknown distance).
-
-    Args:
-        known_d: best distance of each enrolled identity's probe.
-        known_ok: whether that best candidate is the right identity.
-        unknown_d: best distance of each unknown probe.
-        far: the false alarm rate allowed.
-
-    Returns:
-        (DIR, threshold).
-    """
-    u = np.sort(unknown_d)
-    allowed = int(np.floor(far * len(u) + 1e-9))
-    t = np.inf if allowed >= len(u) else u[allowed]
-    accept = known_d < t
-    return float(np.mean(known_ok & accept)), float(t)
-
-
 def run_gallery(
     net: SiameseNetwork, cal: Calibrator, images: torch.Tensor, labels: torch.Tensor, names: list[str],
     enrolled: list[int], unknown: list[int], n_enrol: dict[int, int], order: dict[int, list[int]], workdir: Path,
@@ -205,7 +184,8 @@ def summarise(parts: list[dict[str, Any]], thr: float, seen: set[int] | None = N
         The numbers.
     """
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    dir1, t1 = dir_at_far(cat["known_d"], cat["known_ok"], cat["unknown_d"], TARGET_FAR)
+    point = dir_at_far(cat["known_d"], cat["known_ok"], cat["unknown_d"], TARGET_FAR)
+    dir1, t1 = point.dir, point.threshold
     s: dict[str, Any] = {
         "rank1": float(cat["known_ok"].mean()),
         "rank5": float(cat["known_top5"].mean()),

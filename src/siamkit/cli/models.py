@@ -50,12 +50,20 @@ def summary(
 @clean_errors
 def compare(
     model: Path = MODEL_DIR,
-    image_a: Path = typer.Argument(..., help="First image."),
-    image_b: Path = typer.Argument(..., help="Second image."),
+    image_a: Optional[Path] = typer.Argument(None, help="First image."),
+    image_b: Optional[Path] = typer.Argument(None, help="Second image."),
     as_json: bool = JSON_OUT,
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="A CSV of path_a,path_b (optional same): one decision per line, and a warning when the pairs look unlike the calibration's data."),
 ) -> None:
-    """Distance (lower = closer) and similarity score (higher = more similar) of two images."""
+    """Distance (lower = closer) and similarity score (higher = more similar) of two images
+    (or of every pair of a CSV with --batch)."""
+    if batch is not None or image_a is None or image_b is None:
+        from .calibration import compare_batch
+
+        if batch is None or image_a is not None or runtime != "torch":
+            fail("give two images, or --batch pairs.csv alone (torch runtime)")
+        return compare_batch(model, batch, as_json)
     if runtime == "onnx":
         r = _compare_onnx(model, image_a, image_b)
     elif runtime == "torch":
@@ -124,20 +132,32 @@ def calibrate(
     model: Path = MODEL_DIR,
     data: Path = typer.Option(..., "--data", help="Validation split: an image folder (one sub-folder per class) or a path_a,path_b,same CSV."),
     method: str = typer.Option("eer", help="Threshold: eer, accuracy, or far (with --target-far)."),
-    target_far: float = typer.Option(1e-3, help="False accept rate for --method far."),
+    target_far: Optional[float] = typer.Option(None, help="False accept rate for --method far (default 1e-3) or of never-enrolled probes for --mode identification (default 1e-2)."),
     confidence: str = typer.Option("platt", help="Confidence mapping: platt or isotonic."),
     max_pairs: int = MAX_PAIRS,
     seed: int = typer.Option(0, help="Seed of the pair subset."),
+    mode: str = typer.Option("pair", help="pair (the 1:1 threshold) or identification (the open-set 'unknown' threshold of gallery identify, fitted on simulated galleries of the split's identities)."),
+    gallery_fraction: float = typer.Option(0.75, help="--mode identification: share of the identities enrolled per simulated gallery (the others probe as never enrolled)."),
+    enrol_samples: Optional[int] = typer.Option(None, help="--mode identification: images enrolled per identity (default: half of its images)."),
 ) -> None:
     """Fit the decision threshold and confidence on a validation split; save calibration.json."""
     from ..calibration import Calibrator
 
     from ..io import load_model
 
+    if mode not in ("pair", "identification"):
+        fail(f"--mode must be pair or identification, got {mode!r}")
     net = load_model(model)
     scored, _ = _scored(net, data, max_pairs, seed, baseline=False, one_shot=False)
-    cal = Calibrator(threshold_method=method, target_far=target_far, confidence_method=confidence)
-    cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint)
+    far = target_far if target_far is not None else (1e-2 if mode == "identification" else 1e-3)
+    cal = Calibrator(threshold_method=method, target_far=far if mode == "pair" else 1e-3, confidence_method=confidence)
+    n_classes = None if scored.labels is None else int(scored.labels.unique().numel())
+    cal.fit(scored.distances, scored.same, split_name=scored.split["data"], model_fingerprint=net.fingerprint, n_classes=n_classes)
+    if mode == "identification":
+        from .calibration import calibrate_identification
+
+        return calibrate_identification(model, net, scored, target_far=far, gallery_fraction=gallery_fraction,
+                                        enrol_samples=enrol_samples, seed=seed, pair_calibrator=cal)
     path = cal.save(model)
     typer.echo(f"threshold {cal.threshold_:.6g} ({method}) fitted on {cal.n_pos_:,} genuine and {cal.n_neg_:,} impostor pairs")
     typer.echo(f"saved {path}; `siamkit compare` and `siamkit evaluate` now use it")
@@ -204,6 +224,10 @@ def evaluate(
     scored, _ = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
                         n_way=[n_way] if n_way is not None else None, k_shot=k_shot)
     scored.split.update(notes)
+    from .calibration import domain_check
+
+    if (dom := domain_check(cal, scored, f"{data.name} (its impostor pairs)")) is not None:
+        scored.extra["calibration_domain"] = dom
     title = f"{model.name} on {data.name}" + (" (TEST CLASSES OVERLAP TRAINING)" if "class_overlap_warning" in notes else "")
     m = write_report(
         out, scored.distances, scored.same, title=title, split=scored.split,

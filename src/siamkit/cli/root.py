@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._common import command_group
 from .anomaly import anomaly_app
+from .calibration import gallery_calibrate
 from .demo import demo
 from .export import export
 from .feedback import feedback_app
@@ -18,6 +19,7 @@ app = command_group("siamkit: Siamese networks for similarity learning.")
 
 for _command in (demo, train, summary, compare, calibrate, evaluate, export, serve, finetune):
     app.command()(_command)
+gallery_app.command("calibrate")(gallery_calibrate)
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(anomaly_app, name="anomaly")
 app.add_typer(keys_app, name="keys")

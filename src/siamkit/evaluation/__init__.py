@@ -21,6 +21,7 @@ from .metrics import (
     score_predictions,
     verification_metrics,
 )
+from .openset import DirAtFar, dir_at_far, open_set_roc
 from .retrieval import retrieval_metrics
 from .verification import (
     Confusion,
@@ -35,6 +36,7 @@ from .verification import (
 
 __all__ = [
     "Confusion",
+    "DirAtFar",
     "FewShotScore",
     "OneShotResult",
     "OneShotTrials",
@@ -45,12 +47,14 @@ __all__ = [
     "candidate_distances",
     "confusion_at_threshold",
     "det_curve",
+    "dir_at_far",
     "equal_error_rate",
     "koch_within_alphabet_trials",
     "labelled_pair_distances",
     "n_way_k_shot_accuracy",
     "nearest_support_score",
     "official_one_shot_accuracy",
+    "open_set_roc",
     "retrieval_metrics",
     "roc",
     "score_predictions",

@@ -51,6 +51,7 @@ from .model import check_same_model, model_hash, model_meta, resolve_model
 from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank, verification
 from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
 from .search import metric_for_network
+from .selfcal import decision_calibrators
 from .settings import GallerySettings
 from .snapshot import SnapshotView
 from .store import GalleryStore, StoredSample
@@ -421,7 +422,7 @@ class Gallery:
             code = view.code(identity)
             if code is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled")
-            return verification(identity, code, q, view, net, self.calibrator, rule)
+            return verification(identity, code, q, view, net, decision_calibrators(self)[0], rule)
 
     def identify(self, probe: Any, k: int = 5, *, scoring: str | None = None) -> Identification:
         """1:N, open set: the ``k`` closest identities and the decision.
@@ -457,14 +458,14 @@ class Gallery:
         rule = check_rule(scoring or self.scoring)
         k = check_k(k)
         with self._lock:
-            view = self._fresh()
+            view, cal = self._fresh(), decision_calibrators(self)[1]  # identify's threshold (gallery.selfcal)
             if not view.n_identities:
                 ranked: list[Any] = [[] for _ in range(q.shape[0])]
                 kind = "exact"
             else:
                 index, kind = self._cache.index(rule, net, self.settings, self._meta)
                 ranked = rank(index, view, net, q, k, rule)
-        return [decide(candidates(r, view, net), rule, kind, self.calibrator) for r in ranked]
+        return [decide(candidates(r, view, net), rule, kind, cal) for r in ranked]
 
     # ----------------------------------------------------------------- migration
 

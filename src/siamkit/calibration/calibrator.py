@@ -1,29 +1,4 @@
-"""Decision threshold and confidence fitted on a validation split, saved with the model.
-
-A :class:`Calibrator` turns a pair distance (lower = closer) into
-
-- a *decision*: same when ``distance <= threshold_``;
-- a *confidence*: the probability that the pair is the same, fitted either with Platt
-  scaling (a logistic curve in the distance) or with isotonic regression (a
-  non-increasing, piecewise-linear curve through the data).
-
-It is fitted on a labelled split that the model did not train on, remembers that split's
-name, and refuses to report metrics on it (:meth:`Calibrator.check_not_fitted_on`).
-It is saved as ``calibration.json`` next to the model's ``config.json``.
-
-Example:
-    >>> import numpy as np
-    >>> from siamkit.calibration import Calibrator
-    >>> d = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
-    >>> same = np.array([True, True, True, False, False, False])
-    >>> cal = Calibrator(threshold_method="eer").fit(d, same, split_name="val")
-    >>> cal.threshold_
-    0.5
-    >>> cal.decide([0.4, 0.6]).tolist()
-    [True, False]
-    >>> bool(cal.confidence([0.1])[0] > 0.5 > cal.confidence([0.9])[0])
-    True
-"""
+"""The :class:`Calibrator` estimator and its ``calibration.json`` file (see :mod:`siamkit.calibration`)."""
 
 from __future__ import annotations
 
@@ -36,13 +11,16 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from . import __version__
-from .distances import get_distance
-from .errors import ModelFileError
-from .evaluation.curve import as_distances, as_pairs, count_curve, eer_from_counts, gap_midpoint
-from .evaluation.verification import tar_at_far_from_counts
-from .io import CONFIG, check_fingerprint, check_versioned, read_config, write_json_atomic
-from .errors import CalibrationError, NotFittedError, SplitLeakageError
+from .. import __version__
+from ..distances import get_distance
+from ..errors import ModelFileError
+from ..evaluation.curve import as_distances, as_pairs, count_curve, eer_from_counts, gap_midpoint
+from ..evaluation.verification import tar_at_far_from_counts
+from .domain import ScoreSummary, summarize_scores
+from .openset import OpenSetThreshold
+from .platt import platt_fit, sigmoid
+from ..io import CONFIG, check_fingerprint, check_versioned, read_config, write_json_atomic
+from ..errors import CalibrationError, NotFittedError, SplitLeakageError
 
 __all__ = [
     "Calibrator",
@@ -58,84 +36,14 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "siamkit-calibration"
+#: version 1 gained two optional fields, ``scores`` (the :class:`ScoreSummary` of the fit
+#: data) and ``identification`` (the :class:`OpenSetThreshold`): files without them still
+#: load (``scores_`` / ``identification_`` None), and a siamkit that predates them ignores them
 FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
 
 THRESHOLD_METHODS = ("eer", "accuracy", "far")
 CONFIDENCE_METHODS = ("platt", "isotonic")
-
-
-# --------------------------------------------------------------------------- Platt
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _platt_targets(same: np.ndarray) -> np.ndarray:
-    """Platt's smoothed targets: (N+ + 1)/(N+ + 2) for genuine, 1/(N- + 2) for impostor."""
-    n_pos = int(same.sum())
-    n_neg = int(same.size - n_pos)
-    return np.where(same, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-
-
-def _platt_fit(d: np.ndarray, same: np.ndarray, *, max_iter: int = 100) -> tuple[float, float]:
-    """Fit ``p(same | d) = sigmoid(a * d + b)`` by Newton's method.
-
-    Follows Platt (1999) as improved by Lin, Lin & Weng (2007): the 0/1 labels are replaced
-    by the smoothed targets of :func:`_platt_targets`, which keeps ``a`` and ``b`` finite
-    even when the classes are perfectly separated. The distance is standardised for the
-    solve and the coefficients mapped back. ``a`` is kept <= 0 (confidence never rises
-    with the distance).
-
-    Returns:
-        ``(a, b)``.
-    """
-    t = _platt_targets(same)
-    mu = float(d.mean())
-    sd = float(d.std())
-    prior = float(np.log(t.mean() / (1.0 - t.mean())))
-    if not sd > 0.0:
-        return 0.0, prior
-    z = (d - mu) / sd
-    x = np.stack([z, np.ones_like(z)], axis=1)  # (P, 2)
-    n_pos = int(same.sum())
-    w = np.array([0.0, math.log((n_pos + 1.0) / (same.size - n_pos + 1.0))])
-
-    def loss(w: np.ndarray) -> float:
-        f = x @ w
-        return float((np.logaddexp(0.0, f) - t * f).sum())
-
-    current = loss(w)
-    for _ in range(max_iter):
-        p = _sigmoid(x @ w)
-        grad = x.T @ (p - t)
-        if np.abs(grad).max() < 1e-10 * same.size:
-            break
-        h = (x * (p * (1.0 - p))[:, None]).T @ x + 1e-12 * np.eye(2)
-        step = np.linalg.solve(h, grad)
-        slope = float(grad @ step)
-        size = 1.0
-        while size > 1e-10:
-            trial = w - size * step
-            new = loss(trial)
-            if new <= current - 1e-4 * size * slope:
-                break
-            size /= 2.0
-        else:
-            break  # no decrease possible: converged to rounding precision
-        w, current = trial, new
-    a_z, b_z = float(w[0]), float(w[1])
-    if a_z > 0.0:
-        logger.warning(
-            "Platt scaling: genuine pairs are not closer than impostors on the fit data "
-            "(fitted slope %.3g > 0); using a constant confidence instead",
-            a_z,
-        )
-        return 0.0, prior
-    return a_z / sd, b_z - a_z * mu / sd
 
 
 # --------------------------------------------------------------------------- Calibrator
@@ -173,6 +81,10 @@ class Calibrator:
         n_pos_, n_neg_ (int): genuine / impostor pairs in the fit data.
         fitted_on_ (str): the name of the split it was fitted on.
         model_fingerprint_ (str | None): the model it belongs to, when given.
+        scores_ (ScoreSummary | None): the score distributions it was fitted on
+            (:mod:`siamkit.calibration.domain`; None in files of format version 1).
+        identification_ (OpenSetThreshold | None): the open-set identification threshold
+            (:mod:`siamkit.calibration.openset`), set with :meth:`set_identification`.
 
     Example:
         >>> cal = Calibrator(threshold_method="far", target_far=1e-3, confidence_method="isotonic")
@@ -221,6 +133,7 @@ class Calibrator:
         split_name: str = "validation",
         *,
         model_fingerprint: str | None = None,
+        n_classes: int | None = None,
     ) -> Calibrator:
         """Fit the threshold and the confidence curve.
 
@@ -230,6 +143,8 @@ class Calibrator:
             split_name: the split's name; reports on it are refused afterwards.
             model_fingerprint: identifies the model these distances came from; saved,
                 and checked by :meth:`load` when an expected fingerprint is given.
+            n_classes: identities the pairs come from, kept in the score summary (the
+                shift check counts identity pairs, see :mod:`siamkit.calibration.domain`).
 
         Shapes:
             distances (P,), same (P,).
@@ -269,7 +184,7 @@ class Calibrator:
         self.threshold_ = float(threshold)
         self.method_ = self.threshold_method
         if self.confidence_method == "platt":
-            self.platt_a_, self.platt_b_ = _platt_fit(d, s)
+            self.platt_a_, self.platt_b_ = platt_fit(d, s)
         else:
             iso = IsotonicRegression(increasing=False, out_of_bounds="clip", y_min=0.0, y_max=1.0)
             iso.fit(d, s.astype(np.float64))
@@ -279,7 +194,21 @@ class Calibrator:
         self.n_neg_ = n_neg
         self.fitted_on_ = split_name
         self.model_fingerprint_ = model_fingerprint
+        self.scores_: ScoreSummary | None = summarize_scores(d, s, self.threshold_, split_name, n_classes)
+        self.identification_: OpenSetThreshold | None = None
         return self
+
+    def set_identification(self, threshold: OpenSetThreshold | None) -> Calibrator:
+        """Store (or, with None, drop) the open-set identification threshold. Returns self."""
+        self._check_fitted()
+        self.identification_ = threshold
+        return self
+
+    @property
+    def identification_threshold(self) -> float | None:
+        """The open-set identification threshold, None when not fitted."""
+        ident = getattr(self, "identification_", None)
+        return None if ident is None else float(ident.threshold)
 
     # ----------------------------------------------------------------- use
 
@@ -303,7 +232,7 @@ class Calibrator:
         self._check_fitted()
         d = as_distances(distances)
         if self.confidence_method == "platt":
-            return _sigmoid(self.platt_a_ * d + self.platt_b_)
+            return sigmoid(self.platt_a_ * d + self.platt_b_)
         return np.interp(d, self.iso_x_, self.iso_y_)
 
     def check_not_fitted_on(self, split_name: str) -> None:
@@ -347,6 +276,8 @@ class Calibrator:
             "n_neg": self.n_neg_,
             "fitted_on": self.fitted_on_,
             "model_fingerprint": self.model_fingerprint_,
+            "scores": None if getattr(self, "scores_", None) is None else self.scores_.to_dict(),
+            "identification": None if getattr(self, "identification_", None) is None else self.identification_.to_dict(),
         }
 
     @classmethod
@@ -357,7 +288,8 @@ class Calibrator:
             ModelFileError: not a siamkit calibration, another format version, or a
                 missing / invalid field (the message names it).
         """
-        check_versioned(data, fmt=FORMAT, version=FORMAT_VERSION, what="calibration")
+        found = data.get("format_version") if isinstance(data, dict) else None
+        check_versioned(data, fmt=FORMAT, version=found if found in READABLE_VERSIONS else FORMAT_VERSION, what="calibration")
         try:
             params = data["params"]
             cal = cls(
@@ -389,6 +321,9 @@ class Calibrator:
             cal.fitted_on_ = str(data["fitted_on"])
             fp = data.get("model_fingerprint")
             cal.model_fingerprint_ = None if fp is None else str(fp)
+            scores, ident = data.get("scores"), data.get("identification")
+            cal.scores_ = None if scores is None else ScoreSummary.from_dict(scores)
+            cal.identification_ = None if ident is None else OpenSetThreshold.from_dict(ident)
         except KeyError as e:
             raise ModelFileError(f"calibration is missing the field {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:

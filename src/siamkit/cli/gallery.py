@@ -249,7 +249,7 @@ def calibrate_references(
     """Fit the threshold of each `verify --rule` (best, mean) for each K on held-out writers'
     genuine vs skilled forgery decisions; save MODEL/reference_calibration.json."""
     from ..data.signatures import load_signatures
-    from ..errors import SiamkitError
+    from ..errors import ClassOverlapError, SiamkitError
     from ..gallery.references import fit_reference_calibration
     from ..io import load_model
     from ..training.split_record import SplitRecord
@@ -267,8 +267,10 @@ def calibrate_references(
     net = load_model(model)
     sigs = load_signatures(data, image_size=net.input_spec.image_size, require_forged=True)
     record = SplitRecord.load(model.resolve().parent)
-    if record is not None:
-        record.check_disjoint(list(sigs.writers), str(data))
+    common = record.overlap(list(sigs.writers)) if record is not None else []
+    if common:
+        raise ClassOverlapError(f"{len(common)} of the {len(sigs.writers)} writers in {data} were trained on (e.g. {common[0]!r}): "
+                                "thresholds fitted on them would be optimistic; calibrate on held-out writers")
     cal = fit_reference_calibration(net, sigs, ks, draws=draws, seed=seed, threshold_method=method, target_far=target_far,
                                     source=str(data.resolve()))
     path = cal.save(model)

@@ -236,8 +236,8 @@ def signature_metrics(scores: SignatureScores, fars: Sequence[float] = (1e-2, 1e
         skilled["raw_pixels"] = _summary(scores.baseline.numpy(), s, w, names, fars)
     for k, pd in scores.probes.items():
         skilled[f"probe:{k}"] = _summary(pd, s, w, names, fars)
-    out: dict[str, Any] = {"skilled": skilled, "per_writer": per_writer_eer(scores.distances, s, w, names),
-                           "writers": list(names)}
+    out: dict[str, Any] = {"n_writers": len(names), "skilled": skilled,
+                           "per_writer": per_writer_eer(scores.distances, s, w, names), "writers": list(names)}
     r = scores.random
     if r is not None:
         gen = s.astype(bool)
@@ -334,6 +334,7 @@ def evaluate_signature_folder(
         split=split, calibration=calibration, embeddings=sc.embeddings,
         labels=sigs.writer_labels + len(sigs.writers) * (~sigs.is_genuine).long(),
         extra={"signatures": sm, "per_writer_eer": {k: sm["per_writer"].get(k) for k in ("mean", "sd", "worst", "worst_writer")},
-               "shortcut_probe_auc": {k[6:]: v["roc_auc"] for k, v in sm["skilled"].items() if k.startswith("probe:")}},
+               "shortcut_probe_auc": {k[6:]: v["roc_auc"] for k, v in sm["skilled"].items() if k.startswith("probe:")},
+               "random_forgery_auc": {k: v["roc_auc"] for k, v in sm.get("random", {}).items()}},
         baseline=("raw pixels", sc.baseline) if sc.baseline is not None else None,
     )

@@ -101,13 +101,15 @@ def enroll_references(
     if preprocess == "none":
         inputs: Any = [Path(p) for p in paths]
     else:
-        inputs = _load(gallery.network if gallery.network is not None else _no_model(), paths, preprocess)
+        inputs = _load(_network(gallery, "enroll"), paths, preprocess)
     sample_meta = [{"preprocess": preprocess, "file": Path(p).name} for p in paths]
     return gallery.enroll(identity, inputs, metadata=metadata, sample_metadata=sample_meta)
 
 
-def _no_model() -> Any:
-    raise GalleryError("enroll needs a model: open the gallery with one")
+def _network(gallery: Any, what: str) -> Any:
+    if gallery.network is None:
+        raise GalleryError(f"{what} needs a model: open the gallery with one")
+    return gallery.network
 
 
 def enrolled_preprocess(gallery: Any, identity: str) -> str:
@@ -145,7 +147,7 @@ def probe_input(gallery: Any, identity: str, probe: Any) -> Any:
     kind = enrolled_preprocess(gallery, identity)
     if kind == "none" or not is_pathlike(probe):
         return probe
-    return _load(gallery.network if gallery.network is not None else _no_model(), [probe], kind)
+    return _load(_network(gallery, "verify"), [probe], kind)
 
 
 @dataclass

@@ -259,6 +259,11 @@ def finding(runs: list[dict[str, Any]]) -> str:
     else:
         text += ("The model is above every probe, but the probes are far above chance: part of what it learns may be "
                  "the scan rather than the signature, so the probes must stay beside every CEDAR figure.")
+    wd = {k: statistics.mean(r["dependent"]["K=5 mean"][k]["eer"] for r in runs) for k in METHODS}
+    low = min(wd, key=lambda k: wd[k])
+    text += (f" Writer-dependent with K=5 references (mean rule): EER {wd['model']:.3f} for the model, "
+             f"{wd['probe:scan_size']:.3f} for the scan size alone, {wd['raw_pixels']:.3f} for raw pixels; "
+             f"the lowest is {LABELS[low].strip('*')}.")
     return text
 
 

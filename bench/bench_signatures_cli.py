@@ -77,7 +77,10 @@ def cli(*args: Any) -> tuple[str, float]:
 
 
 def link_writers(folder: Path, writers: list[str]) -> Path:
-    """A folder of symbolic links to the given CEDAR writers (nothing copied)."""
+    """A folder of symbolic links to the given CEDAR writers (nothing copied; kept when it
+    exists already, for a resumed run)."""
+    if folder.is_dir():
+        return folder
     folder.mkdir(parents=True)
     for w in writers:
         (folder / w).symlink_to((DATA / w).resolve(), target_is_directory=True)
@@ -156,17 +159,29 @@ def run_fold(i: int, parts: tuple[list[str], list[str], list[str]], epochs: int,
     """Train, evaluate, calibrate and score writer-dependent verification on one fold."""
     train, val, test = parts
     base = tmp / f"fold{i}"
+    if (base / "row.json").is_file():  # finished by an earlier invocation (--work)
+        return json.loads((base / "row.json").read_text())
     trainval = link_writers(base / "trainval", sorted(train + val))
     val_dir, test_dir = link_writers(base / "val", val), link_writers(base / "test", test)
     (base / "val.txt").write_text("\n".join(val) + "\n")
     run = base / "run"
-    out, secs = cli("train", "--task", "signatures", "--data", trainval, "--out", run, "--val-classes", base / "val.txt",
-                    "--image-size", "75,110", "--epochs", epochs, "--steps-per-epoch", steps, "--patience", epochs,
-                    "--seed", i, *RECIPE)
     model = run / "model"
-    _, eval_secs = cli("evaluate", model, "--data", test_dir, "--protocol", "signatures", "--out", base / "report", "--seed", i)
+    log = run / "metrics.jsonl"
+    if (model / "config.json").is_file() and len(log.read_text().splitlines()) >= epochs:  # a finished run (resumed bench)
+        out, secs = "done: (trained by an earlier invocation)", sum(json.loads(ln)["seconds"] for ln in log.read_text().splitlines())
+    else:
+        out, secs = cli("train", "--task", "signatures", "--data", trainval, "--out", run, "--val-classes", base / "val.txt",
+                        "--image-size", "75,110", "--epochs", epochs, "--steps-per-epoch", steps, "--patience", epochs,
+                        "--seed", i, *RECIPE)
+    eval_secs = 0.0
+    if not (base / "report" / "metrics.json").is_file():
+        _, eval_secs = cli("evaluate", model, "--data", test_dir, "--protocol", "signatures", "--out", base / "report", "--seed", i)
     m = json.loads((base / "report" / "metrics.json").read_text())
-    cli("gallery", "calibrate-references", "-m", model, "--data", val_dir, "--k", ",".join(map(str, KS)), "--draws", DRAWS, "--seed", i)
+    if not (model / "reference_calibration.json").is_file():
+        cli("gallery", "calibrate-references", "-m", model, "--data", val_dir, "--k", ",".join(map(str, KS)), "--draws", DRAWS,
+            "--seed", i)
+    for f in base.glob("spot.db*"):  # the gallery of an earlier invocation's spot check
+        f.unlink()
     row = {"fold": i, "train_writers": train, "val_writers": val, "test_writers": test, "train_seconds": secs,
            "evaluate_seconds": eval_secs, "best_epoch": [ln for ln in out.splitlines() if ln.startswith("done:")],
            "independent": {"skilled": m["signatures"]["skilled"], "random": m["signatures"].get("random", {}),
@@ -178,6 +193,7 @@ def run_fold(i: int, parts: tuple[list[str], list[str], list[str]], epochs: int,
     print(f"fold {i}: WI EER model {sk['model']['eer']:.4f}, raw {sk['raw_pixels']['eer']:.4f}, scan size "
           f"{sk['probe:scan_size']['eer']:.4f} (AUC {sk['model']['roc_auc']:.4f} / {sk['probe:scan_size']['roc_auc']:.4f}); "
           f"train {secs:.0f} s, load {row['load']:.1f}", flush=True)
+    (base / "row.json").write_text(json.dumps(row, indent=1))
     return row
 
 
@@ -272,6 +288,9 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="2 folds, 2 epochs x 3 steps, nothing written to docs")
     ap.add_argument("--docs-only", action="store_true", help="rewrite the docs section from bench/results/signatures_cli.json")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="a work folder kept between invocations (finished folds' training, evaluation and calibration are reused)")
+    ap.add_argument("--only", type=int, action="append", default=None, help="run only this fold index (repeatable); no output written")
     args = ap.parse_args()
     if args.docs_only:
         replace_doc_section(SECTION, doc_body(json.loads((RESULTS / "signatures_cli.json").read_text())))
@@ -279,8 +298,12 @@ def main() -> None:
     epochs, steps = (2, 3) if args.quick else (12, 10)
     load_start, t0 = os.getloadavg()[0], time.perf_counter()
     parts = folds(args.folds)[: 2 if args.quick else None]
+    todo = [i for i in range(len(parts)) if args.only is None or i in args.only]
     with tempfile.TemporaryDirectory(prefix="siamkit-sigcli-") as tmp:
-        runs = [run_fold(i, p, epochs, steps, Path(tmp)) for i, p in enumerate(parts)]
+        work = args.work if args.work is not None else Path(tmp)
+        runs = [run_fold(i, parts[i], epochs, steps, work) for i in todo]
+    if args.only is not None:
+        return
     res = {"machine": {**machine(), "torch_threads": 1}, "load_start": load_start, "load_end": os.getloadavg()[0],
            "wall_seconds": time.perf_counter() - t0, "quick": args.quick, "epochs": epochs, "steps": steps,
            "folds": runs, "finding": finding(runs)}

@@ -212,10 +212,12 @@ def doc_body(res: dict[str, Any]) -> str:
     """The docs section from the results."""
     runs = res["folds"]
     n = len(runs)
+    loads = ", ".join(f"{r['load']:.1f}" for r in runs)
     lines = [
         f"`nice -n 10 python bench/bench_signatures_cli.py{' --quick' if res['quick'] else ''}`. Machine: {res['machine']['cpu']}, "
         f"{res['machine']['cores']} cores, torch {res['machine']['torch']} (1 thread per process), {res['machine']['date']}. "
-        f"Load average {res['load_start']:.1f} at start, {res['load_end']:.1f} at the end (shared machine); "
+        f"Load average at the end of each fold {loads} "
+        "(a shared 2-core machine: the times are wall-clock under that load); "
         f"wall time of the last invocation {res['wall_seconds'] / 60:.1f} min (folds are kept in `--work` and were run as "
         f"separate invocations on the shared machine); training {_ms([r['epoch_seconds'] for r in runs], '{:.0f}')} s per fold "
         "(the sum of the epochs' times in `metrics.jsonl`, without reading the scans).",

@@ -21,7 +21,7 @@ writers and the rest to train on):
    One writer per fold also goes through ``gallery enroll --preprocess signature`` +
    ``gallery verify --rule`` to check that the CLI gives the same distance.
 
-    nice -n 10 python bench/bench_signatures_cli.py [--folds 5] [--quick]
+    nice -n 10 python bench/bench_signatures_cli.py [--folds 3] [--quick] [--work DIR [--only N]]
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def doc_body(res: dict[str, Any]) -> str:
     n = len(runs)
     loads = ", ".join(f"{r['load']:.1f}" for r in runs)
     lines = [
-        f"`nice -n 10 python bench/bench_signatures_cli.py{' --quick' if res['quick'] else ''}`. Machine: {res['machine']['cpu']}, "
+        f"`nice -n 10 python bench/bench_signatures_cli.py --work DIR` (each fold first with `--only N`, then all aggregated). Machine: {res['machine']['cpu']}, "
         f"{res['machine']['cores']} cores, torch {res['machine']['torch']} (1 thread per process), {res['machine']['date']}. "
         f"Load average at the end of each fold {loads} "
         "(a shared 2-core machine: the times are wall-clock under that load); "

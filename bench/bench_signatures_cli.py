@@ -217,10 +217,10 @@ def doc_body(res: dict[str, Any]) -> str:
         f"`nice -n 10 python bench/bench_signatures_cli.py --work DIR` (each fold first with `--only N`, then all aggregated). Machine: {res['machine']['cpu']}, "
         f"{res['machine']['cores']} cores, torch {res['machine']['torch']} (1 thread per process), {res['machine']['date']}. "
         f"Load average at the end of each fold {loads} "
-        "(a shared 2-core machine: the times are wall-clock under that load); "
-        f"wall time of the last invocation {res['wall_seconds'] / 60:.1f} min (folds are kept in `--work` and were run as "
-        f"separate invocations on the shared machine); training {_ms([r['epoch_seconds'] for r in runs], '{:.0f}')} s per fold "
-        "(the sum of the epochs' times in `metrics.jsonl`, without reading the scans).",
+        "(a shared 2-core machine: the times are wall-clock under that load; the folds ran as separate invocations kept "
+        f"in `--work`); training {_ms([r['epoch_seconds'] for r in runs], '{:.0f}')} s per fold "
+        "(the sum of the epochs' times in `metrics.jsonl`, without reading the scans). The same recipe through the "
+        "library, on other splits: section \"CEDAR signatures: writer-independent verification\" above.",
         "",
         f"Protocol: {n} writer-disjoint folds of the 40 CEDAR writers in `shared/data` ({len(runs[0]['test_writers'])} test "
         f"writers in the first fold; of the other writers, 5 validation writers choose the epoch and fit the writer-dependent "

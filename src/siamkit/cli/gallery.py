@@ -15,7 +15,7 @@ from ._common import JSON_OUT, clean_errors, command_group, echo_json, parse_jso
 
 __all__ = ["gallery_app"]
 
-gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file).")
+gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
 
 GALLERY = typer.Option(..., "--gallery", "-g", help="The gallery file (SQLite).")
 MODEL = typer.Option(None, "--model", "-m", help="The model folder the gallery uses (with its calibration.json).")
@@ -58,12 +58,16 @@ def enroll(
     model: Optional[Path] = MODEL,
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object kept with the identity."),
     scoring: Optional[str] = typer.Option(None, "--scoring", help="A new gallery's default rule: best or mean."),
+    preprocess: str = typer.Option("none", "--preprocess", help="none (the model's plain loader) or signature (scans: crop to the ink, pad, invert, as --task signatures trains; recorded, and every probe of the identity is prepared the same way)."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Enrol a new identity from images (creates the gallery file if needed)."""
+    from ..gallery.references import enroll_references
+
     with _open(gallery, model, create=True, scoring=scoring) as g:
         meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
-        r = g.enroll(identity, list(images), metadata=meta)
+        r = g.enroll(identity, list(images), metadata=meta) if preprocess == "none" else enroll_references(
+            g, identity, list(images), preprocess=preprocess, metadata=meta)
     _echo_record(r, as_json, "enrolled ")
 
 
@@ -126,11 +130,16 @@ def verify(
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     scoring: Optional[str] = SCORING,
+    rule: Optional[str] = typer.Option(None, "--rule", help="Decide from the K enrolled references: best (closest) or mean (mean distance), at the threshold `gallery calibrate-references` fitted for the rule and K; default: the gallery's scoring at the model's pair threshold."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """1:1: is IMAGE the enrolled IDENTITY? (decision at the model's calibrated threshold)"""
+    from ..gallery.references import probe_input
+
     with _open(gallery, model, scoring=scoring) as g:
-        r = g.verify(identity, image)
+        if rule is not None:
+            return _verify_references(g, model, identity, image, rule, as_json)
+        r = g.verify(identity, probe_input(g, identity, image))
     if as_json:
         echo_json(r.to_dict())
         return
@@ -204,3 +213,67 @@ def reembed(
         n = g.n_samples
         fp = g.meta.get("model_fingerprint") or g.meta.get("model_hash")
     typer.echo(f"re-embedded {n} samples with model {fp}")
+
+
+def _verify_references(g: Any, model: Any, identity: str, image: Path, rule: str, as_json: bool) -> None:
+    """``gallery verify --rule``: the K references' distances and the calibrated decision."""
+    from ..gallery.references import ReferenceCalibration, verify_references
+
+    cal = ReferenceCalibration.load(model, expected_fingerprint=g.network.fingerprint)
+    r = verify_references(g, identity, image, rule=rule, calibration=cal)
+    if as_json:
+        echo_json(r.to_dict())
+        return
+    typer.echo(f"identity:   {r.identity} ({r.k} references, rule {r.rule}, preprocessing {r.preprocess})")
+    typer.echo(f"distance:   {r.distance:.6f}  (lower = more similar; to each reference: {', '.join(f'{d:.4f}' for d in r.distances)})")
+    if r.same is not None:
+        typer.echo(f"decision:   {'GENUINE' if r.same else 'FORGED / DIFFERENT'}  (threshold {r.threshold:.6g} for K={r.calibrated_k})")
+        typer.echo(f"confidence: {r.confidence:.4f}  (probability of 'same')")
+    else:
+        typer.echo("decision:   none")
+    if r.note:
+        typer.echo(f"note:       {r.note}")
+
+
+@gallery_app.command("calibrate-references")
+@clean_errors
+def calibrate_references(
+    model: Optional[Path] = MODEL,
+    data: Path = typer.Option(..., "--data", help="Held-out writers (WRITER/genuine + WRITER/forged), never the ones you enrol nor the ones the model trained on."),
+    k: str = typer.Option("1,3,5", "--k", help="Reference counts to calibrate, comma-separated."),
+    draws: int = typer.Option(5, help="Reference draws per writer and K."),
+    method: str = typer.Option("eer", help="Threshold: eer, accuracy, or far (with --target-far)."),
+    target_far: float = typer.Option(1e-3, help="False accept rate for --method far."),
+    seed: int = typer.Option(0, help="Seed of the reference draws."),
+) -> None:
+    """Fit the threshold of each `verify --rule` (best, mean) for each K on held-out writers'
+    genuine vs skilled forgery decisions; save MODEL/reference_calibration.json."""
+    from ..data.signatures import load_signatures
+    from ..errors import ClassOverlapError, SiamkitError
+    from ..gallery.references import fit_reference_calibration
+    from ..io import load_model
+    from ..training.split_record import SplitRecord
+
+    if model is None:
+        raise SiamkitError("--model is required: the model folder to calibrate")
+    try:
+        ks = sorted({int(v) for v in k.split(",") if v.strip()})
+    except ValueError:
+        raise SiamkitError(f"--k must be comma-separated integers, got {k!r}") from None
+    if method not in ("eer", "accuracy", "far"):
+        raise SiamkitError(f"--method must be eer, accuracy or far, got {method!r}")
+    if not ks or min(ks) < 1 or draws < 1:
+        raise SiamkitError(f"--k values and --draws must be >= 1, got --k {k!r} --draws {draws}")
+    net = load_model(model)
+    sigs = load_signatures(data, image_size=net.input_spec.image_size, require_forged=True)
+    record = SplitRecord.load(model.resolve().parent)
+    common = record.overlap(list(sigs.writers)) if record is not None else []
+    if common:
+        raise ClassOverlapError(f"{len(common)} of the {len(sigs.writers)} writers in {data} were trained on (e.g. {common[0]!r}): "
+                                "thresholds fitted on them would be optimistic; calibrate on held-out writers")
+    cal = fit_reference_calibration(net, sigs, ks, draws=draws, seed=seed, threshold_method=method, target_far=target_far,
+                                    source=str(data.resolve()))
+    path = cal.save(model)
+    for rule, per in cal.calibrators.items():
+        typer.echo(f"{rule}: " + ", ".join(f"K={kk} threshold {c.threshold_:.4g} ({c.n_pos_} genuine, {c.n_neg_} forged)" for kk, c in per.items()))
+    typer.echo(f"fitted on {len(sigs.writers)} writers ({', '.join(sigs.writers)}); saved {path}; `gallery verify --rule` uses it")

@@ -206,6 +206,7 @@ def evaluate(
     k_shot: int = typer.Option(1, "--k-shot", help="Supports per class in an episode."),
     train_run: Optional[Path] = typer.Option(None, "--train-run", help="The training run folder (its split.json); default: the folder holding MODEL, if it has one."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a test folder that shares classes with training (marked in the report)."),
+    protocol: str = typer.Option("pairs", "--protocol", help="pairs (all pairs of a class folder or a pair CSV) or signatures (WRITER/genuine + WRITER/forged, writer-independent: genuine-genuine = same, genuine-skilled forgery = different; pooled and per-writer EER, shortcut probes, random forgeries apart)."),
 ) -> None:
     """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
     one-shot accuracy, retrieval; writes a report folder."""
@@ -221,6 +222,10 @@ def evaluate(
         cal.check_not_fitted_on(str(data.resolve()))
     notes: dict[str, Any] = {}
     check = _overlap_check(model, train_run, allow_overlap, notes)
+    if protocol == "signatures":
+        return _evaluate_signatures(net, data, out, baseline, seed, check, cal, notes)
+    if protocol != "pairs":
+        fail(f"--protocol must be pairs or signatures, got {protocol!r}")
     scored, _ = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
                         n_way=[n_way] if n_way is not None else None, k_shot=k_shot)
     scored.split.update(notes)
@@ -247,3 +252,24 @@ def evaluate(
     if "class_overlap_warning" in notes:
         typer.echo(notes["class_overlap_warning"])
     typer.echo(f"report: {out / 'report.md'}")
+
+
+def _evaluate_signatures(net: Any, data: Path, out: Path, baseline: bool, seed: int, check: Any, cal: Any, notes: dict[str, Any]) -> None:
+    """``evaluate --protocol signatures``: the library call and its summary lines."""
+    from ..evaluation.signatures import evaluate_signature_folder
+
+    m = evaluate_signature_folder(net, data, out, baseline=baseline, seed=seed, check_writers=check,
+                                  calibration=cal.to_dict() if cal is not None else None)
+    sk, pw = m["signatures"]["skilled"], m["signatures"]["per_writer"]
+    typer.echo(f"writers: {', '.join(m['signatures']['writers'])}; {notes.get('class_overlap', 'training writers unknown (no split.json)')}")
+    for name, r in sk.items():
+        p = r["per_writer_eer"]
+        typer.echo(f"skilled forgeries, {name.replace('probe:', 'probe ')}: ROC AUC {r['roc_auc']:.4f}   EER {r['eer']:.4f}"
+                   f"   per-writer EER {p['mean']:.4f} ± {p['sd']:.4f} (worst {p['worst']:.4f}, {p['worst_writer']})")
+    for name, r in m["signatures"].get("random", {}).items():
+        typer.echo(f"random forgeries, {name.replace('probe:', 'probe ')}: ROC AUC {r['roc_auc']:.4f}   EER {r['eer']:.4f}")
+    if not baseline:
+        typer.echo("raw-pixel baseline: not computed (--no-baseline)")
+    if "class_overlap_warning" in notes:
+        typer.echo(notes["class_overlap_warning"])
+    typer.echo(f"per-writer EER of every writer: {out / 'metrics.json'}; report: {out / 'report.md'}")

@@ -31,19 +31,34 @@ def _resumed_run(out: Path, data: Path, progress: Optional[bool], task: str) -> 
 
 
 def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int]) -> Any:
-    """The training images: one class per sub-folder, or (``signatures-genuine``) the genuine
-    signatures of each ``WRITER/genuine`` folder."""
+    """The training images: one class per sub-folder, (``signatures``) the CEDAR layout with
+    its forgeries kept apart, or (``signatures-genuine``) each ``WRITER/genuine`` folder."""
     from ..data.images import ImageFolderDataset
     from ..data.signatures import load_signatures
 
     if task == "classes":
         return ImageFolderDataset.from_folder(data, image_size=size, channels=channels, min_per_class=2)
+    if task == "signatures":
+        from ..data.signature_sets import load_signature_task
+
+        ts = load_signature_task(data, size, channels)
+        typer.echo(f"signatures: {len(ts)} genuine of {len(ts.classes)} writers (class = writer); {ts.n_forgeries} skilled "
+                   "forgeries kept apart (validation: held-out writers' genuine vs forgery pairs)")
+        return ts
     if task == "signatures-genuine":
         if channels not in (None, 1):
             fail("--task signatures-genuine loads greyscale signatures (--channels 1)")
         sigs = load_signatures(data, image_size=size or (155, 220), require_forged=False)
         return sigs.genuine_only()
-    fail(f"--task must be classes or signatures-genuine, got {task!r}")
+    fail(f"--task must be classes, signatures or signatures-genuine, got {task!r}")
+
+
+def _task_fit_options(val_ds: Any) -> dict[str, Any]:
+    """fit() options of the task: signatures validate on genuine vs skilled forgery pairs."""
+    from ..data.signature_sets import SignatureTrainingSet
+    from ..evaluation.signatures import signature_validator
+
+    return {"validate_fn": signature_validator(val_ds.signatures)} if isinstance(val_ds, SignatureTrainingSet) else {}
 
 
 def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], fraction: float, seed: int) -> tuple[Any, Any, Any]:
@@ -155,7 +170,7 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
-    task: str = typer.Option("classes", help="classes (one sub-folder per class) or signatures-genuine (WRITER/genuine only; forgeries are not loaded)."),
+    task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
@@ -206,7 +221,7 @@ def train(
                f"({record.source}); class names in {split_path}")
     result = fit(train_ds.images, train_ds.labels, config, out_dir=out, resume=resume,
                  val_x=val_ds.images if val_ds is not None else None, val_y=val_ds.labels if val_ds is not None else None,
-                 callbacks=[lambda r: typer.echo(summarize(r))])
+                 callbacks=[lambda r: typer.echo(summarize(r))], **_task_fit_options(val_ds))
     _print_result(result, out)
 
 

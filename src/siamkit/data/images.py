@@ -294,9 +294,9 @@ def _refuse_signature_layout(root: Path, class_dirs: list[Path]) -> None:
         f"{root} is in the signature layout WRITER/genuine, WRITER/forged (e.g. {first.name}/"
         f"{' and '.join(sorted(p.name for p in first.iterdir() if p.is_dir()))}): read as one class per "
         "writer it would merge every writer's skilled forgeries into that writer's class, and score "
-        "forgeries as 'same'. Train on the genuine signatures only (CLI: siamkit train --task "
-        "signatures-genuine; library: siamkit.data.load_signatures(...).genuine_only()) and score "
-        "forgeries with siamkit.data.load_signatures and signature_pairs"
+        "forgeries as 'same'. Use the signature task (CLI: siamkit train --task signatures, or --task "
+        "signatures-genuine for the genuine signatures only; siamkit evaluate MODEL --protocol signatures; "
+        "library: siamkit.data.load_signatures and signature_pairs)"
     )
 
 

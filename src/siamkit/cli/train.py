@@ -238,7 +238,8 @@ def finetune(
     spec = InputSpec.from_dict(read_config(model)["network"].get("input_spec"))
     if not spec.is_image:
         fail("finetune takes image models")
-    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels))
+    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels),
+                                        preprocess=spec.preprocessor())
     cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression, seed=seed)
     try:
         rep = run_finetune(model, feedback, out, replay_images=ds.images, replay_labels=ds.labels, gallery=gallery,

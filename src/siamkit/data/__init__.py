@@ -8,8 +8,9 @@ without torch (the ONNX runtime does).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 #: public name -> the submodule that defines it
 _LAZY = {
@@ -48,10 +49,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .splits import IdentitySplit, split_by_class
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'siamkit.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -250,3 +250,18 @@ def test_embed_all_takes_the_models_tta() -> None:
     assert torch.allclose(embed_all(net, x), slow, atol=1e-6)
     assert torch.allclose(embed_all(net, x, tta=None), net.embed(x).detach(), atol=1e-6)
     assert torch.allclose(embed_all(net, x, tta="none"), net.embed(x).detach(), atol=1e-6)
+
+
+def test_model_file_with_an_unknown_step_is_a_model_file_error(tmp_path: Path) -> None:
+    from siamkit.errors import ModelFileError
+    from siamkit.io import load_model, save_model
+
+    torch.manual_seed(0)
+    net = build_network(TrainConfig(encoder_kwargs={"width": 4, "depth": 2}, embedding_dim=8, preprocess=[{"kind": "invert"}]), (1, 8, 8))
+    folder = save_model(net, tmp_path / "m")
+    assert [type(s) for s in load_model(folder).input_spec.preprocess] == [Invert]
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["network"]["input_spec"]["preprocess"] = [{"kind": "warp"}]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="warp"):
+        load_model(folder)

@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="where the split folders and runs go (default: a temporary folder)")
     ap.add_argument("--collect", action="store_true", help="read runs already made in --work")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--load", type=float, nargs=2, default=None, metavar=("START", "END"),
+                    help="with --collect: the load averages measured when the runs started and ended")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="siamkit-cli-faces-"))
     m = machine()
@@ -122,7 +124,10 @@ def main() -> None:
     else:
         verdict = (f"Largest per-seed difference CLI vs bench: {worst:.4f} (the split seed alone moves the test AUC "
                    "over 0.93-0.99, see above).")
-    out = {"machine": m, "load_start": load_start, "load_end": os.getloadavg()[0], "commands": list(COMMANDS),
+    load_end = os.getloadavg()[0]
+    if args.collect and args.load:
+        load_start, load_end = args.load
+    out = {"machine": m, "load_start": load_start, "load_end": load_end, "commands": list(COMMANDS), "collected": args.collect,
            "runs": runs, "verdict": verdict}
     write_json("cli_faces", out)
     if not args.no_doc:

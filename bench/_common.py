@@ -183,30 +183,6 @@ def tutorial_recipe(seed: int, *, epochs: int, steps_per_epoch: int, **changes: 
     )
 
 
-def triplet_recipe(seed: int, **settings: Any) -> Any:
-    """What our face and signature recipes share: conv4, 128-d L2-normalised embeddings,
-    triplet loss with batch-hard mining (margin 0.2) on 16 classes x 4 images, Adam 1e-3
-    with a cosine schedule, the best validation epoch kept (no early stopping), fp32.
-
-    Args:
-        seed: training seed.
-        **settings: the recipe's own ``TrainConfig`` fields (encoder_kwargs, augmentation,
-            epochs, steps_per_epoch, ...).
-
-    Returns:
-        The ``TrainConfig``.
-    """
-    from siamkit.training.config import TrainConfig
-
-    base: dict[str, Any] = dict(
-        precision="fp32",  # the recorded figures were measured in fp32 (the library default became "auto")
-        encoder="conv4", embedding_dim=128, normalize=True, loss="triplet", miner="batch_hard", margin=0.2,
-        batch_size=64, m_per_class=4, lr=1e-3, schedule="cosine", val_fraction=0.0, patience=None,
-        seed=seed, progress=False,
-    )
-    return TrainConfig(**{**base, **settings})
-
-
 def pair_distances(e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, network: Any) -> torch.Tensor:
     """Distances of the pairs (a[i], b[i]) of embeddings: Euclidean without a network
     (raw pixels), else the network's own distance (its pair head when it has one).

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
 from _common import drop_caches, mean_sd, method_row, pair_distances, raw_embed, recorded_row
-from _common import run_ablation_rows, run_header, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import run_ablation_rows, run_header, summarise_runs, tutorial_recipe
 from _common import goal_lines, per_seed_line, val_verification, write_ours_report
 
 from siamkit.data.faces import load_face_folder, split_identities
@@ -39,10 +39,12 @@ from siamkit.evaluation import n_way_k_shot_accuracy
 from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
+from siamkit.training.recipes import load_recipe
 from siamkit.tuples import all_pairs
 
 DATA = SHARED_DATA / "att_faces"
-SIZE = (56, 46)  # half of AT&T's 112x92
+RECIPE = load_recipe("faces")  # src/siamkit/recipes/faces.toml: `siamkit train --recipe faces`
+SIZE = RECIPE.input.image_size  # half of AT&T's 112x92
 SECTION = "AT&T faces: verification on unseen identities"
 FARS = (1e-2, 1e-3)
 
@@ -64,7 +66,7 @@ def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
 
 
 def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
-    """Our recipe, chosen on the validation identities (see ABLATION): triplet loss with
+    """Our recipe (the shipped ``faces`` recipe file), chosen on the validation identities (see ABLATION): triplet loss with
     batch-hard mining on 16 identities x 4 images, a conv4 encoder of width 32 cut to 3
     blocks whose 7x5 map is pooled to a 6x6 grid (faces are aligned: where a feature is
     matters), 128-d L2-normalised embeddings, mild random affine augmentation, 400 steps
@@ -79,11 +81,9 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
     Returns:
         The config (ties between epochs go to the later one).
     """
-    cfg = triplet_recipe(
-        seed, encoder_kwargs={"width": 32, "depth": 3, "grid": 6},
-        augment=True, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translate=0.1, fill=0.0,
-        epochs=2 if quick else 20, steps_per_epoch=3 if quick else 20, tie_break="later",
-    )
+    cfg = dataclasses.replace(RECIPE.train, seed=seed, progress=False)
+    if quick:
+        cfg = dataclasses.replace(cfg, epochs=2, steps_per_epoch=3)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -362,7 +362,7 @@ ABLATION_FINDINGS = (
 BENCH = RecipeBench(
     name="faces", section=SECTION, description=__doc__.split("\n")[0], unit="identities",
     quick_help="smoke run: 1 seed, a few steps, nothing written to docs",
-    load=lambda: load_face_folder(DATA, image_size=SIZE), run_split=run_split, run_ablation=run_ablation,
+    load=lambda: load_face_folder(DATA, image_size=SIZE, preprocess=RECIPE.input_spec().preprocessor()), run_split=run_split, run_ablation=run_ablation,
     summary=summary, doc_body=doc_body, recorded_rows=RECORDED_ABLATION, recorded_note=RECORDED_NOTE,
     findings=ABLATION_FINDINGS, image_size=SIZE, load_start=_LOAD,
 )

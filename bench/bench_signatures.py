@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from _common import SHARED_DATA, RecipeBench, ablation_section, calibrated_verification, closing_lines
 from _common import drop_caches, method_row, pair_distances, raw_embed, recorded_row, run_ablation_rows
-from _common import run_header, write_ours_report, summarise_runs, triplet_recipe, tutorial_recipe
+from _common import run_header, write_ours_report, summarise_runs, tutorial_recipe
 from _common import goal_lines, per_seed_line, val_verification
 
 from siamkit.data.samplers import BalancedPairSampler, MPerClassSampler
@@ -42,9 +42,11 @@ from siamkit.data.signatures import SignatureDataset, load_signatures, signature
 from siamkit.inference import embed_all
 from siamkit.training import fit
 from siamkit.training.config import TrainConfig
+from siamkit.training.recipes import load_recipe
 
 DATA = SHARED_DATA / "cedar_signatures"
-SIZE = (75, 110)  # about half of SigNet's 155x220
+RECIPE = load_recipe("signatures")  # src/siamkit/recipes/signatures.toml: `siamkit train --recipe signatures`
+SIZE = RECIPE.input.image_size  # about half of SigNet's 155x220
 SECTION = "CEDAR signatures: writer-independent verification"
 FARS = (1e-2, 1e-3)
 
@@ -67,7 +69,7 @@ def tutorial_config(seed: int, quick: bool = False) -> TrainConfig:
 
 
 def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
-    """Our recipe, chosen on the validation writers (see ABLATION): triplet loss with
+    """Our recipe (the shipped ``signatures`` recipe file), chosen on the validation writers (see ABLATION): triplet loss with
     batch-hard mining on 16 writers x 4 genuine signatures, a conv4 encoder of width 32
     (4 blocks, 2x2 grid), 128-d L2-normalised embeddings, no augmentation, 120 steps of a
     12-epoch cosine schedule; the epoch with the best validation ROC AUC on the
@@ -83,11 +85,9 @@ def ours_config(seed: int, quick: bool = False, **changes: Any) -> TrainConfig:
     Returns:
         The config; how forgeries are used is chosen apart (``OURS_FORGERIES``).
     """
-    cfg = triplet_recipe(
-        seed, encoder_kwargs={"width": 32, "depth": 4, "grid": 2},
-        augment=False, rotation=5.0, shear=0.1, scale=(0.9, 1.1), translate=0.05, fill=0.0,
-        epochs=2 if quick else 12, steps_per_epoch=3 if quick else 10,
-    )
+    cfg = dataclasses.replace(RECIPE.train, seed=seed, progress=False)
+    if quick:
+        cfg = dataclasses.replace(cfg, epochs=2, steps_per_epoch=3)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -440,7 +440,7 @@ def doc_body(out: dict[str, Any], cmd: str) -> str:
 BENCH = RecipeBench(
     name="signatures", section=SECTION, description=__doc__.split("\n")[0], unit="writers",
     quick_help="smoke run: 1 seed, a few steps, nothing written",
-    load=lambda: load_signatures(DATA, image_size=SIZE, workers=2), run_split=run_split, run_ablation=run_ablation,
+    load=lambda: load_signatures(DATA, image_size=SIZE, preprocess=RECIPE.input_spec().preprocessor(), workers=2), run_split=run_split, run_ablation=run_ablation,
     summary=summary, doc_body=doc_body, recorded_rows=RECORDED_ABLATION, recorded_note=RECORDED_NOTE,
     findings=ABLATION_FINDINGS, image_size=SIZE, load_start=_LOAD,
 )

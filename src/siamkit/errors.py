@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "SiamkitError",
     "ExportError",
+    "RecipeError",
     "DataError",
     "ModelFileError",
     "NotFittedError",
@@ -123,3 +124,8 @@ class TrainingDivergedError(SiamkitError, FloatingPointError):
 
 class ExportError(SiamkitError):
     """A model cannot be exported in the requested format (e.g. an operator ONNX lacks)."""
+
+
+class RecipeError(SiamkitError):
+    """A recipe file that cannot be used: unknown recipe, bad TOML, an unknown key (the
+    message names the key and the file) or a value of the wrong type."""

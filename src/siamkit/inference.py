@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import torch
 
 from .data.images import to_float
+from .input_spec import TTA_MODES
 from .network import SiameseNetwork
 
 __all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]
@@ -40,7 +41,7 @@ def embed_all(
     batch_size: int = 256,
     precision: str = "fp32",
     channels_last: bool = False,
-    tta: str | None = None,
+    tta: str | None = "spec",
 ) -> torch.Tensor:
     """Embed a whole set in eval mode, in batches. uint8 images are scaled to [0, 1].
 
@@ -58,7 +59,9 @@ def embed_all(
             its four 1-pixel shifts (edges replicated); ``"flip"``: the image and its
             mirror image (faces); ``"shift+flip"``: both; None: the image only. Measured
             on Omniglot (docs/benchmarks.md): ``"shift"`` adds about 1 point of 20-way
-            accuracy for 5x the embedding time.
+            accuracy for 5x the embedding time. ``"spec"`` (the default): the model's own,
+            ``network.input_spec.tta`` (what its recipe says; None for models saved
+            before input recipes), so every embedding made for a user applies it.
 
     Shapes: (N, ...) -> (N, D) float32. The network's train/eval mode is restored.
 
@@ -69,7 +72,9 @@ def embed_all(
     Raises:
         ValueError: an unknown ``tta``, or ``tta`` on inputs that are not (N, C, H, W).
     """
-    if tta is not None:
+    if tta == "spec":
+        tta = getattr(getattr(network, "input_spec", None), "tta", None)
+    if tta is not None and tta != "none":
         return _embed_tta(network, inputs, tta, batch_size=batch_size, precision=precision, channels_last=channels_last)
     was_training = network.training
     network.eval()
@@ -89,7 +94,7 @@ def embed_all(
     return torch.cat(out)
 
 
-_TTA = ("shift", "flip", "shift+flip")
+_TTA = TTA_MODES
 
 
 def _tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -114,7 +119,7 @@ def _embed_tta(
     for start in range(0, inputs.shape[0], batch_size):
         x = to_float(inputs[start : start + batch_size])
         views = _tta_views(x, tta)
-        e = embed_all(network, torch.cat(views), batch_size=batch_size, precision=precision, channels_last=channels_last)
+        e = embed_all(network, torch.cat(views), batch_size=batch_size, precision=precision, channels_last=channels_last, tta=None)
         parts.append(e.view(len(views), x.shape[0], -1).mean(0))
     if not parts:
         return torch.zeros(0, network.embedding_dim)

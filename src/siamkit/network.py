@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,108 +23,9 @@ from torch import nn
 
 from .distances import BaseDistance, get_distance
 from .encoders import encoder_config
-from .errors import DataError
+from .input_spec import InputSpec
 
 __all__ = ["SiameseNetwork", "InputSpec"]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the network takes, saved with the model so that every caller prepares raw
-    inputs the same way (the one typed reading of ``config.json``'s ``input_spec``).
-
-    Attributes:
-        shape: one sample's shape without the batch dimension, e.g. ``(1, 28, 28)`` or
-            ``(8,)``; empty when unknown.
-        channels: image channels (1 grey, 3 RGB); None for non-image inputs.
-        height: image height in pixels; None for non-image inputs.
-        width: image width in pixels; None for non-image inputs.
-    """
-
-    shape: tuple[int, ...] = ()
-    channels: int | None = None
-    height: int | None = None
-    width: int | None = None
-
-    @classmethod
-    def from_dict(cls, spec: InputSpec | Mapping[str, Any] | None) -> InputSpec:
-        """Read the JSON form (as written by :meth:`to_dict`); None gives an empty spec.
-
-        Args:
-            spec: the ``input_spec`` mapping of a model config, an InputSpec, or None.
-
-        Returns:
-            The typed spec.
-
-        Raises:
-            ValueError: a field is not an integer (or the shape not a list of them).
-        """
-        if spec is None:
-            return cls()
-        if isinstance(spec, InputSpec):
-            return spec
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"an input spec must be a mapping, got {type(spec).__name__}")
-
-        def _int(name: str) -> int | None:
-            v = spec.get(name)
-            return None if v is None else int(v)
-
-        shape = tuple(int(s) for s in spec.get("shape", ()) or ())
-        return cls(shape=shape, channels=_int("channels"), height=_int("height"), width=_int("width"))
-
-    @classmethod
-    def for_sample(cls, sample_shape: tuple[int, ...] | torch.Size) -> InputSpec:
-        """The spec of samples shaped ``sample_shape``: (C, H, W) is an image, else a vector/sequence.
-
-        Args:
-            sample_shape: one sample's shape, without the batch dimension.
-
-        Returns:
-            The spec.
-        """
-        shape = tuple(int(s) for s in sample_shape)
-        if len(shape) == 3:
-            return cls(shape=shape, channels=shape[0], height=shape[1], width=shape[2])
-        return cls(shape=shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form: only the fields that are set (``shape`` as a list)."""
-        out: dict[str, Any] = {}
-        if self.shape:
-            out["shape"] = list(self.shape)
-        for name in ("channels", "height", "width"):
-            v = getattr(self, name)
-            if v is not None:
-                out[name] = v
-        return out
-
-    @property
-    def is_image(self) -> bool:
-        """True when the model takes images (height and width are known)."""
-        return self.height is not None and self.width is not None
-
-    def require_image(self) -> InputSpec:
-        """Self, when the model takes images of 1 or 3 channels.
-
-        Raises:
-            DataError: the model was not trained on images, or takes another channel count.
-        """
-        if not self.is_image:
-            raise DataError("this model was not trained on images (its input spec has no image size)")
-        if self.channels not in (1, 3):
-            raise DataError(f"the model takes {self.channels} channels; images are 1 (grey) or 3 (RGB)")
-        return self
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(height, width) of an image model.
-
-        Raises:
-            DataError: the model was not trained on images.
-        """
-        self.require_image()
-        return int(self.height), int(self.width)  # type: ignore[arg-type]
 
 
 class SiameseNetwork(nn.Module):

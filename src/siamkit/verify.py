@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from .calibration import Calibrator
-from .data.images import load_image, to_float
+from .data.images import to_float
+from .data.prepare import prepare_image
 from .decision import PairDecision
-from .errors import DataError
+from .inference import embed_all
 from .io import load_model
 from .network import SiameseNetwork
 
@@ -26,7 +27,8 @@ __all__ = ["PairDecision", "Verifier", "compare_tensors", "compare_files", "load
 
 
 def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
-    """Load an image file the way ``network`` was trained: its channels and size.
+    """Load an image file the way ``network`` was trained: its channels, preprocessing
+    steps and size (:func:`siamkit.data.prepare.prepare_image` with its input spec).
 
     Args:
         network: the model whose ``input_spec`` gives the channels and image size.
@@ -42,10 +44,7 @@ def load_image_for(network: SiameseNetwork, path: str | Path) -> torch.Tensor:
         DataError: the model was not trained on images, or the file is missing, not an
             image, truncated or too large.
     """
-    spec = network.input_spec
-    if not spec.is_image:
-        raise DataError("this model was not trained on images (its input spec has no image size)")
-    return load_image(path, size=spec.image_size, channels=int(spec.channels))
+    return prepare_image(Path(path), network.input_spec.require_image())
 
 
 class Verifier:
@@ -71,6 +70,8 @@ class Verifier:
 
     def distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Distances of paired batches (B, ...) x (B, ...) -> (B,); uint8 is scaled to [0, 1].
+        Both sides are embedded with :func:`~siamkit.inference.embed_all` (the model's
+        test-time augmentation, ``input_spec.tta``).
 
         Args:
             a: the first input of each pair.
@@ -82,8 +83,11 @@ class Verifier:
         Returns:
             The network's distances (lower = closer; a pair head's ``-logit``), no gradient.
         """
+        if a.shape != b.shape:
+            raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} differ in shape")
+        e = embed_all(self.network, torch.cat([to_float(a), to_float(b)]))
         with torch.no_grad():
-            return self.network.pair_distance(to_float(a), to_float(b))
+            return self.network.embedding_distance(e[: a.shape[0]], e[a.shape[0] :])
 
     def decide(self, distances: torch.Tensor) -> list[PairDecision]:
         d = distances.detach().cpu().double()

@@ -86,15 +86,10 @@ def compare(
 
 def _compare_onnx(export_dir: Path, image_a: Path, image_b: Path) -> dict[str, Any]:
     """compare_files' answer, from an export folder through onnxruntime."""
-    from ..data.images import load_image
     from ..export.runtime import OnnxVerifier
-    from ..network import InputSpec
 
     v = OnnxVerifier.from_dir(export_dir)
-    spec = InputSpec.from_dict(v.manifest.get("input_spec"))
-    size, ch = spec.image_size, int(spec.channels)  # type: ignore[arg-type]
-    a, b = (load_image(p, size=size, channels=ch).numpy() for p in (image_a, image_b))
-    r = v.verify(a, b).to_dict()
+    r = v.verify_files(image_a, image_b).to_dict()
     r["distance_kind"] = v.distance_kind
     return r
 
@@ -113,10 +108,10 @@ def _scored(net: Any, data: Path, max_pairs: int, seed: int, **protocol: Any) ->
     size, ch = spec.image_size, int(spec.channels)
     ds = None
     if data.is_file() and data.suffix.lower() == ".csv":
-        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch),
+        scored = score_pair_csv(net, PairCSVDataset.from_csv(data, image_size=size, channels=ch, preprocess=spec.preprocessor()),
                                 baseline=protocol.get("baseline", True))
     else:
-        ds = ImageFolderDataset.from_folder(data, image_size=size, channels=ch)
+        ds = ImageFolderDataset.from_folder(data, image_size=size, channels=ch, preprocess=spec.preprocessor())
         check = protocol.pop("check_classes", None)
         if check is not None:
             check(ds.classes)

@@ -10,6 +10,7 @@ from .export import export
 from .feedback import feedback_app
 from .gallery import gallery_app
 from .models import calibrate, compare, evaluate, summary
+from .recipes import recipes_app
 from .serve import keys_app, serve
 from .train import finetune, train
 
@@ -20,6 +21,7 @@ app = command_group("siamkit: Siamese networks for similarity learning.")
 for _command in (demo, train, summary, compare, calibrate, evaluate, export, serve, finetune):
     app.command()(_command)
 gallery_app.command("calibrate")(gallery_calibrate)
+app.add_typer(recipes_app, name="recipes")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(anomaly_app, name="anomaly")
 app.add_typer(keys_app, name="keys")

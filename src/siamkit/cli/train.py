@@ -27,28 +27,45 @@ def _resumed_run(out: Path, data: Path, progress: Optional[bool], task: str) -> 
     shape = st.get("sample_shape", [])
     if len(shape) != 3:
         fail(f"the checkpoint in {out} was not trained on images")
-    return config, _load_train_data(data, task, (shape[1], shape[2]), shape[0])
+    return config, _load_train_data(data, task, (shape[1], shape[2]), shape[0], config)
 
 
-def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int]) -> Any:
-    """The training images: one class per sub-folder, (``signatures``) the CEDAR layout with
-    its forgeries kept apart, or (``signatures-genuine``) each ``WRITER/genuine`` folder."""
+def _preprocessor(config: Any) -> Any:
+    """The config's preprocessing steps as one PIL -> PIL function (None: none)."""
+    from ..input_spec import InputSpec
+
+    return InputSpec().with_recipe(config.preprocess).preprocessor()
+
+
+def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int], config: Any) -> Any:
+    """The training images, prepared by the config's input recipe exactly as every later
+    caller will prepare raw files: one class per sub-folder, (``signatures``) the CEDAR layout
+    with its forgeries kept apart, or (``signatures-genuine``) the genuine signatures of each
+    ``WRITER/genuine`` folder (for both signature tasks the ``signature`` preprocessing step is
+    added to the config when it has none, so the model records it)."""
     from ..data.images import ImageFolderDataset
     from ..data.signatures import load_signatures
 
     if task == "classes":
-        return ImageFolderDataset.from_folder(data, image_size=size, channels=channels, min_per_class=2)
+        return ImageFolderDataset.from_folder(data, image_size=size, channels=channels, min_per_class=2,
+                                              preprocess=_preprocessor(config))
     if task == "signatures":
         from ..data.signature_sets import load_signature_task
 
-        ts = load_signature_task(data, size, channels)
+        size = size or (155, 220)
+        if not config.preprocess:
+            config.preprocess = [{"kind": "signature", "size": list(size)}]
+        ts = load_signature_task(data, size, channels, preprocess=_preprocessor(config))
         typer.echo(f"signatures: {len(ts)} genuine of {len(ts.classes)} writers (class = writer); {ts.n_forgeries} skilled "
                    "forgeries kept apart (validation: held-out writers' genuine vs forgery pairs)")
         return ts
     if task == "signatures-genuine":
         if channels not in (None, 1):
             fail("--task signatures-genuine loads greyscale signatures (--channels 1)")
-        sigs = load_signatures(data, image_size=size or (155, 220), require_forged=False)
+        size = size or (155, 220)
+        if not config.preprocess:
+            config.preprocess = [{"kind": "signature", "size": list(size)}]
+        sigs = load_signatures(data, image_size=size, require_forged=False, preprocess=_preprocessor(config))
         return sigs.genuine_only()
     fail(f"--task must be classes, signatures or signatures-genuine, got {task!r}")
 
@@ -61,13 +78,14 @@ def _task_fit_options(val_ds: Any) -> dict[str, Any]:
     return {"validate_fn": signature_validator(val_ds.signatures)} if isinstance(val_ds, SignatureTrainingSet) else {}
 
 
-def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], fraction: float, seed: int) -> tuple[Any, Any, Any]:
+def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], config: Any) -> tuple[Any, Any, Any]:
     """(training set, validation set or None, the split record) from the options; a run
     that is resumed reuses its recorded split."""
     from ..data.images import ImageFolderDataset
     from ..data.splits import split_by_class
     from ..training.split_record import SplitRecord
 
+    fraction, seed = config.val_fraction, config.seed
     recorded = SplitRecord.load(out)
     if recorded is not None and val_data is None and val_classes is None:
         if recorded.val_data:
@@ -76,7 +94,8 @@ def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[P
             names = recorded.val_classes
             return _hold_out(ds, names, recorded.source)
     if val_data is not None:
-        val = ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2)
+        val = ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2,
+                                             preprocess=_preprocessor(config))
         common = sorted(set(val.classes) & set(ds.classes))
         if common:
             fail(f"--val-data {val_data} shares {len(common)} class(es) with --data (e.g. {common[0]!r}); validation classes must be unseen")
@@ -133,10 +152,54 @@ def _print_result(result: Any, out: Path) -> None:
         typer.echo(f"warning: health alarms in epoch(s) {[r['epoch'] for r in alarmed]}; the last: {last}", err=True)
 
 
+#: ``siamkit train`` options that set a TrainConfig field of the same name
+_FIELD_FLAGS = (
+    "encoder", "embedding_dim", "distance", "normalize", "loss", "miner", "margin", "batching", "batch_size",
+    "m_per_class", "epochs", "steps_per_epoch", "optimizer", "lr", "weight_decay", "schedule", "step_size", "gamma",
+    "grad_clip", "augment", "rotation", "shear", "translate", "fill", "val_fraction", "patience", "tie_break",
+    "precision", "channels_last", "seed", "progress", "health", "tta",
+)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (or its environment variable)."""
+    source = ctx.get_parameter_source(name)  # typer's own ParameterSource enum: compare by name
+    return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _config_and_input(ctx: typer.Context, recipe: Optional[str], flags: dict[str, Any]) -> tuple[Any, str, Any, Optional[int]]:
+    """(TrainConfig, task, image size, channels) from the recipe with the options given on
+    the command line overriding its fields; without a recipe, from the options alone."""
+    from ..training import TrainConfig
+    from ..training.recipes import load_recipe
+
+    fields = {k: flags[k] for k in _FIELD_FLAGS}
+    fields["embedding_dim"] = fields["embedding_dim"] or None
+    enc_kw = _encoder_kwargs(flags["width"], flags["grid"], flags["dropout"])
+    size = parse_size(flags["image_size"])
+    if recipe is None:
+        return TrainConfig(**fields, encoder_kwargs=enc_kw), flags["task"], size, flags["channels"]
+    r = load_recipe(recipe)
+    given = {k: v for k, v in fields.items() if _given(ctx, k)}
+    base = r.train.to_dict()
+    if "encoder" in given and given["encoder"] != base["encoder"]:
+        base["encoder_kwargs"] = {}  # another encoder: the recipe's encoder options do not apply
+    given["encoder_kwargs"] = {**base["encoder_kwargs"], **enc_kw}
+    if "loss" in given and "miner" not in given:
+        base["miner"] = None  # the new loss's default miner
+    config = TrainConfig.from_dict({**base, **given})
+    task = flags["task"] if _given(ctx, "task") else r.task
+    size = size if _given(ctx, "image_size") else r.input.image_size
+    channels = flags["channels"] if _given(ctx, "channels") else r.input.channels
+    return config, task, size, channels
+
+
 @clean_errors
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder of images per class."),
     out: Path = typer.Option(Path("runs/train"), help="Output folder: model/, checkpoint/, metrics.jsonl."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="A shipped recipe (faces, signatures, omniglot, digits; `siamkit recipes`) or a .toml file; the options given here override its fields."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its saved options."),
     encoder: str = typer.Option("conv4", help="Encoder: conv4, resnet, koch, mlp."),
     embedding_dim: int = typer.Option(64, help="Embedding size (0 = the encoder's pooled features)."),
@@ -164,14 +227,18 @@ def train(
     grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm to this."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random affine augmentation."),
     rotation: float = typer.Option(10.0, help="Augmentation: max rotation in degrees."),
+    shear: float = typer.Option(0.1, help="Augmentation: max shear factor."),
+    translate: float = typer.Option(0.1, help="Augmentation: max shift as a fraction of the side."),
     fill: float = typer.Option(0.0, help="Augmentation: background value in [0, 1] (1 = white paper)."),
-    image_size: Optional[str] = typer.Option(None, help="Resize images to SIDE or H,W (default: first image's size)."),
-    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (colour); default: from the files."),
+    image_size: Optional[str] = typer.Option(None, help="Resize images to SIDE or H,W (default: the recipe's, else the first image's size)."),
+    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (colour); default: the recipe's, else from the files."),
+    tta: Optional[str] = typer.Option(None, help="Test-time augmentation the model records: none, shift, flip, shift+flip."),
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
     task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
+    tie_break: str = typer.Option("earlier", help="Which epoch a validation tie keeps: earlier or later."),
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -181,11 +248,12 @@ def train(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each epoch."),
 ) -> None:
-    """Train on a folder of images laid out one sub-folder per class. Every epoch prints a
-    line with its loss, validation ROC AUC and health (probe distances, active triplets,
-    spread, effective rank, gradient norm); alarms (collapse, no active triplets, below
-    raw pixels) are printed as warnings with their likely fix."""
-    from ..training import TrainConfig, fit
+    """Train on a folder of images laid out one sub-folder per class, from a recipe
+    (--recipe) or the options. Every epoch prints a line with its loss, validation ROC AUC
+    and health (probe distances, active triplets, spread, effective rank, gradient norm);
+    alarms (collapse, no active triplets, below raw pixels) are printed as warnings with
+    their likely fix."""
+    from ..training import fit
     from ..training.distributed import init_from_env
     from ..training.health import summarize
 
@@ -198,24 +266,20 @@ def train(
     if val_data is not None and val_classes is not None:
         fail("give --val-data or --val-classes, not both")
     if resume:
+        if recipe is not None:
+            fail("--resume continues with the run's saved options; leave out --recipe")
         config, ds = _resumed_run(out, data, progress, task)
     else:
-        config = TrainConfig(
-            encoder=encoder, encoder_kwargs=_encoder_kwargs(width, grid, dropout), embedding_dim=embedding_dim or None,
-            normalize=normalize, distance=distance, loss=loss, miner=miner, margin=margin, batching=batching,
-            batch_size=batch_size, m_per_class=m_per_class, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, step_size=step_size, gamma=gamma,
-            grad_clip=grad_clip, augment=augment, rotation=rotation, fill=fill, val_fraction=val_fraction,
-            patience=patience, precision=precision, channels_last=channels_last, seed=seed, progress=progress,
-            health=health,
-        )
+        flags = dict(locals())
+        config, task, size, channels = _config_and_input(ctx, recipe, flags)
         if out.exists() and not out.is_dir():
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        ds = _load_train_data(data, task, parse_size(image_size), channels)
-    typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}")
-    train_ds, val_ds, record = _split(ds, out, val_data, val_classes, config.val_fraction, config.seed)
+        ds = _load_train_data(data, task, size, channels, config)
+    typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}"
+               + (f" (recipe {recipe})" if recipe else ""))
+    train_ds, val_ds, record = _split(ds, out, val_data, val_classes, config)
     split_path = record.save(out)
     typer.echo(f"training on {len(record.train_classes)} classes, validating on {len(record.val_classes)} "
                f"({record.source}); class names in {split_path}")
@@ -286,7 +350,8 @@ def finetune(
     spec = InputSpec.from_dict(read_config(model)["network"].get("input_spec"))
     if not spec.is_image:
         fail("finetune takes image models")
-    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels))
+    ds = ImageFolderDataset.from_folder(replay, image_size=spec.image_size, channels=int(spec.channels),
+                                        preprocess=spec.preprocessor())
     cfg = FinetuneConfig(steps=steps, lr=lr, feedback_weight=feedback_weight, max_regression=max_regression,
                          min_reporters=min_reporters, seed=seed)
     try:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, load_image
+from .sizes import as_size
 
 __all__ = ["natural_key", "is_image", "images_in", "subfolders", "select_named", "as_size", "decode_files"]
 
@@ -80,29 +81,6 @@ def select_named(dirs: list[Path], wanted: Sequence[str] | None, what: str, wher
         raise DataError(f"{what}(s) {unknown} not found in {where}; available: {listed}")
     keep = set(wanted)
     return [d for d in dirs if d.name in keep]
-
-
-def as_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """An image size as ``(height, width)``.
-
-    Args:
-        image_size: a side, (H, W), or None.
-
-    Returns:
-        ``(H, W)``, or None for None.
-
-    Raises:
-        ValueError: not a positive side or pair.
-    """
-    if image_size is None:
-        return None
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return size  # type: ignore[return-value]
 
 
 def decode_files(

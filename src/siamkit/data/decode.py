@@ -14,9 +14,12 @@ never an exception from deep inside PIL):
    decoded).
 4. ``Image.verify()`` and a full ``load()`` inside one ``try`` (``invalid_image``:
    truncated or corrupt files), restricted to the sniffed format's decoder.
-5. conversion to the model's input spec exactly as :func:`siamkit.data.images.load_image`
-   does it (grey ``L`` or ``RGB``, bilinear resize), so bytes get the same embedding as the
-   same file read from disk.
+5. preparation for the model by the one prepare function
+   (:func:`siamkit.data.prepare.pil_to_array`: grey ``L`` or ``RGB``, the spec's
+   preprocessing steps, bilinear resize), so bytes get the same embedding as the same
+   file read from disk.
+
+Torch-free at import (:func:`decode_pil` is used by the torch-free prepare function).
 """
 
 from __future__ import annotations
@@ -24,15 +27,19 @@ from __future__ import annotations
 import io
 import warnings
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
 from PIL import Image
 
 from ..errors import DataError
-from ..network import InputSpec
-from .images import MAX_PIXELS
+from .prepare import MAX_PIXELS, pil_to_array
 
-__all__ = ["ImageDecodeError", "sniff_image_format", "decode_image_bytes", "ALLOWED_FORMATS", "DEFAULT_MAX_IMAGE_BYTES"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..input_spec import InputSpec
+
+__all__ = ["ImageDecodeError", "sniff_image_format", "decode_pil", "decode_image_bytes", "ALLOWED_FORMATS", "DEFAULT_MAX_IMAGE_BYTES"]
 
 #: sniffed format -> the PIL plugin allowed to decode it
 ALLOWED_FORMATS = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
@@ -91,7 +98,9 @@ def decode_image_bytes(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     what: str = "image",
 ) -> torch.Tensor:
-    """Validate and decode one image's bytes to uint8 (C, H, W) in the model's spec.
+    """Validate and decode one image's bytes (:func:`decode_pil`), then prepare it for the
+    model (:func:`siamkit.data.prepare.pil_to_array`: channels, the spec's preprocessing
+    steps, resize).
 
     Args:
         data: the encoded image (PNG, JPEG, GIF, BMP or WebP).
@@ -105,6 +114,42 @@ def decode_image_bytes(
 
     Returns:
         The decoded image.
+
+    Raises:
+        ImageDecodeError: with a kind and a code (see the module doc).
+    """
+    import torch
+
+    img = decode_pil(data, max_bytes=max_bytes, max_pixels=max_pixels, what=what)
+    try:
+        arr = pil_to_array(img, size=(int(spec.height), int(spec.width)), channels=int(spec.channels), steps=spec.preprocess)  # type: ignore[arg-type]
+    except MemoryError:
+        raise ImageDecodeError("too_large", "image_too_large", f"{what} needs too much memory to prepare") from None
+    except Exception as e:  # noqa: BLE001 - a preprocessing step on hostile pixels
+        raise ImageDecodeError("invalid", "invalid_image", f"{what} could not be prepared for the model ({type(e).__name__}: {e})") from None
+    if arr.shape != (spec.channels, spec.height, spec.width):  # pragma: no cover - defensive
+        raise ImageDecodeError("invalid", "invalid_image", f"{what} decoded to shape {arr.shape}")
+    return torch.from_numpy(arr)
+
+
+def decode_pil(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    what: str = "image",
+) -> Image.Image:
+    """Validate one image's bytes (checks 1-4 of the module doc) and decode every pixel.
+
+    Args:
+        data: the encoded image (PNG, JPEG, GIF, BMP or WebP).
+        max_bytes: largest accepted encoded size.
+        max_pixels: largest accepted width x height, read from the header before decoding.
+        what: names the image in messages.
+
+    Returns:
+        The loaded PIL image (its own mode; :func:`~siamkit.data.prepare.pil_to_array`
+        converts it).
 
     Raises:
         ImageDecodeError: with a kind and a code (see the module doc).
@@ -136,14 +181,9 @@ def decode_image_bytes(
                         f"{what} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}",
                     )
                 img.verify()  # structure and checksums, no pixels
-            with Image.open(io.BytesIO(data), formats=[plugin]) as img:
-                img.load()  # every pixel: truncated data fails here
-                mode = "L" if spec.channels == 1 else "RGB"
-                if img.mode != mode:
-                    img = img.convert(mode)
-                if (img.height, img.width) != (spec.height, spec.width):
-                    img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
+            img = Image.open(io.BytesIO(data), formats=[plugin])
+            img.load()  # every pixel: truncated data fails here
+            return img
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -152,10 +192,3 @@ def decode_image_bytes(
         raise ImageDecodeError("too_large", "image_too_large", f"{what} needs too much memory to decode") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types on hostile input
         raise ImageDecodeError("invalid", "invalid_image", f"{what} is not a readable {fmt.upper()} image ({type(e).__name__})") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    if arr.shape != (spec.channels, spec.height, spec.width):  # pragma: no cover - defensive
-        raise ImageDecodeError("invalid", "invalid_image", f"{what} decoded to shape {arr.shape}")
-    return torch.from_numpy(np.array(arr, copy=True, order="C"))

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from PIL import Image
 
 from ..errors import DataError
 from .images import ImageFolderDataset
@@ -36,6 +37,7 @@ def load_face_folder(
     *,
     min_per_identity: int = 1,
     on_error: str = "raise",
+    preprocess: Callable[[Image.Image], Image.Image] | None = None,
 ) -> ImageFolderDataset:
     """Read ``root/IDENTITY/image.ext``: one sub-folder per person.
 
@@ -47,6 +49,8 @@ def load_face_folder(
         channels: 1 or 3; None = the files' own (refused if they mix grey and colour).
         min_per_identity: refuse identities with fewer images (2 for verification pairs).
         on_error: "raise" on an unreadable image, or "skip" it with a warning.
+        preprocess: optional PIL -> PIL function before resizing (a recipe's steps:
+            ``InputSpec.preprocessor()``).
 
     Returns:
         :class:`ImageFolderDataset` with ``classes`` = identity folder names, sorted
@@ -76,7 +80,8 @@ def load_face_folder(
     if nested:
         logger.warning("face folders %s hold only sub-folders; their images count as one identity each", nested[:5])
     return ImageFolderDataset.from_folder(
-        root, image_size=image_size, channels=channels, min_per_class=min_per_identity, on_error=on_error
+        root, image_size=image_size, channels=channels, min_per_class=min_per_identity, on_error=on_error,
+        preprocess=preprocess,
     )
 
 

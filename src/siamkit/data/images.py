@@ -9,36 +9,21 @@ whole set as a single uint8 tensor (N, C, H, W): a 28x28 Omniglot set of 32k ima
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .prepare import MAX_PIXELS, decode_path, image_channels
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "ImageFolderDataset", "to_float", "remap_classes"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "load_image", "ImageFolderDataset", "to_float", "remap_classes"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".gif", ".bmp", ".tif", ".tiff", ".webp")
-#: refuse images larger than this many pixels before decoding (decompression bombs)
-MAX_PIXELS = 64_000_000
-
-
-def _image_channels(img: Image.Image) -> int:
-    return 1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") or (img.mode == "P" and _palette_is_grey(img)) else 3
-
-
-def _palette_is_grey(img: Image.Image) -> bool:
-    pal = img.getpalette()
-    if not pal:
-        return True
-    arr = np.asarray(pal[: 3 * 256]).reshape(-1, 3)
-    return bool((arr[:, 0] == arr[:, 1]).all() and (arr[:, 1] == arr[:, 2]).all())
 
 
 def load_image(
@@ -48,7 +33,9 @@ def load_image(
     channels: int | None = None,
     preprocess: Callable[[Image.Image], Image.Image] | None = None,
 ) -> torch.Tensor:
-    """Decode one image file to a uint8 tensor (C, H, W).
+    """Decode one image file to a uint8 tensor (C, H, W) (the one prepare function,
+    :func:`siamkit.data.prepare.decode_path`; with a model, use
+    :func:`siamkit.data.prepare.prepare_image` and its input spec).
 
     Args:
         path: the image file.
@@ -66,44 +53,8 @@ def load_image(
     Raises:
         DataError: the file is missing, not an image, truncated or too large.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file {path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check fires inside Image.open, before ours can read the
-            # header size: both its warning and its error become a DataError below
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            arr = _decode_file(path, size, channels, preprocess)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"image {path} is larger than {MAX_PIXELS} pixels ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"cannot read image {path}: {e}") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    return torch.from_numpy(np.array(arr, copy=True, order="C"))
-
-
-def _decode_file(
-    path: Path, size: tuple[int, int] | None, channels: int | None, preprocess: Callable[[Image.Image], Image.Image] | None
-) -> np.ndarray:
-    """:func:`load_image`'s decoding (H, W) or (H, W, C), the pixel cap checked on the header."""
-    with Image.open(path) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise DataError(f"image {path} is {img.width}x{img.height}, larger than {MAX_PIXELS} pixels")
-        want = channels or _image_channels(img)
-        if want not in (1, 3):
-            raise DataError(f"channels must be 1 or 3, got {want}")
-        img = img.convert("L" if want == 1 else "RGB")
-        if preprocess is not None:
-            img = preprocess(img)
-        if size is not None and (img.height, img.width) != tuple(size):
-            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+    steps = (preprocess,) if preprocess is not None else ()
+    return torch.from_numpy(decode_path(path, size=size, channels=channels, steps=steps))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -305,7 +256,7 @@ def _infer_channels(root: Path, paths: list[Path]) -> int:
     for p in paths:
         try:
             with Image.open(p) as img:
-                if _image_channels(img) == 1:
+                if image_channels(img) == 1:
                     grey += 1
                 else:
                     colour += 1

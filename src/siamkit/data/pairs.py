@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -60,13 +61,17 @@ class PairCSVDataset:
         return int(self.a.numel())
 
     @classmethod
-    def from_csv(cls, path: str | Path, *, image_size: tuple[int, int], channels: int) -> "PairCSVDataset":
+    def from_csv(
+        cls, path: str | Path, *, image_size: tuple[int, int], channels: int, preprocess: Callable[[Any], Any] | None = None
+    ) -> "PairCSVDataset":
         """Read the pair file and decode each distinct image once.
 
         Args:
             path: the CSV (header ``path_a,path_b,same``).
             image_size: (H, W) every image is resized to.
             channels: 1 or 3.
+            preprocess: the model's preprocessing steps as one PIL -> PIL function
+                (``InputSpec.preprocessor()``), or None.
 
         Returns:
             The pairs: images (U, C, H, W) uint8, a (P,), b (P,), same (P,).
@@ -100,5 +105,5 @@ class PairCSVDataset:
             b.append(ids[1])
             same.append(parse_same(row["same"] or "", where=f"{path}, line {n}: "))
         paths = list(index)
-        images = torch.stack([load_image(p, size=image_size, channels=channels) for p in paths])
+        images = torch.stack([load_image(p, size=image_size, channels=channels, preprocess=preprocess) for p in paths])
         return cls(images, torch.tensor(a), torch.tensor(b), torch.tensor(same), paths)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -89,13 +89,17 @@ class SignatureTrainingSet:
         return SignatureTrainingSet(self.signatures.subset(class_ids))
 
 
-def load_signature_task(root: str | Path, image_size: tuple[int, int] | None, channels: int | None = None) -> SignatureTrainingSet:
+def load_signature_task(
+    root: str | Path, image_size: tuple[int, int] | None, channels: int | None = None, *, preprocess: Any = True
+) -> SignatureTrainingSet:
     """Read a CEDAR-layout folder for ``train --task signatures``.
 
     Args:
         root: the folder of ``WRITER/genuine`` + ``WRITER/forged`` folders.
         image_size: (H, W) of the network input; None = (155, 220), SigNet's.
         channels: None or 1 (signatures are greyscale).
+        preprocess: as :func:`~siamkit.data.signatures.load_signatures` (True = the
+            signature scan step at ``image_size``; or the model's input-recipe function).
 
     Returns:
         The training set (every writer must have both folders: the forgeries are what
@@ -107,7 +111,7 @@ def load_signature_task(root: str | Path, image_size: tuple[int, int] | None, ch
     """
     if channels not in (None, 1):
         raise DataError(f"signatures are greyscale: --channels must be 1, got {channels}")
-    sigs = load_signatures(root, image_size=image_size or (155, 220), require_forged=True)
+    sigs = load_signatures(root, image_size=image_size or (155, 220), require_forged=True, preprocess=preprocess)
     if len(sigs.writers) < 2:
         raise DataError(f"{root} has {len(sigs.writers)} writer folder(s); the signature task needs at least 2")
     return SignatureTrainingSet(sigs)

@@ -8,9 +8,15 @@ distances, scores, decisions and confidences are computed here in numpy exactly 
 :mod:`siamkit.distances`, :class:`siamkit.verify.Verifier` and
 :class:`siamkit.calibration.Calibrator` compute them.
 
-Importing this module does not import torch (tested): it uses only numpy, the standard
-library and the stdlib-only :mod:`siamkit.versioned`, :mod:`siamkit.decision` and
-:mod:`siamkit.errors`; onnxruntime is imported when a session is opened.
+The manifest's ``input_spec`` is the model's whole input recipe: :meth:`OnnxVerifier.embed_files`
+prepares files with the one prepare function (:func:`siamkit.data.prepare.prepare_array`:
+channels, preprocessing steps, resize) and :meth:`OnnxVerifier.embed` applies the spec's
+test-time augmentation, so an export embeds a raw file as the model folder does.
+
+Importing this module does not import torch (tested): it uses only numpy, PIL, the
+standard library and the torch-free :mod:`siamkit.versioned`, :mod:`siamkit.decision`,
+:mod:`siamkit.errors`, :mod:`siamkit.input_spec` and :mod:`siamkit.data.prepare`;
+onnxruntime is imported when a session is opened.
 
 Example:
     >>> from siamkit.export.runtime import OnnxVerifier       # doctest: +SKIP
@@ -27,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.prepare import prepare_array
 from ..decision import PairDecision
 from ..errors import DataError, ModelFileError
+from ..input_spec import InputSpec
 from ..versioned import read_versioned_json
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "OnnxVerifier",
     "paired_distance",
     "distance_to_score",
+    "tta_views",
 ]
 
 FORMAT = "siamkit-onnx"
@@ -114,6 +123,31 @@ def distance_to_score(name: str, distance: np.ndarray) -> np.ndarray:
     return 1.0 - d / 2.0 if name == "cosine" else 1.0 / (1.0 + d)
 
 
+def tta_views(x: np.ndarray, tta: str | None) -> list[np.ndarray]:
+    """The views of :func:`siamkit.inference.embed_all`'s test-time augmentation, in numpy:
+    the batch, its four 1-pixel shifts (edges replicated) for ``"shift"``, and the mirror
+    image of each for ``"flip"``.
+
+    Args:
+        x: images.
+        tta: None, ``"shift"``, ``"flip"`` or ``"shift+flip"``.
+
+    Shapes:
+        x (B, C, H, W) -> a list of (B, C, H, W).
+
+    Returns:
+        The views (the batch itself first).
+    """
+    views = [x]
+    if tta is not None and "shift" in tta:
+        h, w = x.shape[-2:]
+        pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        views += [pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    if tta is not None and "flip" in tta:
+        views += [v[..., ::-1] for v in views]
+    return views
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         raise ModelFileError(f"{MANIFEST}: {what} must be a finite number, got {value!r}")
@@ -173,6 +207,8 @@ class OnnxVerifier:
         self.session = session
         try:
             self.input_shape = tuple(int(s) for s in manifest["input_spec"]["shape"])
+            self.input_spec = InputSpec.from_dict(manifest["input_spec"])
+            self.normalize = bool(manifest.get("normalize", False))
             self.distance_name = str(manifest["distance"])
             self.embedding_dim = int(manifest["embedding_dim"])
             self.head = _parse_head(manifest.get("head"), self.embedding_dim)
@@ -223,8 +259,40 @@ class OnnxVerifier:
         """What :meth:`distances` returns, in words (as ``siamkit compare`` prints it)."""
         return "negative pair-head logit" if self.head is not None else f"{self.distance_name} distance"
 
+    def embed_files(self, paths: list[Any]) -> np.ndarray:
+        """Embeddings of raw image files (or bytes), each prepared by the model's input
+        recipe (:func:`siamkit.data.prepare.prepare_array`) and embedded with its TTA.
+
+        Args:
+            paths: image files (or encoded bytes).
+
+        Shapes:
+            -> (N, D) float32.
+
+        Returns:
+            The embeddings, as the model folder gives them for the same files.
+
+        Raises:
+            DataError: the export is not of an image model, or a file cannot be read.
+        """
+        return self.embed(np.stack([prepare_array(p, self.input_spec) for p in paths]))
+
+    def verify_files(self, path_a: Any, path_b: Any) -> PairDecision:
+        """Two raw image files, prepared by the model's input recipe.
+
+        Args:
+            path_a: the first image file (or its bytes).
+            path_b: the second.
+
+        Returns:
+            The :class:`PairDecision`.
+        """
+        e = self.embed_files([path_a, path_b])
+        return self.decide(self.embedding_distance(e[:1], e[1:]))[0]
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Final embeddings of a batch (normalised when the network normalises).
+        """Final embeddings of a batch (normalised when the network normalises), with the
+        input spec's test-time augmentation (the mean over its views, re-normalised).
 
         Args:
             batch: inputs shaped like the input spec, uint8 or float in [0, 1].
@@ -242,7 +310,13 @@ class OnnxVerifier:
         if tuple(x.shape[1:]) != self.input_shape or x.ndim != len(self.input_shape) + 1:
             raise DataError(f"the model takes (B, {', '.join(map(str, self.input_shape))}) inputs, got {x.shape}")
         x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})[0]
+        tta = self.input_spec.tta if x.ndim == 4 else None
+        if tta is None:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})[0]
+        views = tta_views(x, tta)
+        e = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(np.concatenate(views))})[0]
+        e = e.reshape(len(views), x.shape[0], -1).mean(0, dtype=np.float32)
+        return _unit(e).astype(np.float32) if self.normalize else e
 
     def embedding_distance(self, e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
         """Distances of paired embeddings (a pair head: ``-(w . |e1 - e2| + b)``).

@@ -56,6 +56,10 @@ def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNe
         kwargs.setdefault("embedding_dim", config.embedding_dim)
     encoder = create_encoder(config.encoder, **kwargs)
     spec = InputSpec.for_sample(sample_shape)
+    if config.preprocess or config.tta is not None:
+        if not spec.is_image:
+            raise DataError("preprocess and tta apply to images; these samples are not (C, H, W)")
+        spec = spec.with_recipe(config.preprocess, config.tta)
     return SiameseNetwork(
         encoder,
         distance=config.distance,

@@ -9,6 +9,7 @@ from ..data.augment import RandomAffine
 from ..distances import DISTANCES
 from ..encoders import list_encoders
 from ..errors import SiamkitError
+from ..input_spec import InputSpec
 from ..miners import MINERS
 
 __all__ = ["TrainConfig"]
@@ -78,6 +79,14 @@ class TrainConfig:
             small validation set that saturates at AUC 1.0 otherwise freezes an early,
             barely trained network; a tie then also resets the patience).
 
+    Input recipe (recorded in the saved model's ``input_spec``; a recipe file's
+    ``[input]`` table):
+        preprocess: preprocessing steps as ``{"kind": ..., ...}`` mappings (see
+            :mod:`siamkit.data.preprocess`); the training images must be loaded with
+            them (``siamkit train`` does), so that every later caller prepares raw files
+            as training did. tta: the test-time augmentation of the model's embeddings
+            (None, "shift", "flip", "shift+flip"); validation during training uses it too.
+
     Run:
         seed, precision (fp32, bf16 autocast, or auto = bf16 with channels_last on CPUs
         with native bfloat16 support, else fp32; measured here: 3.1x the images/s of
@@ -128,6 +137,9 @@ class TrainConfig:
     patience: int | None = 5
     tie_break: str = "earlier"
 
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
+    tta: str | None = None
+
     seed: int = 0
     precision: str = "auto"
     channels_last: bool = False
@@ -137,6 +149,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.scale, list):
             self.scale = tuple(self.scale)  # type: ignore[assignment]
+        self.preprocess = [dict(s) for s in self.preprocess]
+        if self.tta == "none":
+            self.tta = None
         if self.miner is None and self.batching != "pairs":
             self.miner = {"triplet": "batch_hard", "contrastive": "all_pairs", "binary": "all_pairs"}.get(
                 self.loss
@@ -211,6 +226,10 @@ class TrainConfig:
             bad(f"instance_weight must be >= 0, got {self.instance_weight}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        try:
+            InputSpec().with_recipe(self.preprocess, self.tta)
+        except (TypeError, ValueError) as e:
+            bad(str(e))
 
     def to_dict(self) -> dict[str, Any]:
         """Every option, JSON-able (``scale`` as a list)."""

@@ -44,13 +44,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     by_name = {r.name: r for r in list_recipes()}
-    assert sorted(by_name) == ["digits", "faces", "omniglot", "signatures"]
+    assert sorted(by_name) == ["digits", "faces", "faces-robust", "omniglot", "signatures"]
     f = by_name["faces"]
     assert f.task == "classes" and f.input.image_size == (56, 46) and f.input.tta is None
     assert f.train.encoder_kwargs == {"width": 32, "depth": 3, "grid": 6} and f.train.tie_break == "later"
     assert (f.train.epochs, f.train.steps_per_epoch, f.train.patience, f.train.precision) == (20, 20, None, "fp32")
     s = by_name["signatures"]
-    assert s.task == "signatures-genuine" and s.input.image_size == (75, 110)
+    assert s.task == "signatures" and s.input.image_size == (75, 110)  # validation on genuine vs forgery pairs
     assert s.input.preprocess[0]["kind"] == "signature" and s.train.augment is False
     spec = s.input_spec()
     assert spec.shape == (1, 75, 110) and isinstance(spec.preprocess[0], SignaturePreprocess)
@@ -58,6 +58,10 @@ def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     o = by_name["omniglot"]
     assert o.input.tta == "shift" and o.train.loss == "mnr" and o.train.embedding_dim == 128 and o.train.fill == 1.0
     assert by_name["digits"].train.loss == "views"
+    # faces-robust is the cross-validated candidate of bench/recipes/faces_robust.toml, shipped
+    rb, cand = by_name["faces-robust"], load_recipe(Path(__file__).parents[2] / "bench" / "recipes" / "faces_robust.toml")
+    assert rb.input == cand.input and rb.input.preprocess[0]["kind"] == "illumination" and rb.input.tta == "flip"
+    assert {**rb.train.to_dict(), "val_fraction": 0.0} == cand.train.to_dict() and rb.train.val_fraction == 0.2
 
 
 def test_recipe_show_and_list_cli() -> None:

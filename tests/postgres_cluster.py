@@ -1,0 +1,133 @@
+"""A throw-away PostgreSQL cluster for tests and CI.
+
+``initdb`` in a temporary folder, ``pg_ctl start`` listening on a free loopback port
+(and a unix socket in the same folder), trust authentication for the one user
+``siamkit``; stopped and deleted at the end. PostgreSQL refuses to run as root, so as
+root the cluster belongs to the ``postgres`` user (Debian's package creates it), whose
+folder is made enterable for it.
+
+Run as a script it starts a cluster, prints its URL and waits for SIGTERM / SIGINT:
+``python tests/postgres_cluster.py`` (``.ci/run`` uses the pytest fixture instead).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+__all__ = ["Cluster", "find_binaries"]
+
+USER = "siamkit"
+
+
+def find_binaries() -> Path | None:
+    """The folder of initdb / pg_ctl / postgres: on PATH, or Debian's newest version."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    return Path(versions[-1]).parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """One running throw-away cluster.
+
+    Args:
+        bindir: the PostgreSQL binaries (default: :func:`find_binaries`).
+    """
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        bindir = bindir or find_binaries()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="siamkit-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.user: str | None = None
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
+            self.user = "postgres"
+            shutil.chown(self.root, self.user)
+            self.root.chmod(0o700)
+        self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+        self.start()
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
+        cmd = [str(self.bindir / tool), *args]
+        r = subprocess.run(cmd, user=self.user, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        """The URL of the default database ``postgres``."""
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server (and wait until it accepts connections)."""
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
+                "-c fsync=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", opts, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: like a crash; the data stays)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0, mode: str = "immediate") -> None:
+        """Stop (like a crash by default), stay down ``down_seconds``, start again."""
+        self.stop(mode)
+        time.sleep(down_seconds)
+        self.start()
+
+    def new_database(self) -> str:
+        """A new empty database; returns its URL."""
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def destroy(self) -> None:
+        """Stop the server and delete its folder."""
+        try:
+            self.stop("immediate")
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main() -> None:
+    c = Cluster()
+    print(c.url, flush=True)
+    stop = False
+
+    def handler(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        c.destroy()
+
+
+if __name__ == "__main__":
+    main()

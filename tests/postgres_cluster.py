@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["Cluster", "find_binaries"]
+__all__ = ["Cluster", "External", "find_binaries", "drop_database"]
 
 USER = "siamkit"
 
@@ -100,7 +100,9 @@ class Cluster:
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.url, autocommit=True) as con:
             con.execute(f"CREATE DATABASE {name}")
-        return self.url.rsplit("/", 1)[0] + "/" + name
+        base, _, rest = self.url.rpartition("/")
+        query = rest.partition("?")[2]
+        return f"{base}/{name}" + (f"?{query}" if query else "")
 
     def destroy(self) -> None:
         """Stop the server and delete its folder."""
@@ -109,6 +111,40 @@ class Cluster:
         except (RuntimeError, subprocess.TimeoutExpired):
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class External:
+    """A server someone else runs (``SIAMKIT_TEST_POSTGRES_URL``): new databases only.
+
+    Args:
+        url: a URL whose user may CREATE DATABASE.
+    """
+
+    restart = None  # tests that restart the server skip on an external one
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def new_database(self) -> str:
+        """A new empty database; returns its URL."""
+        return Cluster.new_database(self)  # type: ignore[arg-type]
+
+    def destroy(self) -> None:
+        """Nothing: the server is not ours."""
+
+
+def drop_database(server_url: str, url: str) -> None:
+    """Drop a database :meth:`Cluster.new_database` made (connections to it are ended).
+
+    Args:
+        server_url: a URL of another database on the same server.
+        url: the database to drop.
+    """
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(server_url, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from .snapshot import Snapshot
 from .store_schema import StoredSample
 
-__all__ = ["GalleryBackend", "DATABASE_SCHEMES", "is_database_url", "open_store"]
+__all__ = ["GalleryBackend", "DATABASE_SCHEMES", "is_database_url", "gallery_location", "open_store"]
 
 #: URL schemes of a PostgreSQL gallery
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
@@ -105,6 +105,19 @@ def is_database_url(location: Any) -> bool:
         True for ``postgresql://...`` / ``postgres://...`` strings.
     """
     return isinstance(location, str) and location.lower().startswith(DATABASE_SCHEMES)
+
+
+def gallery_location(value: str) -> Path | str:
+    """Parse a ``--gallery`` value: a PostgreSQL URL as given (a Path would fold its
+    ``//``), anything else a file path.
+
+    Args:
+        value: the text given.
+
+    Returns:
+        The URL string, or a Path.
+    """
+    return value if is_database_url(value) else Path(value)
 
 
 def open_store(

@@ -401,8 +401,7 @@ class PgGalleryStore:
 
     # ----------------------------------------------------------------- writes
 
-    @staticmethod
-    def _insert_sample_rows(cur: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+    def _insert_sample_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[int]:
         """Insert sample rows (identity, embedding, sample, format, shape, metadata, created);
         returns their new ids (increasing)."""
         cur.executemany(

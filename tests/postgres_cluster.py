@@ -48,10 +48,13 @@ class Cluster:
 
     Args:
         bindir: the PostgreSQL binaries (default: :func:`find_binaries`).
+        durable: fsync as a production server does (for benchmarks); tests run without
+            (a crash of the server process still loses nothing committed: the OS keeps its writes).
     """
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, *, durable: bool = False) -> None:
         bindir = bindir or find_binaries()
+        self.durable = durable
         if bindir is None:
             raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found")
         self.bindir = bindir
@@ -60,6 +63,12 @@ class Cluster:
         self.port = _free_port()
         self.user: str | None = None
         if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
+            import pwd
+
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("as root the cluster needs a 'postgres' user (Debian's postgresql package makes one)") from None
             self.user = "postgres"
             shutil.chown(self.root, self.user)
             self.root.chmod(0o700)
@@ -80,7 +89,7 @@ class Cluster:
     def start(self) -> None:
         """Start the server (and wait until it accepts connections)."""
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                "-c fsync=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+                "-c max_connections=200 -c shared_buffers=64MB" + ("" if self.durable else " -c fsync=off -c full_page_writes=off"))
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", opts, "start")
 
     def stop(self, mode: str = "fast") -> None:

@@ -119,8 +119,8 @@ def test_server_restart_unavailable_then_back_nothing_lost(postgres_server: Any,
         g.enroll("kept", _img(1, 2))
         postgres_server.stop("immediate")  # like a crash: only committed transactions survive
         try:
-            with pytest.raises(GalleryUnavailableError):
-                g.identify(_img(1)[0])
+            # answered from memory until the listener's heartbeat is stale, then unavailable
+            _wait(lambda: not _ok(lambda: g.identify(_img(1)[0])), 5.0)
             with pytest.raises(GalleryUnavailableError):
                 g.enroll("lost", _img(2, 1))
         finally:

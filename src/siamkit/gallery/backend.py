@@ -73,7 +73,17 @@ class GalleryBackend(Protocol):
         *,
         metadata: dict[str, Any] | None = None,
         sample_metadata: Sequence[dict[str, Any] | None] | None = None,
-    ) -> tuple[int, int, list[int]]: ...
+    ) -> tuple[int, int, list[int]]:
+        """Enrol a new identity (IdentityExistsError if it exists).
+
+        Args:
+            identity: its name; embeddings: float32 (N, D); samples: the kept inputs;
+            metadata: the identity's; sample_metadata: one dict (or None) per sample.
+
+        Returns:
+            (generation before, generation after, the new sample ids, increasing).
+        """
+        ...
 
     def add_samples(
         self,
@@ -82,15 +92,44 @@ class GalleryBackend(Protocol):
         samples: Sequence[StoredSample | None],
         *,
         sample_metadata: Sequence[dict[str, Any] | None] | None = None,
-    ) -> tuple[int, int, list[int]]: ...
+    ) -> tuple[int, int, list[int]]:
+        """Add samples to an enrolled identity (UnknownIdentityError if not).
 
-    def set_metadata(self, identity: str, metadata: dict[str, Any]) -> tuple[int, int]: ...
+        Args:
+            identity: its name; embeddings: float32 (N, D); samples: the kept inputs;
+            sample_metadata: one dict (or None) per sample.
+
+        Returns:
+            (generation before, generation after, the new sample ids, increasing).
+        """
+        ...
+
+    def set_metadata(self, identity: str, metadata: dict[str, Any]) -> tuple[int, int]:
+        """Replace an identity's metadata.
+
+        Args:
+            identity: an enrolled identity; metadata: its new metadata.
+
+        Returns:
+            (generation before, generation after).
+        """
+        ...
 
     def remove_identity(self, identity: str) -> tuple[int, int, int]: ...
 
     def replace_embeddings(
         self, sample_ids: np.ndarray, embeddings: np.ndarray, meta_updates: dict[str, Any], *, expected_generation: int
-    ) -> tuple[int, int]: ...
+    ) -> tuple[int, int]:
+        """Every sample's new embedding and the new model's meta, in one transaction.
+
+        Args:
+            sample_ids: every stored sample; embeddings: their new embeddings;
+            meta_updates: the new model's meta; expected_generation: the generation they were read at.
+
+        Returns:
+            (generation before, generation after).
+        """
+        ...
 
     def set_meta(self, updates: dict[str, Any]) -> None: ...
 

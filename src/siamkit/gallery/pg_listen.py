@@ -6,22 +6,33 @@ channel, in a daemon thread, and calls its callback with the new generation; aft
 connection it reconnects (every :data:`RETRY_SECONDS`) and calls the callback with None,
 since notifications sent meanwhile are lost. The generation check of every query stays
 the guarantee; the listener only makes a process follow a write before a query asks.
+
+The listener also reads the generation every :data:`RETRY_SECONDS` (a heartbeat that
+notices a dead connection and a missed notification). While its last heartbeat is under
+:data:`FRESH_SECONDS` old, :attr:`ChangeListener.generation` stands in for reading the
+generation from the database, so a query touches the database only when something
+changed; once the heartbeat stops (the server is gone), queries read the database again
+and report it unavailable.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from typing import Callable
 
 from .pg_schema import NOTIFY_CHANNEL
 
-__all__ = ["ChangeListener", "RETRY_SECONDS"]
+__all__ = ["ChangeListener", "RETRY_SECONDS", "FRESH_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
-#: seconds between reconnection attempts (and the longest wait of one poll)
+#: seconds between reconnection attempts, and between heartbeats (the longest wait of one poll)
 RETRY_SECONDS = 0.5
+#: a listener whose last heartbeat is older than this is not trusted with the generation
+FRESH_SECONDS = 2.0
 
 
 class ChangeListener:
@@ -37,6 +48,8 @@ class ChangeListener:
         self.url = url
         self.gallery_id = gallery_id
         self.callback = callback
+        self.generation = -1
+        self._beat = -1e18
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="siamkit-gallery-listen", daemon=True)
 
@@ -48,6 +61,19 @@ class ChangeListener:
         """Stop listening (returns within about a poll)."""
         self._stop.set()
         self._thread.join(timeout=2 * RETRY_SECONDS + 1)
+
+    def fresh(self) -> bool:
+        """Whether the last heartbeat is recent enough to trust :attr:`generation`."""
+        return time.monotonic() - self._beat < FRESH_SECONDS
+
+    def _heartbeat(self, con: object) -> None:
+        row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()  # type: ignore[attr-defined]
+        gen = int(json.loads(row[0]))
+        moved = gen > self.generation
+        self.generation = max(self.generation, gen)
+        self._beat = time.monotonic()
+        if moved:
+            self._notify(gen)
 
     def _notify(self, generation: int | None) -> None:
         try:
@@ -67,11 +93,13 @@ class ChangeListener:
                         self._notify(None)  # writes made while disconnected sent nothing to us
                     first = False
                     while not self._stop.is_set():
+                        self._heartbeat(con)
                         for n in con.notifies(timeout=RETRY_SECONDS):
                             gid, _, gen = n.payload.partition(":")
                             if gid == self.gallery_id and gen.isdigit():
+                                self.generation = max(self.generation, int(gen))
                                 self._notify(int(gen))
-            except psycopg.Error as e:
+            except (psycopg.Error, ValueError, TypeError) as e:
                 first = False
                 logger.debug("gallery listener: %s; reconnecting", e)
                 self._stop.wait(RETRY_SECONDS)

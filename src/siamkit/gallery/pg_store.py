@@ -1,26 +1,21 @@
 """PostgreSQL persistence of a gallery shared by several processes and machines.
 
 The database is the source of truth for every process that opens it (several ``siamkit
-serve`` instances behind a load balancer, say); each process keeps its own search index,
-built from :meth:`PgGalleryStore.snapshot` and kept current by the write generation: a
-query first reads the generation (one primary-key lookup), and a process that is behind
-applies the newer writes from the ``changes`` table (:mod:`siamkit.gallery.follow`), or
-reloads everything after a re-embedding. Each write also sends a NOTIFY, so that a
-listening process (:meth:`PgGalleryStore.subscribe`) follows it within milliseconds,
-before its next query asks.
+serve`` instances behind a load balancer, say); each keeps its own search index, built
+from :meth:`PgGalleryStore.snapshot` and kept current by the write generation: a process
+that is behind applies the newer writes from the ``changes`` table
+(:mod:`siamkit.gallery.follow`), or reloads after a re-embedding. Each write sends a
+NOTIFY; a listening process (:meth:`PgGalleryStore.subscribe`) follows it within
+milliseconds, and its queries read nothing from the database unless something changed.
 
-Durability and concurrency: every write is one transaction that first locks the
-generation row (``SELECT ... FOR UPDATE``), so writers from every process queue on it as
-SQLite's writers queue on the file lock, generations are consecutive, and sample ids grow
-in commit order. A client killed mid-write leaves nothing (PostgreSQL rolls its
-transaction back); a commit that returned survives a server crash (``synchronous_commit``
-is PostgreSQL's default, on). Connections come from a :mod:`psycopg_pool` pool; each is
-checked before use, so after a server restart the first request gets a new connection
-rather than an error. While the server cannot be reached every call raises
+Every write is one transaction that first locks the generation row (``SELECT ... FOR
+UPDATE``): writers of every process queue on it as SQLite's queue on the file lock,
+generations are consecutive, sample ids grow in commit order. A client killed mid-write
+leaves nothing (its transaction is rolled back); a commit that returned survives a server
+crash (``synchronous_commit`` on, the default). Pooled connections (:mod:`psycopg_pool`)
+are checked before use; while the server cannot be reached every call raises
 :class:`~siamkit.errors.GalleryUnavailableError` (HTTP 503) and the pool reconnects by
-itself. pgvector is not used: search stays in each process.
-
-Needs the ``postgres`` extra (``pip install 'siamkit[postgres]'``: psycopg 3 and psycopg_pool).
+itself. pgvector is not used. Needs the ``postgres`` extra (psycopg 3, psycopg_pool).
 """
 
 from __future__ import annotations
@@ -28,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
-import urllib.parse
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -43,7 +37,7 @@ from ..errors import (
     IdentityExistsError,
     UnknownIdentityError,
 )
-from .pg_schema import KEEP_CHANGES, NOTIFY_CHANNEL, check_meta, init_meta_rows, migrate
+from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
 from .snapshot import Snapshot
 from .store_schema import StoredSample, check_identity, json_object, sample_rows
 
@@ -61,42 +55,10 @@ logger = logging.getLogger(__name__)
 POOL_SIZE = 8
 #: seconds one connection attempt may take
 CONNECT_TIMEOUT = 3
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password (for messages and logs).
-
-    Args:
-        url: ``postgresql://user:password@host:port/db?...``.
-
-    Returns:
-        The URL with the password replaced by ``***``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-@dataclass
-class Change:
-    """One write another process made, as a follower applies it.
-
-    Attributes:
-        generation: the generation the write produced (the one before is ``generation - 1``).
-        action: ``add``, ``remove`` or ``meta``.
-        identity: the identity concerned (None for ``meta`` of the whole gallery).
-        sample_ids: the added samples' ids (``add`` only).
-        embeddings: float32 (len(sample_ids), D) (``add`` only).
-    """
-
-    generation: int
-    action: str
-    identity: str | None
-    sample_ids: list[int]
-    embeddings: np.ndarray | None = None
+#: gallery id -> the newest generation a handle of this process committed (read-your-writes
+#: across handles of one process; other processes learn of it by NOTIFY)
+_WRITTEN: dict[str, int] = {}
+_WRITTEN_LOCK = threading.Lock()
 
 
 class PgGalleryStore:
@@ -117,6 +79,7 @@ class PgGalleryStore:
         self.timeout = timeout
         self._pool: Any = pool
         self._listener: Any = None
+        self._gid = ""
 
     # ----------------------------------------------------------------- opening
 
@@ -147,11 +110,11 @@ class PgGalleryStore:
         where = redact_url(url)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as con:
-                _init_database(con, where, init_meta if create else None)
+                init_database(con, where, init_meta if create else None)
         except psycopg.OperationalError as e:
-            raise GalleryUnavailableError(f"cannot reach the gallery database {where}: {_first_line(e)}") from None
+            raise GalleryUnavailableError(f"cannot reach the gallery database {where}: {first_line(e)}") from None
         except psycopg.Error as e:
-            raise GalleryFileError(f"{where} is not a usable siamkit gallery ({_first_line(e)})") from None
+            raise GalleryFileError(f"{where} is not a usable siamkit gallery ({first_line(e)})") from None
         lock_ms = int(timeout * 1000)
 
         def configure(con: Any) -> None:
@@ -176,13 +139,13 @@ class PgGalleryStore:
             with self._pool.connection(timeout=min(self.timeout, 5.0)) as con:
                 yield con
         except PoolTimeout as e:
-            raise GalleryUnavailableError(f"the gallery database {self.path} cannot be reached ({_first_line(e)}); try again") from None
+            raise GalleryUnavailableError(f"the gallery database {self.path} cannot be reached ({first_line(e)}); try again") from None
         except psycopg.errors.LockNotAvailable as e:
-            raise GalleryLockedError(f"gallery {self.path} is locked by another writer ({_first_line(e)}); try again") from None
+            raise GalleryLockedError(f"gallery {self.path} is locked by another writer ({first_line(e)}); try again") from None
         except psycopg.OperationalError as e:
-            raise GalleryUnavailableError(f"the gallery database {self.path} is unavailable ({_first_line(e)}); try again") from None
+            raise GalleryUnavailableError(f"the gallery database {self.path} is unavailable ({first_line(e)}); try again") from None
         except psycopg.errors.UndefinedTable as e:
-            raise GalleryFileError(f"{self.path} is damaged: {_first_line(e)}") from None
+            raise GalleryFileError(f"{self.path} is damaged: {first_line(e)}") from None
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Any]:
@@ -193,34 +156,21 @@ class PgGalleryStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[tuple[Any, int]]:
-        """A write transaction holding the generation row's lock: (cursor, generation now)."""
-        with self._connection() as con, con.transaction(), con.cursor() as cur:
-            cur.execute("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE")
-            yield cur, int(json.loads(cur.fetchone()[0]))
+        """A write transaction holding the generation row's lock: (cursor, generation now).
+        Every write bumps the generation once (:meth:`_commit`)."""
+        with self._connection() as con:
+            with con.transaction(), con.cursor() as cur:
+                cur.execute("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE")
+                gen = int(json.loads(cur.fetchone()[0]))
+                yield cur, gen
+        with _WRITTEN_LOCK:  # committed: every handle of this process sees it at once
+            _WRITTEN[self._gid] = max(_WRITTEN.get(self._gid, -1), gen + 1)
 
     def _commit(self, cur: Any, old: int, action: str, identity: str | None, n: int, detail: dict[str, Any] | None = None,
                 ids: Sequence[int] = ()) -> tuple[int, int]:
-        """The end of every write: bump the generation, record the change, audit, notify."""
-        new = old + 1
-        cur.execute("UPDATE meta SET value = %s WHERE key = 'generation'", (json.dumps(new),))
-        change = {"enroll": "add", "add_samples": "add", "remove": "remove", "update_metadata": "meta"}.get(action, "reset")
-        cur.execute(
-            "INSERT INTO changes(generation, action, identity_id, first_sample, last_sample) VALUES (%s, %s, %s, %s, %s)",
-            (new, change, identity, ids[0] if ids else None, ids[-1] if ids else None),
-        )
-        if new % 100 == 0:
-            cur.execute("DELETE FROM changes WHERE generation <= %s", (new - KEEP_CHANGES,))
-        cur.execute(
-            "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (%s, %s, %s, %s, %s)",
-            (time.time(), action, identity, n, json.dumps(detail or {}, sort_keys=True)),
-        )
-        cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{self._gallery_id(cur)}:{new}"))
-        return old, new
-
-    @staticmethod
-    def _gallery_id(cur: Any) -> str:
-        cur.execute("SELECT value FROM meta WHERE key = 'gallery_id'")
-        return str(json.loads(cur.fetchone()[0]))
+        """The end of every write (:func:`~siamkit.gallery.pg_rows.finish_write`)."""
+        self._gid = finish_write(cur, old, action, identity, n, detail, ids)
+        return old, old + 1
 
     def subscribe(self, callback: Callable[[int | None], None]) -> None:
         """Call ``callback(generation)`` from a background thread whenever a process
@@ -233,7 +183,7 @@ class PgGalleryStore:
 
         if self._listener is None:
             with self._read() as cur:
-                gallery_id = self._gallery_id(cur)
+                gallery_id = gallery_id_of(cur)
             self._listener = ChangeListener(self.url, gallery_id, callback)
             self._listener.start()
 
@@ -259,7 +209,16 @@ class PgGalleryStore:
             return {k: json.loads(v) for k, v in cur.fetchall()}
 
     def generation(self) -> int:
-        """The write generation (bumped by every write transaction of any process)."""
+        """The write generation (bumped by every write transaction of any process).
+
+        While the listener (:meth:`subscribe`) has a fresh heartbeat this is what it
+        learnt by NOTIFY, or the newest commit of this process, whichever is newer: a query
+        then reads nothing from the database unless something changed, sees this process's
+        writes at once and other processes' within milliseconds (at most a heartbeat). Else
+        it is read from the database."""
+        listener = self._listener
+        if listener is not None and listener.fresh():
+            return max(listener.generation, _WRITTEN.get(listener.gallery_id, -1))
         with self._connection() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(json.loads(row[0]))
@@ -267,13 +226,7 @@ class PgGalleryStore:
     def snapshot(self, embedding_dim: int) -> Snapshot:
         """Every sample's embedding, read in one transaction (a consistent view)."""
         with self._read() as cur:
-            cur.execute("SELECT value FROM meta WHERE key = 'generation'")
-            gen = int(json.loads(cur.fetchone()[0]))
-            cur.execute("SELECT id FROM identities ORDER BY seq")
-            names = [r[0] for r in cur.fetchall()]
-            cur.execute("SELECT s.id, i.seq, s.embedding FROM samples s JOIN identities i ON i.id = s.identity_id ORDER BY s.id")
-            rows = cur.fetchall()
-        return _snapshot(gen, names, rows, embedding_dim, self.path)
+            return read_snapshot(cur, embedding_dim, self.path)
 
     def changes_since(self, generation: int, embedding_dim: int) -> tuple[int, list[Change]] | None:
         """The writes after ``generation`` (see :mod:`siamkit.gallery.follow`), read in one
@@ -288,27 +241,7 @@ class PgGalleryStore:
             (the current generation, its changes in order), or None.
         """
         with self._read() as cur:
-            cur.execute("SELECT value FROM meta WHERE key = 'generation'")
-            now = int(json.loads(cur.fetchone()[0]))
-            if now - generation > 1000:
-                return None
-            cur.execute(
-                "SELECT generation, action, identity_id, first_sample, last_sample FROM changes "
-                "WHERE generation > %s ORDER BY generation", (generation,),
-            )
-            rows = cur.fetchall()
-            if [int(r[0]) for r in rows] != list(range(generation + 1, now + 1)) or any(r[1] == "reset" for r in rows):
-                return None
-            ranges = [(r[3], r[4]) for r in rows if r[1] == "add"]
-            found: dict[int, bytes] = {}
-            if ranges:
-                cur.execute(
-                    "SELECT id, embedding FROM samples WHERE " + " OR ".join(["(id BETWEEN %s AND %s)"] * len(ranges)),
-                    [v for pair in ranges for v in pair],
-                )
-                found = {int(i): bytes(e) for i, e in cur.fetchall()}
-        changes = _changes(rows, found, embedding_dim)
-        return None if changes is None else (now, changes)
+            return read_changes(cur, generation, embedding_dim)
 
     def has_identity(self, identity: str) -> bool:
         with self._connection() as con:
@@ -379,12 +312,8 @@ class PgGalleryStore:
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit events, newest first."""
         sql = "SELECT id, time, action, identity_id, n_samples, detail FROM audit ORDER BY id DESC"
-        args: tuple[Any, ...] = ()
-        if limit is not None:
-            sql += " LIMIT %s"
-            args = (int(limit),)
         with self._connection() as con:
-            rows = con.execute(sql, args).fetchall()
+            rows = con.execute(sql + ("" if limit is None else f" LIMIT {int(limit)}")).fetchall()
         return [
             {"id": r[0], "time": r[1], "action": r[2], "identity": r[3], "n_samples": r[4], "detail": json.loads(r[5])}
             for r in rows
@@ -425,8 +354,15 @@ class PgGalleryStore:
         metadata: dict[str, Any] | None = None,
         sample_metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> tuple[int, int, list[int]]:
-        """Enrol a new identity with its samples, in one transaction (see
-        :meth:`siamkit.gallery.store.GalleryStore.add_identity`).
+        """Enrol a new identity with its samples, in one transaction.
+
+        Args:
+            identity: the new identity; embeddings: float32 (N, D); samples: the kept
+                inputs; metadata, sample_metadata: as for
+                :meth:`siamkit.gallery.store.GalleryStore.add_identity`.
+
+        Returns:
+            (generation before, generation after, new sample ids).
 
         Raises:
             IdentityExistsError: the identity is already enrolled (nothing is written).
@@ -460,6 +396,13 @@ class PgGalleryStore:
         sample_metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> tuple[int, int, list[int]]:
         """Add samples to an enrolled identity, in one transaction.
+
+        Args:
+            identity: an enrolled identity; embeddings: float32 (N, D); samples: the kept
+                inputs; sample_metadata: one dict (or None) per sample.
+
+        Returns:
+            (generation before, generation after, new sample ids).
 
         Raises:
             UnknownIdentityError: not enrolled.
@@ -534,78 +477,15 @@ class PgGalleryStore:
                 "UPDATE samples SET embedding = %s WHERE id = %s",
                 [(emb[i].tobytes(), int(sample_ids[i])) for i in range(len(sample_ids))],
             )
-            _write_meta(cur, meta_updates)
+            write_meta(cur, meta_updates)
             detail = {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")}
             return self._commit(cur, gen, "reembed", None, len(sample_ids), detail)
 
     def set_meta(self, updates: dict[str, Any]) -> None:
         """Update meta values in one transaction (bumps the generation)."""
         with self._write() as (cur, gen):
-            _write_meta(cur, updates)
+            write_meta(cur, updates)
             self._commit(cur, gen, "set_meta", None, 0, dict(updates))
 
     def __repr__(self) -> str:
         return f"PgGalleryStore({self.path!r}{', closed' if self.closed else ''})"
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-
-
-def _write_meta(cur: Any, updates: dict[str, Any]) -> None:
-    for k, v in updates.items():
-        cur.execute(
-            "INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            (k, json.dumps(v)),
-        )
-
-
-def _init_database(con: Any, where: str, init_meta: dict[str, Any] | None) -> None:
-    """Migrate the tables and, for a new gallery, write its meta (one transaction)."""
-    with con.transaction(), con.cursor() as cur:
-        found = migrate(cur, where)
-        cur.execute("SELECT key, value FROM meta")
-        meta = {k: json.loads(v) for k, v in cur.fetchall()}
-        if not meta:
-            if init_meta is None:
-                kind = "no siamkit gallery" if found == 0 else "an empty siamkit gallery (no model)"
-                raise GalleryFileError(f"{where} holds {kind}; creating one needs a model")
-            cur.executemany("INSERT INTO meta(key, value) VALUES (%s, %s)", init_meta_rows(init_meta))
-            detail = {k: init_meta.get(k) for k in ("model_fingerprint", "distance", "scoring")}
-            cur.execute(
-                "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (%s, 'create', NULL, 0, %s)",
-                (time.time(), json.dumps(detail)),
-            )
-            return
-    check_meta(meta, where)
-
-
-def _snapshot(gen: int, names: list[str], rows: list[Any], dim: int, where: str) -> Snapshot:
-    """rows (sample id, identity seq, embedding) -> the Snapshot, codes in ``names`` order."""
-    n = len(rows)
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-    seqs = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-    blob = b"".join(bytes(r[2]) for r in rows)
-    if len(blob) != n * dim * 4:
-        raise GalleryFileError(f"{where} is damaged: stored embeddings do not all have {dim} float32 values")
-    # identity seq -> code: the rank of its seq among all identities (names is in seq order)
-    uniq, codes = np.unique(seqs, return_inverse=True)
-    if len(uniq) != len(names):  # identities without samples cannot exist (enrolment needs one)
-        raise GalleryFileError(f"{where} is damaged: {len(names) - len(uniq)} identities have no samples")
-    emb = np.frombuffer(blob, dtype="<f4").astype(np.float32, copy=False).reshape(n, dim)
-    return Snapshot(generation=gen, sample_ids=ids, codes=codes.astype(np.int64), identities=names, embeddings=emb)
-
-
-def _changes(rows: list[Any], found: dict[int, bytes], dim: int) -> list[Change] | None:
-    """Change rows + the added samples' embeddings -> Changes (None: some samples are gone)."""
-    out = []
-    for gen, action, identity, first, last in rows:
-        if action != "add":
-            out.append(Change(int(gen), action, identity, []))
-            continue
-        ids = [i for i in range(int(first), int(last) + 1) if i in found]
-        if len(ids) != int(last) - int(first) + 1:
-            return None  # removed since: the follower reloads
-        emb = np.frombuffer(b"".join(found[i] for i in ids), dtype="<f4").astype(np.float32).reshape(len(ids), dim)
-        out.append(Change(int(gen), "add", identity, ids, emb))
-    return out

@@ -39,7 +39,9 @@ from ..errors import (
 )
 from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
 from .snapshot import Snapshot
-from .store_schema import StoredSample, check_identity, json_object, sample_rows
+from .store_schema import (
+    StoredSample, audit_record, check_identity, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
+)
 
 try:
     import psycopg
@@ -255,10 +257,7 @@ class PgGalleryStore:
                 "LEFT JOIN samples s ON s.identity_id = i.id GROUP BY i.id ORDER BY MIN(i.seq)"
             )
             rows = cur.fetchall()
-        return [
-            {"identity": r[0], "metadata": json.loads(r[1]), "created": r[2], "updated": r[3], "n_samples": int(r[4])}
-            for r in rows
-        ]
+        return [identity_record(r) for r in rows]
 
     def get_identity(self, identity: str) -> dict[str, Any]:
         """One identity with its samples' ids, metadata and whether the input is kept.
@@ -276,14 +275,7 @@ class PgGalleryStore:
                 "WHERE identity_id = %s ORDER BY id", (identity,),
             )
             samples = cur.fetchall()
-        return {
-            "identity": row[0], "metadata": json.loads(row[1]), "created": row[2], "updated": row[3],
-            "n_samples": len(samples),
-            "samples": [
-                {"id": int(s[0]), "metadata": json.loads(s[1]), "created": s[2], "has_input": bool(s[3]), "format": s[4]}
-                for s in samples
-            ],
-        }
+        return identity_detail(row, samples)
 
     def count(self) -> tuple[int, int]:
         """(identities, samples)."""
@@ -303,10 +295,7 @@ class PgGalleryStore:
                 ).fetchall()
             if not rows:
                 return
-            yield [
-                (int(sid), None if data is None else StoredSample(fmt, bytes(data), tuple(json.loads(shape)) if shape else None))
-                for sid, data, fmt, shape in rows
-            ]
+            yield stored_samples(rows)
             last = int(rows[-1][0])
 
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -314,10 +303,7 @@ class PgGalleryStore:
         sql = "SELECT id, time, action, identity_id, n_samples, detail FROM audit ORDER BY id DESC"
         with self._connection() as con:
             rows = con.execute(sql + ("" if limit is None else f" LIMIT {int(limit)}")).fetchall()
-        return [
-            {"id": r[0], "time": r[1], "action": r[2], "identity": r[3], "n_samples": r[4], "detail": json.loads(r[5])}
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
 
     def integrity_check(self) -> str:
         """Embeddings of the wrong size and the schema version: ``"ok"`` or the problems."""
@@ -369,9 +355,7 @@ class PgGalleryStore:
         """
         check_identity(identity)
         meta_json = json_object(metadata, "identity metadata")
-        rows = sample_rows(identity, embeddings, samples, sample_metadata)
-        if not rows:
-            raise GalleryError(f"enrolling {identity!r} needs at least one sample")
+        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
         with self._write() as (cur, gen):
             cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
             n_old = cur.fetchone()[0]
@@ -407,9 +391,7 @@ class PgGalleryStore:
         Raises:
             UnknownIdentityError: not enrolled.
         """
-        rows = sample_rows(identity, embeddings, samples, sample_metadata)
-        if not rows:
-            raise GalleryError(f"adding samples to {identity!r} needs at least one sample")
+        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._write() as (cur, gen):
             cur.execute("UPDATE identities SET updated = %s WHERE id = %s", (time.time(), identity))
             if cur.rowcount == 0:

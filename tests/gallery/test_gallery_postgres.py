@@ -77,6 +77,15 @@ def test_unreachable_server_and_password_redacted(net: SiameseNetwork) -> None:
         Gallery.open(url, net)
     assert time.monotonic() - t0 < 10 and "secret" not in str(e.value) and "me:***@" in str(e.value)
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    # the CLI: one error line, exit 2, no password
+    from typer.testing import CliRunner
+
+    from siamkit.cli.gallery import gallery_app
+
+    r = CliRunner().invoke(gallery_app, ["list", "--gallery", url])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: cannot reach the gallery database"), r.output
+    assert "secret" not in r.output
 
 
 def test_another_handle_follows_writes_incrementally_and_by_notify(db: str, net: SiameseNetwork) -> None:

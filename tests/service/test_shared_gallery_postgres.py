@@ -177,7 +177,7 @@ def test_instance_killed_mid_enrolment_and_database_restarted(two: list[Server],
         postgres_server.stop("immediate")
         with httpx.Client(base_url=b.url, timeout=30) as c:
             # served from memory until the listener's heartbeat goes stale (2 s), then 503
-            _within(6.0, lambda: _identify(c, 1, R).status_code == 503)
+            _within(10.0, lambda: _identify(c, 1, R).status_code == 503)
             codes.append(_identify(c, 1, R).status_code)
             codes.append(c.get("/healthz").status_code)
         postgres_server.start()

@@ -58,9 +58,9 @@ class ChangeListener:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening (returns within about a poll)."""
+        """Stop listening: the thread ends (and closes its connection) within a poll. Not
+        joined: it may be waiting for the gallery's lock, which the closing caller holds."""
         self._stop.set()
-        self._thread.join(timeout=2 * RETRY_SECONDS + 1)
 
     def fresh(self) -> bool:
         """Whether the last heartbeat is recent enough to trust :attr:`generation`."""

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 POOL_SIZE = 8
 #: seconds one connection attempt may take
 CONNECT_TIMEOUT = 3
+#: seconds a call waits for a pooled connection (while the server is down: then unavailable)
+CHECKOUT_TIMEOUT = 3.0
 #: gallery id -> the newest generation a handle of this process committed (read-your-writes
 #: across handles of one process; other processes learn of it by NOTIFY)
 _WRITTEN: dict[str, int] = {}
@@ -138,7 +140,7 @@ class PgGalleryStore:
         if self._pool is None:
             raise GalleryError(f"gallery {self.path} is closed")
         try:
-            with self._pool.connection(timeout=min(self.timeout, 5.0)) as con:
+            with self._pool.connection(timeout=min(self.timeout, CHECKOUT_TIMEOUT)) as con:
                 yield con
         except PoolTimeout as e:
             raise GalleryUnavailableError(f"the gallery database {self.path} cannot be reached ({first_line(e)}); try again") from None

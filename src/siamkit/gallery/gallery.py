@@ -56,6 +56,7 @@ from .search import metric_for_network
 from .settings import GallerySettings
 from .snapshot import SnapshotView
 from .store_schema import StoredSample, check_identity
+from .written import record_after_write
 
 __all__ = [
     "Gallery",
@@ -335,7 +336,7 @@ class Gallery:
         with self._lock:
             old, new, ids = write(emb.numpy(), kept)
             self._cache.added(old, new, identity, ids, emb.numpy())
-        return self.get(identity)
+        return record_after_write(self, identity, ids, kept)
 
     def remove(self, identity: str) -> int:
         """Remove an identity and its samples (one transaction). Returns the number of

@@ -16,9 +16,9 @@ figures are the storage's and the search's. Per backend:
   identify latency holds up while the instances follow another's writes).
 
 PostgreSQL is a throw-away cluster (``tests/postgres_cluster.py``, durable settings) on
-this machine unless ``--postgres-url`` names a database. Run under the timing lock::
+this machine unless ``--postgres-url`` names a database. Run alone (timings)::
 
-    flock /work/notes/timing.lock python bench/bench_gallery_backends.py      # see docs/benchmarks.md
+    python bench/bench_gallery_backends.py      # (under the shared timing lock) see docs/benchmarks.md
 """
 
 from __future__ import annotations

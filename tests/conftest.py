@@ -30,3 +30,29 @@ def make_image_folder(root: Path, *, classes: int = 4, per_class: int = 6, size:
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A PostgreSQL server for the tests that need one: ``SIAMKIT_TEST_POSTGRES_URL``
+    (a server someone runs), else a throw-away cluster of the PostgreSQL binaries on this
+    machine (``tests/postgres_cluster.py``); skipped with the reason when neither exists."""
+    import os
+
+    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (pip install 'siamkit[postgres]')")
+    from tests.postgres_cluster import Cluster, External, find_binaries
+
+    url = os.environ.get("SIAMKIT_TEST_POSTGRES_URL")
+    if url:
+        yield External(url)
+        return
+    if find_binaries() is None:
+        pytest.skip("no PostgreSQL server: set SIAMKIT_TEST_POSTGRES_URL or install PostgreSQL (apt-get install postgresql)")
+    try:
+        cluster = Cluster()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"could not start a throw-away PostgreSQL cluster: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -23,6 +23,7 @@ __all__ = [
     "GalleryError",
     "GalleryFileError",
     "GalleryLockedError",
+    "GalleryUnavailableError",
     "ModelMismatchError",
     "UnknownIdentityError",
     "IdentityExistsError",
@@ -76,6 +77,11 @@ class GalleryFileError(GalleryError):
 
 class GalleryLockedError(GalleryError):
     """Another process holds the gallery's write lock for longer than the timeout."""
+
+
+class GalleryUnavailableError(GalleryLockedError):
+    """The gallery's database server cannot be reached now (down, restarting, or every
+    pooled connection busy past the timeout); the request may be tried again."""
 
 
 class ModelMismatchError(GalleryError):

@@ -109,9 +109,9 @@ def cal(net: SiameseNetwork, faces: Faces) -> Calibrator:
 
 
 @pytest.fixture
-def gallery(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces):  # type: ignore[no-untyped-def]
-    """Identities 0-9 enrolled with 1-3 samples each."""
-    g = Gallery.open(tmp_path / "g.db", net, calibrator=cal)
+def gallery(where: Any, net: SiameseNetwork, cal: Calibrator, faces: Faces):  # type: ignore[no-untyped-def]
+    """Identities 0-9 enrolled with 1-3 samples each (a SQLite file, a PostgreSQL database)."""
+    g = Gallery.open(where(), net, calibrator=cal)
     for c in range(10):
         g.enroll(f"id{c}", faces.images(c, 1 + c % 3), metadata={"c": c})
     yield g
@@ -137,16 +137,16 @@ def _vec_net(dim: int = 2, **kw: Any) -> SiameseNetwork:
 # --------------------------------------------------------------------------- enrol / list / get / remove
 
 
-def test_enroll_list_get_metadata_round_trip(tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
+def test_enroll_list_get_metadata_round_trip(where: Any, tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
     meta = {"name": "Zoë Ω", "team": "R&D", "level": 3, "tags": ["a", "b"], "nested": {"x": 1.5, "none": None}}
-    with Gallery.open(tmp_path / "g.db", net) as g:
+    with Gallery.open(where(), net) as g:
         r = g.enroll("zoe", faces.images(0, 3), metadata=meta, sample_metadata=[{"cam": i} for i in range(3)])
         assert r.identity == "zoe" and r.n_samples == 3 and r.metadata == meta
         assert [s.metadata for s in r.samples] == [{"cam": 0}, {"cam": 1}, {"cam": 2}]
         assert all(s.has_input for s in r.samples)
         g.enroll("bob", faces.images(1, 1))
         g.add_samples("bob", faces.images(1, 2))
-    with Gallery.open(tmp_path / "g.db", None, create=False) as g:  # no model: inspection only
+    with Gallery.open(where(), None, create=False) as g:  # no model: inspection only
         recs = g.list()
         assert [(r.identity, r.n_samples) for r in recs] == [("zoe", 3), ("bob", 3)]
         assert recs[0].metadata == meta
@@ -173,13 +173,13 @@ def test_remove(gallery: Gallery, faces: Faces) -> None:
         gallery.remove("id3")
 
 
-def test_enroll_from_image_files(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
+def test_enroll_from_image_files(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
     paths = []
     for i, img in enumerate(faces.images(2, 3)):
         p = tmp_path / f"two{i}.png"
         Image.fromarray(img[0].numpy(), "L").save(p)
         paths.append(p)
-    with Gallery.open(tmp_path / "g.db", net, calibrator=cal) as g:
+    with Gallery.open(where(), net, calibrator=cal) as g:
         r = g.enroll("two", [str(p) for p in paths[:2]])
         assert [s.format for s in r.samples] == ["file:.png", "file:.png"]
         g.enroll("seven", faces.images(7, 2))
@@ -202,9 +202,7 @@ def test_verify_matches_verifier_and_decides(gallery: Gallery, net: SiameseNetwo
     impostor = gallery.verify("id1", probe)
     assert impostor.same is False and impostor.distance > cal.threshold_ and impostor.confidence < 0.5
     # same numbers as a Verifier on the pair
-    with sqlite3.connect(gallery.path) as con:
-        blob = con.execute("SELECT sample FROM samples WHERE id = ?", (enrolled_id,)).fetchone()[0]
-    enrolled = torch.from_numpy(np.frombuffer(blob, np.uint8).reshape(1, S, S).copy())
+    enrolled = g_sample(gallery, enrolled_id)[0]
     v = Verifier(net, cal).verify(enrolled, probe)
     assert r.distance == pytest.approx(v.distance, abs=1e-5)
     assert r.confidence == pytest.approx(v.confidence, abs=1e-4)
@@ -240,8 +238,8 @@ def test_identify_closed_and_open_set(gallery: Gallery, faces: Faces) -> None:
     assert [x.decision for x in rs] == ["id1", UNKNOWN]
 
 
-def test_identify_without_calibration_ranks_but_does_not_decide(tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
-    with Gallery.open(tmp_path / "g.db", net) as g:
+def test_identify_without_calibration_ranks_but_does_not_decide(where: Any, tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
+    with Gallery.open(where(), net) as g:
         for c in range(3):
             g.enroll(f"id{c}", faces.images(c, 2))
         r = g.identify(faces.images(1, 1)[0], k=2)
@@ -251,18 +249,18 @@ def test_identify_without_calibration_ranks_but_does_not_decide(tmp_path: Path, 
         assert v.same is None and v.confidence is None and v.distance < 0.3
 
 
-def test_empty_gallery(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
-    with Gallery.open(tmp_path / "g.db", net, calibrator=cal) as g:
+def test_empty_gallery(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
+    with Gallery.open(where(), net, calibrator=cal) as g:
         r = g.identify(faces.images(0, 1)[0])
         assert r.candidates == [] and r.decision == UNKNOWN and r.note == "the gallery is empty"
         assert g.list() == [] and len(g) == 0
 
 
-def test_best_and_mean_scoring_differ_where_they_should(tmp_path: Path) -> None:
+def test_best_and_mean_scoring_differ_where_they_should(where: Any, tmp_path: Path) -> None:
     """A has samples at 0 and 10, B one at 4. A probe at 0.5 is closest to A's first
     sample (best: A, 0.5) but closer to B than to A's mean at 5 (mean: B, 3.5)."""
     net = _vec_net(2)
-    with Gallery.open(tmp_path / "g.db", net) as g:
+    with Gallery.open(where(), net) as g:
         g.enroll("A", torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
         g.enroll("B", torch.tensor([[4.0, 0.0]]))
         probe = torch.tensor([0.5, 0.0])
@@ -273,16 +271,16 @@ def test_best_and_mean_scoring_differ_where_they_should(tmp_path: Path) -> None:
         assert g.verify("A", probe, scoring="best").distance == pytest.approx(0.5)
         assert g.verify("A", probe, scoring="mean").distance == pytest.approx(4.5)
         # and the same through a FAISS flat index (candidates re-scored with the network)
-    with Gallery.open(tmp_path / "g.db", net, index="flat", scoring="mean") as g:
+    with Gallery.open(where(), net, index="flat", scoring="mean") as g:
         assert g.identify(probe, k=2).best.identity == "B"
         assert g.identify(probe, k=2, scoring="best").best.identity == "A"
 
 
-def test_scoring_rule_is_stored(tmp_path: Path) -> None:
+def test_scoring_rule_is_stored(where: Any, tmp_path: Path) -> None:
     net = _vec_net(2)
-    with Gallery.open(tmp_path / "g.db", net, scoring="mean") as g:
+    with Gallery.open(where(), net, scoring="mean") as g:
         g.enroll("A", torch.tensor([[0.0, 0.0]]))
-    with Gallery.open(tmp_path / "g.db", net) as g:
+    with Gallery.open(where(), net) as g:
         assert g.scoring == "mean" and g.meta["scoring"] == "mean"
         assert g.identify(torch.tensor([1.0, 0.0])).scoring == "mean"
 
@@ -290,7 +288,7 @@ def test_scoring_rule_is_stored(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- models
 
 
-def test_refuses_another_model_then_reembed(tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
+def test_refuses_another_model_then_reembed(where: Any, tmp_path: Path, net: SiameseNetwork, faces: Faces) -> None:
     model_a, model_b = tmp_path / "a", tmp_path / "b"
     save_model(net, model_a)
     other = _net(seed=1)
@@ -299,7 +297,7 @@ def test_refuses_another_model_then_reembed(tmp_path: Path, net: SiameseNetwork,
     for i, img in enumerate(faces.images(5, 2)):
         paths.append(tmp_path / f"five{i}.png")
         Image.fromarray(img[0].numpy(), "L").save(paths[-1])
-    path = tmp_path / "g.db"
+    path = where()
     with Gallery.open(path, model_a) as g:
         g.enroll("five", paths)  # kept as image files
         g.enroll("six", faces.images(6, 2))  # kept as raw arrays
@@ -339,15 +337,15 @@ def test_reembed_refused_without_kept_inputs(tmp_path: Path, net: SiameseNetwork
     assert len(path.read_bytes()) == len(before)
 
 
-def test_calibrator_of_another_model_is_refused(tmp_path: Path, net: SiameseNetwork, cal: Calibrator) -> None:
+def test_calibrator_of_another_model_is_refused(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator) -> None:
     other = _net(seed=1)
     other.fingerprint = "sha256:other"
     c = Calibrator().fit(np.array([0.1, 0.9]), np.array([True, False]), model_fingerprint="sha256:mine")
     with pytest.raises(GalleryError, match="fitted for model 'sha256:mine'"):
-        Gallery.open(tmp_path / "g.db", other, calibrator=c)
+        Gallery.open(where(), other, calibrator=c)
 
 
-def test_pair_head_and_l1_models_use_exact_search(tmp_path: Path, faces: Faces) -> None:
+def test_pair_head_and_l1_models_use_exact_search(where: Any, tmp_path: Path, faces: Faces) -> None:
     torch.manual_seed(0)
     enc = create_encoder("conv4", in_channels=1, embedding_dim=None, width=16, depth=2, grid=4)
     head = SiameseNetwork(enc, head="l1", input_spec=dict(SPEC)).eval()
@@ -355,8 +353,8 @@ def test_pair_head_and_l1_models_use_exact_search(tmp_path: Path, faces: Faces) 
         head.pair_head.weight.fill_(-1.0)  # logit = -|e1 - e2|_1 + b: closer = higher
         head.pair_head.bias.fill_(5.0)
     with pytest.raises(GalleryError, match="only exact search"):
-        Gallery.open(tmp_path / "h.db", head, index="hnsw")
-    with Gallery.open(tmp_path / "h.db", head) as g:
+        Gallery.open(where("h.db"), head, index="hnsw")
+    with Gallery.open(where("h.db"), head) as g:
         for c in range(4):
             g.enroll(f"id{c}", faces.images(c, 2))
         probe = faces.images(2, 1)
@@ -368,7 +366,7 @@ def test_pair_head_and_l1_models_use_exact_search(tmp_path: Path, faces: Faces) 
         assert v.distance == pytest.approx(float(head.embedding_distance(e[:1], e[1:]).detach()[0]), abs=1e-4)
         assert r.best.distance == pytest.approx(v.distance, abs=1e-5)
     l1 = _vec_net(3, distance="l1")
-    with Gallery.open(tmp_path / "l1.db", l1, index="auto") as g:
+    with Gallery.open(where("l1.db"), l1, index="auto") as g:
         g.enroll("a", torch.tensor([[0.0, 0.0, 0.0]]))
         g.enroll("b", torch.tensor([[1.0, 1.0, 1.0]]))
         r = g.identify(torch.tensor([0.9, 0.9, 0.0]), k=2)
@@ -376,9 +374,10 @@ def test_pair_head_and_l1_models_use_exact_search(tmp_path: Path, faces: Faces) 
 
 
 def g_sample(g: Gallery, sample_id: int) -> torch.Tensor:
-    with sqlite3.connect(g.path) as con:
-        blob, shape = con.execute("SELECT sample, sample_shape FROM samples WHERE id = ?", (sample_id,)).fetchone()
-    return torch.from_numpy(np.frombuffer(blob, np.uint8).reshape([1, *json.loads(shape)]).copy())
+    """The kept input of a sample, read through the store (either backend)."""
+    kept = {sid: s for batch in g.store.iter_stored_samples() for sid, s in batch}[sample_id]
+    assert kept is not None and kept.format == "uint8"
+    return torch.from_numpy(kept.array().copy())[None]
 
 
 def test_model_hash_stable_across_save_load(tmp_path: Path, net: SiameseNetwork) -> None:
@@ -529,8 +528,8 @@ def test_incremental_add_keeps_the_index_and_saves_it_on_close(tmp_path: Path, n
     assert side["state"]["generation"] == 7 and side["ntotal"] == 14
 
 
-def test_auto_switches_to_ivf_beyond_exact_max(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
-    with Gallery.open(tmp_path / "g.db", net, calibrator=cal, exact_max=5) as g:
+def test_auto_switches_to_ivf_beyond_exact_max(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
+    with Gallery.open(where(), net, calibrator=cal, exact_max=5) as g:
         g.enroll("a", faces.images(0, 3))
         assert g.identify(faces.images(0, 1)[0]).index == "exact"
         g.enroll("b", faces.images(1, 3))
@@ -547,8 +546,8 @@ def test_auto_switches_to_ivf_beyond_exact_max(tmp_path: Path, net: SiameseNetwo
         assert r.decision == "id11" and _index_of(g).index_.nlist > 1
 
 
-def test_two_handles_see_each_others_writes(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
-    path = tmp_path / "g.db"
+def test_two_handles_see_each_others_writes(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
+    path = where()
     a = Gallery.open(path, net, calibrator=cal)
     b = Gallery.open(path, net, calibrator=cal)
     try:
@@ -675,7 +674,7 @@ def _one_line_error(result, *words: str) -> None:  # type: ignore[no-untyped-def
     assert "Traceback" not in result.output
 
 
-def test_cli_end_to_end(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
+def test_cli_end_to_end(where: Any, tmp_path: Path, net: SiameseNetwork, cal: Calibrator, faces: Faces) -> None:
     model = tmp_path / "model"
     save_model(net, model)
     cal.model_fingerprint_ = net.fingerprint
@@ -687,7 +686,7 @@ def test_cli_end_to_end(tmp_path: Path, net: SiameseNetwork, cal: Calibrator, fa
             p = tmp_path / f"c{c}_{i}.png"
             Image.fromarray(a[0].numpy(), "L").save(p)
             imgs[c].append(p)
-    g = tmp_path / "g.db"
+    g = where()
     opts = ["--gallery", g, "--model", model]
     r = _cli("enroll", "alice", imgs[0][0], imgs[0][1], *opts, "--metadata", '{"team": "R&D"}')
     assert r.exit_code == 0 and "enrolled alice: 2 samples" in r.output, r.output

@@ -1,6 +1,6 @@
 """Gallery durability: a process killed (SIGKILL) in the middle of an enrolment leaves
 the gallery as before or as after that enrolment, never corrupt; two processes enrolling
-at once lose nothing."""
+at once lose nothing. Both backends: a SQLite file, a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,8 @@ path, mode, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 torch.manual_seed(0)
 net = SiameseNetwork(create_encoder("conv4", in_channels=1, embedding_dim=8, width=4, depth=2),
                      input_spec={"shape": [1, 64, 64], "channels": 1, "height": 64, "width": 64})
-if mode == "slow":
-    orig = GalleryStore._insert_sample_rows
+def make_slow(cls):
+    orig = cls._insert_sample_rows
     def slow(self, cur, rows):
         ids = []
         for j, r in enumerate(rows):
@@ -46,7 +47,12 @@ if mode == "slow":
                 print("mid", r[0], flush=True)
             time.sleep(0.003)
         return ids
-    GalleryStore._insert_sample_rows = slow
+    cls._insert_sample_rows = slow
+if mode == "slow":
+    make_slow(GalleryStore)
+    if path.startswith("postgresql://"):
+        from siamkit.gallery.pg_store import PgGalleryStore
+        make_slow(PgGalleryStore)
 g = Gallery.open(path, net, timeout=30)
 gen = torch.Generator().manual_seed(hash(prefix) % 1000)
 x = torch.randint(0, 256, (60, 1, 64, 64), dtype=torch.uint8, generator=gen)
@@ -153,8 +159,8 @@ def _run_child(path: Path, mode: str, prefix: str, rng: random.Random) -> tuple[
 
 
 @pytest.mark.parametrize("runs", [4, pytest.param(16, marks=pytest.mark.slow)])
-def test_sigkill_mid_enrolment_leaves_before_or_after(tmp_path: Path, runs: int) -> None:
-    path = tmp_path / "g.db"
+def test_sigkill_mid_enrolment_leaves_before_or_after(where: Any, runs: int) -> None:
+    path = where()
     Gallery.open(path, _net()).close()
     rng = random.Random(1234 + runs)
     prefixes: list[str] = []
@@ -201,8 +207,8 @@ def _enrol_worker(path: str, prefix: str, n: int, start: object) -> None:
                 g.set_metadata(f"{prefix}-{i}", {"n": k + 1, "pad": "m" * 4000})
 
 
-def test_two_processes_enrolling_at_once_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "g.db"  # created by the racing workers themselves
+def test_two_processes_enrolling_at_once_lose_nothing(where: Any) -> None:
+    path = where()  # created by the racing workers themselves
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     n = 10

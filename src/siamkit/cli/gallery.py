@@ -13,25 +13,37 @@ import typer
 
 from ._common import JSON_OUT, clean_errors, command_group, echo_json, parse_json_object
 
-__all__ = ["gallery_app"]
+__all__ = ["gallery_app", "gallery_location"]
+
+
+def gallery_location(value: str) -> Any:
+    """``--gallery``: a PostgreSQL URL as given, else a file Path (the library's rule,
+    imported only when the option is parsed: ``--help`` stays light)."""
+    from ..gallery.backend import gallery_location as parse
+
+    return parse(value)
+
 
 gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
 
-GALLERY = typer.Option(..., "--gallery", "-g", help="The gallery file (SQLite).")
+GALLERY = typer.Option(
+    ..., "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",
+    help="The gallery: a SQLite file, or a PostgreSQL database postgresql://user@host:port/db shared by several processes.",
+)
 MODEL = typer.Option(None, "--model", "-m", help="The model folder the gallery uses (with its calibration.json).")
 SCORING = typer.Option(None, "--scoring", help="best (closest sample) or mean (mean embedding); default: the gallery's.")
 INDEX = typer.Option("auto", "--index", help="Search index: auto, exact, flat, hnsw, ivf.")
 METADATA_EXAMPLE = '{"team": "R&D"}'
 
 
-def _open(gallery: Path, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True) -> Any:
+def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True) -> Any:
     """The gallery file opened with ``model``, after checking both were given / exist."""
     from ..errors import SiamkitError
     from ..gallery import Gallery
 
     if need_model and model is None:
         raise SiamkitError("--model is required: the model folder the gallery was built with")
-    if not create and not gallery.exists():
+    if not create and isinstance(gallery, Path) and not gallery.exists():
         raise SiamkitError(f"gallery {gallery} does not exist (enroll creates it)")
     return Gallery.open(gallery, model, create=create, scoring=scoring, index=index)
 
@@ -207,7 +219,7 @@ def reembed(
 
     if model is None:
         raise SiamkitError("--model is required: the model folder to migrate the gallery to")
-    if not gallery.exists():
+    if isinstance(gallery, Path) and not gallery.exists():
         raise SiamkitError(f"gallery {gallery} does not exist")
     with Gallery.migrate(gallery, model) as g:
         n = g.n_samples

@@ -11,6 +11,7 @@ import typer
 
 from ..errors import SiamkitError
 from ._common import clean_errors, command_group
+from .gallery import gallery_location
 
 __all__ = ["keys_app", "serve"]
 
@@ -22,7 +23,10 @@ KEYS = typer.Option(..., "--keys", help="The keys file (JSON; created if missing
 def serve(
     model: Path = typer.Option(..., "--model", "-m", help="The model folder (with calibration.json for decisions)."),
     keys: Path = typer.Option(..., "--keys", help="The API keys file (create keys with `siamkit keys add`)."),
-    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="The gallery file (SQLite; created if missing)."),
+    gallery: Optional[Path] = typer.Option(
+        None, "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",
+        help="The gallery: a SQLite file (created if missing) or postgresql://user@host:port/db (shared by several instances).",
+    ),
     feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (default: GALLERY.feedback.sqlite)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: loopback only)."),
     port: int = typer.Option(8000, help="Port."),

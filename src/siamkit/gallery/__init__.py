@@ -1,6 +1,7 @@
 """Gallery: enrol identities, verify against the record (1:1), identify (1:N, open set).
 
-Persistence is one SQLite file (:mod:`siamkit.gallery.store`); search is exact or FAISS
+Persistence is one SQLite file (:mod:`siamkit.gallery.store`) or a PostgreSQL database
+(:mod:`siamkit.gallery.pg_store`); search is exact or FAISS
 (:mod:`siamkit.gallery.search`); :class:`Gallery` ties them to a model. The parts:
 
 - ``gallery``: the :class:`Gallery` facade (open, enrol, verify, identify, reembed).
@@ -14,7 +15,12 @@ Persistence is one SQLite file (:mod:`siamkit.gallery.store`); search is exact o
   files by ``index_cache``).
 - ``ranking``: ranking by the best / mean rule, calibrated open-set decisions.
 - ``results``: what the gallery answers (:class:`Identification`, ...).
+- ``backend``: the storage interface (:class:`~siamkit.gallery.backend.GalleryBackend`)
+  and the choice of backend by location; ``opening``: opening one with the model check.
 - ``store`` / ``store_schema``: the SQLite file and its format.
+- ``pg_store`` / ``pg_schema`` / ``pg_rows`` / ``pg_listen``: a PostgreSQL database shared
+  by several processes (``postgresql://...``), its migrations, LISTEN / NOTIFY; ``follow``:
+  applying other processes' writes to a handle's view and index.
 - ``search`` / ``exact``: the search indexes (:class:`FaissIndex`, :class:`ExactIndex`).
 
 Example:

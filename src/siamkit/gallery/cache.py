@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .follow import follow_changes
 from .indexes import SearchIndexes
 from .settings import GallerySettings
 from .snapshot import SnapshotView
@@ -54,8 +55,10 @@ class GalleryCache:
             The current view.
         """
         gen = store.generation()
+        dim = int(meta["embedding_dim"]) if network is None else network.embedding_dim
+        if self.view is not None and self.view.generation != gen and follow_changes(self, store, gen, dim):
+            return self.view
         if self.view is None or self.view.generation != gen:
-            dim = int(meta["embedding_dim"]) if network is None else network.embedding_dim
             normalize = network is not None and bool(network.normalize)
             self.reset(SnapshotView(store.snapshot(dim), normalize=normalize))
         assert self.view is not None

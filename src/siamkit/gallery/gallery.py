@@ -45,17 +45,19 @@ from ..calibration import Calibrator
 from ..errors import GalleryError, ModelMismatchError, UnknownIdentityError
 from ..network import SiameseNetwork
 from ..verify import Verifier
+from .backend import GalleryBackend
 from .cache import GalleryCache
 from .inputs import embed_batch, embed_stored, prepare_inputs
-from .model import check_same_model, model_hash, model_meta, resolve_model
+from .model import model_hash, model_meta, resolve_model
+from .opening import open_checked_store, watch_changes
 from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank, verification
 from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
 from .search import metric_for_network
 from .selfcal import decision_calibrators
 from .settings import GallerySettings
 from .snapshot import SnapshotView
-from .store import GalleryStore, StoredSample
-from .store_schema import check_identity
+from .store_schema import StoredSample, check_identity
+from .written import record_after_write
 
 __all__ = [
     "Gallery",
@@ -81,7 +83,8 @@ class Gallery:
     empty in-memory state).
 
     Args:
-        store: the open :class:`~siamkit.gallery.store.GalleryStore`.
+        store: the open store (:class:`~siamkit.gallery.backend.GalleryBackend`: a SQLite
+            file or a PostgreSQL database).
         network: the model (None: only list / get / remove / metadata work).
         calibrator: the model's calibration (None: no decisions, only rankings).
         settings: scoring rule, search index, caching, batch size
@@ -91,7 +94,7 @@ class Gallery:
     def __init__(
         self,
         *,
-        store: GalleryStore,
+        store: GalleryBackend,
         network: SiameseNetwork | None = None,
         calibrator: Calibrator | None = None,
         settings: GallerySettings | None = None,
@@ -122,7 +125,8 @@ class Gallery:
         """Open a gallery file, creating it (with ``create``) when it does not exist.
 
         Args:
-            path: the SQLite file.
+            path: the SQLite file, or a PostgreSQL database ``postgresql://user@host:port/db``
+                shared by several processes (:mod:`siamkit.gallery.pg_store`).
             model: a :class:`~siamkit.verify.Verifier` (network + calibration), a
                 :class:`~siamkit.network.SiameseNetwork` (with ``calibrator``), a model
                 folder, or None to only list / inspect / remove.
@@ -148,17 +152,10 @@ class Gallery:
         opts = GallerySettings(**settings)
         opts.check(net)
         init_meta = None if net is None else {**model_meta(net), "scoring": opts.scoring or "best"}
-        store = GalleryStore.open(path, create=create, init_meta=init_meta, timeout=timeout)
-        try:
-            meta = store.meta()
-            if init_meta is not None and check_model:
-                check_same_model(meta, init_meta, path)
-            opts = replace(opts, scoring=opts.scoring or meta.get("scoring", "best"), index_params=dict(opts.index_params or {}))
-            g = cls(store=store, network=net, calibrator=cal, settings=opts)
-        except BaseException:
-            store.close()
-            raise
+        store, opts = open_checked_store(path, init_meta, opts, create=create, timeout=timeout, check_model=check_model)
+        g = cls(store=store, network=net, calibrator=cal, settings=opts)
         g._attach(None if init_meta is None else init_meta["model_hash"])
+        watch_changes(g)
         return g
 
     @classmethod
@@ -191,8 +188,6 @@ class Gallery:
             this_hash = model_hash(self.network)
         self._model_ok = self.network is not None and self._meta["model_hash"] == this_hash
 
-    # ----------------------------------------------------------------- context
-
     def close(self) -> None:
         """Save index caches that changed, and close the file (idempotent)."""
         with self._lock:
@@ -222,8 +217,15 @@ class Gallery:
         return f"Gallery({str(self.store.path)!r}, scoring={self.scoring!r}, index={self.settings.index!r}{extra}{', closed' if closed else ''})"
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | str:
+        """The SQLite file, or the database URL (without its password)."""
         return self.store.path
+
+    def refresh(self) -> None:
+        """Follow other processes' writes now, not at the next query (a database's listener calls it)."""
+        with self._lock:
+            if not self.store.closed and self._model_ok:
+                self._fresh()
 
     @property
     def scoring(self) -> str:
@@ -335,7 +337,7 @@ class Gallery:
         with self._lock:
             old, new, ids = write(emb.numpy(), kept)
             self._cache.added(old, new, identity, ids, emb.numpy())
-        return self.get(identity)
+        return record_after_write(self, identity, ids, kept)
 
     def remove(self, identity: str) -> int:
         """Remove an identity and its samples (one transaction). Returns the number of
@@ -466,8 +468,6 @@ class Gallery:
                 index, kind = self._cache.index(rule, net, self.settings, self._meta)
                 ranked = rank(index, view, net, q, k, rule)
         return [decide(candidates(r, view, net), rule, kind, cal) for r in ranked]
-
-    # ----------------------------------------------------------------- migration
 
     def reembed(self, model: ModelLike, *, calibrator: Calibrator | None = None) -> int:
         """Re-embed every stored sample with ``model`` and make it the gallery's model

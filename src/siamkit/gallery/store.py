@@ -33,14 +33,18 @@ from .snapshot import Snapshot
 from .store_schema import (
     SCHEMA_VERSION,
     StoredSample,
+    audit_record,
     check_identity,
     check_schema,
     create_schema,
+    identity_detail,
+    identity_record,
     insert_audit,
     json_object,
+    new_sample_rows,
     read_generation,
     read_meta,
-    sample_rows,
+    stored_samples,
     write_meta,
 )
 
@@ -233,10 +237,7 @@ class GalleryStore:
                 "SELECT i.id, i.metadata, i.created, i.updated, COUNT(s.id) FROM identities i "
                 "LEFT JOIN samples s ON s.identity_id = i.id GROUP BY i.id ORDER BY i.rowid"
             ).fetchall()
-        return [
-            {"identity": r[0], "metadata": json.loads(r[1]), "created": r[2], "updated": r[3], "n_samples": int(r[4])}
-            for r in rows
-        ]
+        return [identity_record(r) for r in rows]
 
     def get_identity(self, identity: str) -> dict[str, Any]:
         """One identity with its samples' ids, metadata and whether the input is kept.
@@ -253,17 +254,7 @@ class GalleryStore:
                 "WHERE identity_id = ? ORDER BY id",
                 (identity,),
             ).fetchall()
-        return {
-            "identity": row[0],
-            "metadata": json.loads(row[1]),
-            "created": row[2],
-            "updated": row[3],
-            "n_samples": len(samples),
-            "samples": [
-                {"id": int(s[0]), "metadata": json.loads(s[1]), "created": s[2], "has_input": bool(s[3]), "format": s[4]}
-                for s in samples
-            ],
-        }
+        return identity_detail(row, samples)
 
     def count(self) -> tuple[int, int]:
         """(identities, samples)."""
@@ -283,10 +274,7 @@ class GalleryStore:
                 ).fetchall()
             if not rows:
                 return
-            yield [
-                (int(sid), None if data is None else StoredSample(fmt, bytes(data), tuple(json.loads(shape)) if shape else None))
-                for sid, data, fmt, shape in rows
-            ]
+            yield stored_samples(rows)
             last = int(rows[-1][0])
 
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -298,10 +286,7 @@ class GalleryStore:
             args = (int(limit),)
         with self._lock:
             rows = self._conn().execute(sql, args).fetchall()
-        return [
-            {"id": r[0], "time": r[1], "action": r[2], "identity": r[3], "n_samples": r[4], "detail": json.loads(r[5])}
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` plus the foreign-key check: ``"ok"`` or the problems."""
@@ -353,9 +338,7 @@ class GalleryStore:
         """
         check_identity(identity)
         meta_json = json_object(metadata, "identity metadata")
-        rows = sample_rows(identity, embeddings, samples, sample_metadata)
-        if not rows:
-            raise GalleryError(f"enrolling {identity!r} needs at least one sample")
+        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
         with self._transaction() as cur:
             n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
@@ -392,9 +375,7 @@ class GalleryStore:
         Raises:
             UnknownIdentityError: not enrolled.
         """
-        rows = sample_rows(identity, embeddings, samples, sample_metadata)
-        if not rows:
-            raise GalleryError(f"adding samples to {identity!r} needs at least one sample")
+        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._transaction() as cur:
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")

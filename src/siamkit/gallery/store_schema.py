@@ -57,6 +57,11 @@ __all__ = [
     "insert_audit",
     "create_schema",
     "check_schema",
+    "new_sample_rows",
+    "identity_record",
+    "identity_detail",
+    "stored_samples",
+    "audit_record",
 ]
 
 SCHEMA_VERSION = 1
@@ -365,3 +370,71 @@ def check_schema(con: sqlite3.Connection, path: Path) -> None:
     missing = [k for k in REQUIRED_META if k not in read_meta(con)]
     if missing:
         raise GalleryFileError(f"{path} is damaged: its meta table lacks {missing}")
+
+
+# --------------------------------------------------------------------------- rows <-> records (both backends)
+
+
+def new_sample_rows(
+    identity: str,
+    embeddings: np.ndarray,
+    samples: Sequence[StoredSample | None],
+    sample_metadata: Sequence[dict[str, Any] | None] | None,
+    what: str,
+) -> list[tuple[Any, ...]]:
+    """:func:`sample_rows`, refusing none.
+
+    Args:
+        identity: their identity.
+        embeddings: float32 (N, D).
+        samples: the kept input of each (None: not kept).
+        sample_metadata: one dict (or None) per sample, or None.
+        what: the write, for the message (``"enrolling"``, ``"adding samples to"``).
+
+    Returns:
+        The rows.
+
+    Raises:
+        GalleryError: no samples, or see :func:`sample_rows`.
+    """
+    rows = sample_rows(identity, embeddings, samples, sample_metadata)
+    if not rows:
+        raise GalleryError(f"{what} {identity!r} needs at least one sample")
+    return rows
+
+
+def identity_record(row: Sequence[Any]) -> dict[str, Any]:
+    """(id, metadata JSON, created, updated, sample count) -> a record dict."""
+    return {"identity": row[0], "metadata": json.loads(row[1]), "created": row[2], "updated": row[3], "n_samples": int(row[4])}
+
+
+def identity_detail(row: Sequence[Any], samples: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """An identity's record with its samples.
+
+    Args:
+        row: (id, metadata JSON, created, updated).
+        samples: (id, metadata JSON, created, has input, format) per sample.
+
+    Returns:
+        The record dict (``samples``: one dict each).
+    """
+    return {
+        **identity_record((*row[:4], len(samples))),
+        "samples": [
+            {"id": int(s[0]), "metadata": json.loads(s[1]), "created": s[2], "has_input": bool(s[3]), "format": s[4]}
+            for s in samples
+        ],
+    }
+
+
+def stored_samples(rows: Sequence[Sequence[Any]]) -> list[tuple[int, StoredSample | None]]:
+    """(id, data, format, shape JSON) rows -> (id, kept input or None)."""
+    return [
+        (int(sid), None if data is None else StoredSample(fmt, bytes(data), tuple(json.loads(shape)) if shape else None))
+        for sid, data, fmt, shape in rows
+    ]
+
+
+def audit_record(row: Sequence[Any]) -> dict[str, Any]:
+    """(id, time, action, identity, n_samples, detail JSON) -> an audit event dict."""
+    return {"id": row[0], "time": row[1], "action": row[2], "identity": row[3], "n_samples": row[4], "detail": json.loads(row[5])}

@@ -53,6 +53,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..errors import SiamkitError
+from ..gallery.backend import gallery_location
 from .deps import ServiceState
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .middleware import GuardMiddleware
@@ -120,7 +121,7 @@ def create_app_from_env() -> FastAPI:
     return create_app(
         ServiceSettings(
             model=Path(env["SIAMKIT_MODEL"]), keys=Path(env["SIAMKIT_KEYS"]),
-            gallery=Path(env["SIAMKIT_GALLERY"]) if env.get("SIAMKIT_GALLERY") else None,
+            gallery=gallery_location(env["SIAMKIT_GALLERY"]) if env.get("SIAMKIT_GALLERY") else None,
             feedback=Path(env["SIAMKIT_FEEDBACK"]) if env.get("SIAMKIT_FEEDBACK") else None,
         )
     )

@@ -67,6 +67,7 @@ class ServiceState:
 
     def __init__(self, settings: ServiceSettings) -> None:
         from ..gallery import Gallery
+        from ..gallery.backend import is_database_url
 
         self.settings = settings
         self.limits = settings.limits
@@ -86,7 +87,7 @@ class ServiceState:
             if settings.gallery is not None:
                 self.gallery = Gallery.open(settings.gallery, self.verifier, create=True, index=settings.index)
             fb = settings.feedback
-            if fb is None and settings.gallery is not None:
+            if fb is None and settings.gallery is not None and not is_database_url(settings.gallery):
                 fb = default_feedback_path(settings.gallery)
             if fb is not None:
                 self.feedback = FeedbackStore.open(fb)

@@ -20,10 +20,11 @@ class ServiceSettings:
         model: the model folder (with its calibration.json, if calibrated).
         keys: the API keys file, or a :class:`KeyStore` (required: the service has no
             anonymous mode).
-        gallery: the gallery SQLite file (created if missing); None disables the gallery
+        gallery: the gallery SQLite file (created if missing), or a PostgreSQL URL
+            ``postgresql://...`` shared by several instances; None disables the gallery
             endpoints (503).
         feedback: the feedback SQLite file; None = ``GALLERY.feedback.sqlite`` (or no
-            feedback endpoint when there is no gallery either).
+            feedback endpoint when there is no gallery file either, e.g. a PostgreSQL gallery).
         limits: request / image / batch limits.
         public_metrics: serve ``/metrics`` without a key (True) or only to read keys.
         max_inference: concurrent decode + embed jobs (default: the CPU count).
@@ -36,7 +37,7 @@ class ServiceSettings:
 
     model: Path
     keys: Path | KeyStore
-    gallery: Path | None = None
+    gallery: Path | str | None = None
     feedback: Path | None = None
     limits: Limits = field(default_factory=Limits)
     public_metrics: bool = True

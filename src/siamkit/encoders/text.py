@@ -47,6 +47,7 @@ def require_transformers() -> Any:
             "text models need the 'text' extra: pip install 'siamkit[text]' (transformers is not installed)"
         ) from None
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 

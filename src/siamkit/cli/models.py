@@ -50,18 +50,25 @@ def summary(
 @clean_errors
 def compare(
     model: Path = MODEL_DIR,
-    image_a: Path = typer.Argument(..., help="First image."),
-    image_b: Path = typer.Argument(..., help="Second image."),
+    image_a: str = typer.Argument(..., help="First image (or text, when MODEL is a text model)."),
+    image_b: str = typer.Argument(..., help="Second image (or text)."),
     as_json: bool = JSON_OUT,
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
 ) -> None:
-    """Distance (lower = closer) and similarity score (higher = more similar) of two images."""
+    """Distance (lower = closer) and similarity score (higher = more similar) of two images
+    (or the cosine similarity of two texts, for a text model)."""
+    from ..text.model import is_text_model
+
+    if runtime == "torch" and is_text_model(model):
+        from .text import compare_text
+
+        return compare_text(model, image_a, image_b, as_json=as_json)
     if runtime == "onnx":
-        r = _compare_onnx(model, image_a, image_b)
+        r = _compare_onnx(model, Path(image_a), Path(image_b))
     elif runtime == "torch":
         from ..verify import compare_files
 
-        r = compare_files(model, image_a, image_b)
+        r = compare_files(model, Path(image_a), Path(image_b))
     else:
         fail(f"--runtime must be torch or onnx, got {runtime!r}")
     if as_json:
@@ -192,7 +199,12 @@ def evaluate(
     from ..calibration import Calibrator
     from ..evaluation.report import write_report
     from ..io import load_model
+    from ..text.model import is_text_model
 
+    if is_text_model(model):
+        from .text import evaluate_text
+
+        return evaluate_text(model, data, out)
     if k_shot < 1:
         fail(f"--k-shot must be >= 1, got {k_shot}")
     net = load_model(model)

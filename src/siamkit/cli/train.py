@@ -118,6 +118,7 @@ def _print_result(result: Any, out: Path) -> None:
 
 @clean_errors
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder of images per class."),
     out: Path = typer.Option(Path("runs/train"), help="Output folder: model/, checkpoint/, metrics.jsonl."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its saved options."),
@@ -153,7 +154,9 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
-    task: str = typer.Option("classes", help="classes (one sub-folder per class) or signatures-genuine (WRITER/genuine only; forgeries are not loaded)."),
+    task: str = typer.Option("classes", help="classes (one sub-folder per class), signatures-genuine (WRITER/genuine only; forgeries are not loaded) or text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--task text: a pretrained sentence encoder (local folder or hub name) to fine-tune; default: a from-scratch twin."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="--task text: the most tokens per text (default 128)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
@@ -168,10 +171,14 @@ def train(
     line with its loss, validation ROC AUC and health (probe distances, active triplets,
     spread, effective rank, gradient norm); alarms (collapse, no active triplets, below
     raw pixels) are printed as warnings with their likely fix."""
+    setup_logging(verbose)
+    if task == "text":
+        from .text import train_text_from_train_options
+
+        return train_text_from_train_options(ctx)
     from ..training import TrainConfig, fit
     from ..training.health import summarize
 
-    setup_logging(verbose)
     if data is None:
         fail("--data is required: a folder with one sub-folder of images per class")
     if val_data is not None and val_classes is not None:

@@ -118,6 +118,18 @@ class RNNEncoder(_SequenceInput):
         self.embedding_dim = int(embedding_dim or pooled)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed a padded batch.
+
+        Args:
+            x: (B, L) token ids (0 = padding) or (B, L, F) features (all-NaN rows = padding).
+            mask: (B, L) True at real steps, overriding the padding rule (right padding).
+
+        Shapes:
+            x (B, L) or (B, L, F), mask (B, L) -> (B, embedding_dim).
+
+        Returns:
+            The embeddings.
+        """
         h, m = self._embed_input(x, mask)
         lengths = m.sum(dim=1).clamp_min(1).cpu()
         packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
@@ -217,6 +229,15 @@ class TransformerSeqEncoder(_SequenceInput):
         self.embedding_dim = int(embedding_dim or width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over the real steps (padded keys masked), then CLS or masked-mean pooling.
+
+        Args:
+            x: token ids or NaN-padded features, as :meth:`RNNEncoder.forward`.
+            mask: True at real steps (None: from the padding).
+
+        Returns:
+            (B, embedding_dim) embeddings.
+        """
         h, m = self._embed_input(x, mask)
         if h.shape[1] > self.max_len:
             raise DataError(f"sequences of {h.shape[1]} steps are longer than max_len={self.max_len}")

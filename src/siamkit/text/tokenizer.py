@@ -156,17 +156,14 @@ class PretrainedTokenizer:
         self.tokenizer = tokenizer
 
     def __call__(self, texts: Sequence[str], *, max_length: int) -> torch.Tensor:
-        """Token ids of ``texts`` (special tokens added), truncated to ``max_length``.
+        """The transformers tokenizer's padded ids (B, L), special tokens added.
 
         Args:
             texts: the texts.
-            max_length: the most ids per text.
-
-        Shapes:
-            -> (B, L).
+            max_length: truncate to this many ids.
 
         Returns:
-            Padded int64 ids (padding = the tokenizer's pad id).
+            int64 ids, padded with the tokenizer's pad id.
         """
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return enc["input_ids"]

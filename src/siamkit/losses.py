@@ -35,6 +35,11 @@ __all__ = [
     "binary_pair_loss",
     "multiple_negatives_ranking_loss",
     "normalized_softmax_loss",
+    "cosent_loss",
+    "angle_loss",
+    "angle_similarity",
+    "SCORED_PAIR_LOSSES",
+    "cosine_similarity_loss",
     "pair_distances",
     "LOSSES",
 ]
@@ -328,4 +333,120 @@ def normalized_softmax_loss(
     return F.cross_entropy(scale * cos, labels)
 
 
+def _check_scored_pairs(e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    _check_embeddings(e1)
+    if e1.shape != e2.shape:
+        raise ValueError(f"e1 {tuple(e1.shape)} and e2 {tuple(e2.shape)} differ in shape")
+    scores = torch.as_tensor(scores, device=e1.device)
+    if scores.shape != (e1.shape[0],):
+        raise ValueError(f"scores must have shape ({e1.shape[0]},), got {tuple(scores.shape)}")
+    return scores.to(e1.dtype)
+
+
+def _ranked_pair_loss(sim: torch.Tensor, scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """``log(1 + sum over (i, j) with scores[i] > scores[j] of exp(scale * (sim[j] - sim[i])))``."""
+    diff = scale * (sim[None, :] - sim[:, None])  # [i, j] = s * (sim_j - sim_i)
+    higher = scores[:, None] > scores[None, :]
+    diff = diff.masked_fill(~higher, float("-inf"))
+    zero = torch.zeros(1, dtype=sim.dtype, device=sim.device)
+    return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)
+
+
+def cosent_loss(e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor, *, scale: float = 20.0) -> torch.Tensor:
+    """CoSENT (Su 2022): every pair scored higher must have the higher cosine.
+
+    ``log(1 + sum_{(i, j): score_i > score_j} exp(scale * (cos_j - cos_i)))`` over the
+    batch's pairs; only the order of the scores matters, not their scale.
+
+    Args:
+        e1: the first embedding of each pair.
+        e2: the second embedding of each pair.
+        scores: the graded similarity of each pair (any scale; higher = more similar).
+        scale: the inverse temperature (20 in the paper and sentence-transformers).
+
+    Shapes:
+        e1 (N, D), e2 (N, D), scores (N,) -> ().
+
+    Returns:
+        The loss (0 with a gradient when no two scores differ).
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    scores = _check_scored_pairs(e1, e2, scores)
+    if e1.shape[0] == 0:
+        return _zero(e1) + _zero(e2)
+    return _ranked_pair_loss(F.cosine_similarity(e1, e2, dim=1), scores, scale)
+
+
+def angle_similarity(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+    """AnglE's angle similarity: each embedding's halves are the real and imaginary parts
+    of complex vectors; the (absolute) sum of the normalised complex quotient e1 / e2.
+
+    Args:
+        e1: first embeddings (D even).
+        e2: second embeddings.
+
+    Shapes:
+        e1 (N, D), e2 (N, D) -> (N,).
+
+    Returns:
+        The similarity per pair (higher = closer in angle).
+    """
+    if e1.shape[1] % 2:
+        raise ValueError(f"AnglE needs an even embedding size, got {e1.shape[1]}")
+    a, b = torch.chunk(e1, 2, dim=1)
+    c, d = torch.chunk(e2, 2, dim=1)
+    z = (c**2 + d**2).sum(dim=1, keepdim=True)
+    re = (a * c + b * d) / z
+    im = (b * c - a * d) / z
+    ratio = (a**2 + b**2).sum(dim=1, keepdim=True).sqrt() / z.sqrt()
+    return (torch.cat([re, im], dim=1) / ratio).sum(dim=1).abs()
+
+
+def angle_loss(e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor, *, scale: float = 20.0) -> torch.Tensor:
+    """AnglE (Li and Li 2023): CoSENT's ranking objective on :func:`angle_similarity`
+    instead of the cosine (its gradient does not vanish where the cosine saturates).
+
+    Args:
+        e1: the first embedding of each pair (D even).
+        e2: the second embedding of each pair.
+        scores: the graded similarity of each pair (higher = more similar).
+        scale: the inverse temperature.
+
+    Shapes:
+        e1 (N, D), e2 (N, D), scores (N,) -> ().
+
+    Returns:
+        The loss (0 with a gradient when no two scores differ).
+    """
+    scores = _check_scored_pairs(e1, e2, scores)
+    if e1.shape[0] == 0:
+        return _zero(e1) + _zero(e2)
+    return _ranked_pair_loss(angle_similarity(e1, e2), scores, scale)
+
+
+def cosine_similarity_loss(e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity regression: the mean squared error between each pair's cosine
+    and its score (scores in [-1, 1], usually the graded score scaled to [0, 1]).
+
+    Args:
+        e1: the first embedding of each pair.
+        e2: the second embedding of each pair.
+        scores: the target cosine of each pair.
+
+    Shapes:
+        e1 (N, D), e2 (N, D), scores (N,) -> ().
+
+    Returns:
+        The mean squared error (0 with a gradient for an empty batch).
+    """
+    scores = _check_scored_pairs(e1, e2, scores)
+    if e1.shape[0] == 0:
+        return _zero(e1) + _zero(e2)
+    return F.mse_loss(F.cosine_similarity(e1, e2, dim=1), scores)
+
+
 LOSSES = ("contrastive", "triplet", "binary", "mnr", "normsoftmax")
+#: losses of pairs with a graded score (text twins)
+SCORED_PAIR_LOSSES = ("cosent", "angle", "cosine")

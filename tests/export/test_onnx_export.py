@@ -34,6 +34,8 @@ CONFIGS = {
     "conv4-head": (dict(in_channels=1, width=16), (1, 28, 28), "euclidean", False, "l1"),
     "resnet": (dict(in_channels=3, widths=(8, 8, 16, 16), embedding_dim=16), (3, 32, 32), "cosine", False, None),
     "mlp": (dict(in_features=12, embedding_dim=8, hidden=(16,)), (12,), "sqeuclidean", False, None),
+    # the GRU sequence encoder on float feature sequences (10 steps x 3 features)
+    "rnn": (dict(in_features=3, input_dim=8, hidden=6), (10, 3), "cosine", True, None),
 }
 
 
@@ -57,7 +59,9 @@ def make_model(tmp_path: Path, name: str, seed: int = 0) -> tuple[Path, SiameseN
 
 
 def test_every_registered_encoder_is_covered() -> None:
-    assert set(list_encoders()) <= set(CONFIGS)
+    # not exported to ONNX yet: hf_text takes integer token ids; transformer_seq runs torch's
+    # fused encoder-layer kernel in eval mode, which the exporter refuses (a clear ExportError)
+    assert set(list_encoders()) - {"hf_text", "transformer_seq"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

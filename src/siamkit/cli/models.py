@@ -50,26 +50,32 @@ def summary(
 @clean_errors
 def compare(
     model: Path = MODEL_DIR,
-    image_a: Optional[Path] = typer.Argument(None, help="First image."),
-    image_b: Optional[Path] = typer.Argument(None, help="Second image."),
+    image_a: Optional[str] = typer.Argument(None, help="First image (or text, when MODEL is a text model)."),
+    image_b: Optional[str] = typer.Argument(None, help="Second image (or text)."),
     as_json: bool = JSON_OUT,
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A CSV of path_a,path_b (optional same): one decision per line, and a warning when the pairs look unlike the calibration's data."),
 ) -> None:
     """Distance (lower = closer) and similarity score (higher = more similar) of two images
-    (or of every pair of a CSV with --batch)."""
+    (or of every pair of a CSV with --batch; or the cosine similarity of two texts, for a text model)."""
     if batch is not None or image_a is None or image_b is None:
         from .calibration import compare_batch
 
         if batch is None or image_a is not None or runtime != "torch":
             fail("give two images, or --batch pairs.csv alone (torch runtime)")
         return compare_batch(model, batch, as_json)
+    from ..text.model import is_text_model
+
+    if runtime == "torch" and is_text_model(model):
+        from .text import compare_text
+
+        return compare_text(model, image_a, image_b, as_json=as_json)
     if runtime == "onnx":
-        r = _compare_onnx(model, image_a, image_b)
+        r = _compare_onnx(model, Path(image_a), Path(image_b))
     elif runtime == "torch":
         from ..verify import compare_files
 
-        r = compare_files(model, image_a, image_b)
+        r = compare_files(model, Path(image_a), Path(image_b))
     else:
         fail(f"--runtime must be torch or onnx, got {runtime!r}")
     if as_json:
@@ -208,7 +214,12 @@ def evaluate(
     from ..calibration import Calibrator
     from ..evaluation.report import write_report
     from ..io import load_model
+    from ..text.model import is_text_model
 
+    if is_text_model(model):
+        from .text import evaluate_text
+
+        return evaluate_text(model, data, out)
     if k_shot < 1:
         fail(f"--k-shot must be >= 1, got {k_shot}")
     net = load_model(model)

@@ -236,7 +236,9 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
-    task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded)."),
+    task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded); text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--task text: a pretrained sentence encoder (local folder or hub name) to fine-tune; default: a from-scratch twin."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="--task text: the most tokens per text (default 128)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
     tie_break: str = typer.Option("earlier", help="Which epoch a validation tie keeps: earlier or later."),
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
@@ -249,15 +251,21 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each epoch."),
 ) -> None:
     """Train on a folder of images laid out one sub-folder per class, from a recipe
-    (--recipe) or the options. Every epoch prints a line with its loss, validation ROC AUC
-    and health (probe distances, active triplets, spread, effective rank, gradient norm);
-    alarms (collapse, no active triplets, below raw pixels) are printed as warnings with
-    their likely fix."""
+    (--recipe) or the options (or, with --task text, on text pairs). Every epoch prints a
+    line with its loss, validation ROC AUC and health (probe distances, active triplets,
+    spread, effective rank, gradient norm); alarms (collapse, no active triplets, below raw
+    pixels) are printed as warnings with their likely fix."""
+    setup_logging(verbose)
+    from ..training.recipes import recipe_task
+
+    if task == "text" or (recipe is not None and recipe_task(recipe) == "text"):
+        from .text import train_text_from_train_options
+
+        return train_text_from_train_options(ctx, recipe if recipe is not None and recipe_task(recipe) == "text" else None)
     from ..training import fit
     from ..training.distributed import init_from_env
     from ..training.health import summarize
 
-    setup_logging(verbose)
     env = init_from_env()  # under torchrun: join the process group; rank 0 prints and writes
     if env is not None and not env.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the other ranks train silently until they exit

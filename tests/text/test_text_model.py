@@ -1,0 +1,117 @@
+"""TextTwin on a tiny random BERT and on the from-scratch word twins: encode, save /
+load offline (safetensors + JSON), training with the graded-score losses lowers the
+loss, the best validation epoch is kept, binary pairs train with mnr / contrastive."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from siamkit.data.text import read_pair_csv
+from siamkit.errors import DataError, ModelFileError
+from siamkit.text import TextTwin, WordTokenizer, is_text_model, pretrained_twin, scratch_twin
+from siamkit.training.text import TextTrainConfig, fit_text_pairs, text_pair_loss
+from tests.text.conftest import PAIRS
+
+
+def test_pretrained_twin_encodes_and_round_trips_offline(tiny_bert, tmp_path, monkeypatch):
+    twin = pretrained_twin(str(tiny_bert), max_length=16)
+    assert twin.network.embedding_dim == 32 and twin.network.encoder.pooling == "mean"
+    texts = ["a man is playing guitar", "a dog runs", "the red car drives fast on the park"]
+    e = twin.encode(texts, batch_size=2)
+    assert e.shape == (3, 32) and torch.isfinite(e).all()
+    # batching and length sorting do not change an embedding
+    torch.testing.assert_close(e[1:2], twin.encode(["a dog runs"]), rtol=1e-5, atol=1e-6)
+    twin.save(tmp_path / "m")
+    assert is_text_model(tmp_path / "m") and not is_text_model(tmp_path)
+    files = sorted(p.name for p in (tmp_path / "m").rglob("*") if p.is_file())
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["extra"]["text"] == {"tokenizer": "pretrained", "max_length": 16, "pretrained": str(tiny_bert)}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the original folder is not needed to load
+    moved = tmp_path / "gone"
+    tiny_bert.rename(moved)
+    try:
+        back = TextTwin.load(tmp_path / "m")
+    finally:
+        moved.rename(tiny_bert)
+    torch.testing.assert_close(back.encode(texts), e, rtol=1e-5, atol=1e-6)
+    sim = back.similarity(texts[:2], texts[1:])
+    assert sim.shape == (2,) and np.all(np.abs(sim) <= 1 + 1e-6)
+    with pytest.raises(DataError):
+        back.similarity(texts, texts[:1])
+
+
+def test_truncation_at_max_length(tiny_bert):
+    twin = pretrained_twin(str(tiny_bert), max_length=5)
+    assert twin.tokenize(["a man is playing guitar on the table in the park"]).shape[1] == 5
+
+
+def test_loading_refuses_non_text_and_damaged_folders(tiny_bert, tmp_path):
+    with pytest.raises(ModelFileError):
+        TextTwin.load(tmp_path / "missing")
+    twin = scratch_twin(["a b c"], encoder="rnn", embedding_dim=8)
+    twin.save(tmp_path / "w")
+    (tmp_path / "w" / "tokenizer.json").write_text("{}")
+    with pytest.raises(ModelFileError):
+        TextTwin.load(tmp_path / "w")
+
+
+@pytest.mark.parametrize("loss", ["cosent", "angle", "cosine"])
+def test_fine_tuning_with_graded_losses_fits_the_training_pairs(tiny_bert, sts_csv, tmp_path, loss):
+    pairs = read_pair_csv(sts_csv)
+    twin = pretrained_twin(str(tiny_bert), max_length=16)
+    config = TextTrainConfig(loss=loss, epochs=10, batch_size=8, lr=2e-3, warmup=0.1)
+    history = fit_text_pairs(twin, pairs, config=config, val=pairs, out_dir=tmp_path, progress=False)
+    assert len(history) == 10 and history[-1]["loss"] < history[0]["loss"]
+    best = max(h["val_score"] for h in history)
+    assert best > 0.5  # Spearman on the pairs it learnt
+    back = TextTwin.load(tmp_path / "model")
+    from siamkit.evaluation.text import text_pair_metrics
+
+    assert text_pair_metrics(back.similarity(pairs.texts_a, pairs.texts_b), pairs)["spearman"] == pytest.approx(best)
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "transformer_seq"])
+def test_scratch_twins_learn_and_save_their_vocabulary(sts_csv, tmp_path, encoder):
+    pairs = read_pair_csv(sts_csv)
+    twin = scratch_twin(pairs.texts_a + pairs.texts_b, encoder=encoder, embedding_dim=16, max_length=12)
+    assert isinstance(twin.tokenizer, WordTokenizer) and twin.tokenizer.vocab_size > 10
+    history = fit_text_pairs(twin, pairs, config=TextTrainConfig(epochs=8, batch_size=8, lr=3e-3, warmup=0.0),
+                             progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    twin.save(tmp_path / "s")
+    back = TextTwin.load(tmp_path / "s")
+    assert back.tokenizer.vocab_ == twin.tokenizer.vocab_
+    torch.testing.assert_close(back.encode(["a man is playing guitar"]), twin.encode(["a man is playing guitar"]))
+
+
+def test_word_tokenizer():
+    tok = WordTokenizer(max_vocab=6).fit(["b a, a", "a c"])
+    assert tok.vocab_ == {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "a": 3, ",": 4, "b": 5}
+    ids = tok(["a zzz", ""], max_length=8)
+    assert ids.tolist() == [[2, 3, 1], [2, 0, 0]]
+    assert tok(["a a a a"], max_length=3).tolist() == [[2, 3, 3]]
+
+
+def test_binary_losses_and_bad_combinations():
+    e1, e2 = torch.randn(6, 8), torch.randn(6, 8)
+    labels = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    for loss in ("mnr", "contrastive", "cosent"):
+        out = text_pair_loss(e1, e2, labels, TextTrainConfig(loss=loss), binary=True)
+        assert torch.isfinite(out) and out.item() > 0
+    with pytest.raises(DataError, match="binary"):
+        text_pair_loss(e1, e2, labels, TextTrainConfig(loss="contrastive"), binary=False)
+    with pytest.raises(DataError, match="loss"):
+        TextTrainConfig(loss="triplet")
+
+
+def test_too_few_pairs(tiny_bert, sts_csv):
+    pairs = read_pair_csv(sts_csv)
+    twin = scratch_twin(pairs.texts_a, embedding_dim=8)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        fit_text_pairs(twin, pairs.subset(np.arange(3)), config=TextTrainConfig(batch_size=8), progress=False)

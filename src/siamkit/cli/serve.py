@@ -42,17 +42,28 @@ def serve(
     rate_per_key: float = typer.Option(50.0, help="Requests per second one API key may make, then 429 + Retry-After (0: no limit)."),
     rate_per_client: float = typer.Option(100.0, help="Requests per second one client address may make (0: no limit)."),
     rate_burst: float = typer.Option(2.0, help="Bursts above the rate, in seconds of it (the bucket holds rate x this)."),
+    timeout_headers: float = typer.Option(
+        10.0, help="A client must send a request's headers within this many seconds of starting it, else 408 / closed."
+    ),
+    timeout_body: float = typer.Option(
+        30.0, help="A client must send a request's body within this many seconds of its headers, else 408 / closed."
+    ),
+    max_connections: int = typer.Option(
+        256, help="Open connections at most; beyond it the one waiting longest for a request is closed."
+    ),
 ) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
 
     from ..service.app import ServiceSettings, create_app
+    from ..service.connections import ConnectionLimits, protocol_class
     from ..service.images import Limits
 
     _check_options(port=port, max_request_mb=max_request_mb, max_image_mb=max_image_mb, max_pixels=max_pixels,
                    max_batch=max_batch, max_inference=max_inference, torch_threads=torch_threads,
                    timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency, log_level=log_level,
-                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst)
+                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst,
+                   timeout_headers=timeout_headers, timeout_body=timeout_body, max_connections=max_connections)
     if torch_threads is not None:
         import torch
 
@@ -74,6 +85,8 @@ def serve(
     config = uvicorn.Config(
         app, log_level=log_level, workers=1, server_header=False, access_log=True,
         timeout_keep_alive=max(1, math.ceil(timeout_keep_alive)), limit_concurrency=limit_concurrency,
+        http=protocol_class(ConnectionLimits(timeout_headers=timeout_headers, timeout_body=timeout_body,
+                                             max_connections=max_connections)),
     )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
@@ -86,11 +99,11 @@ def _check_options(**opts: Any) -> None:
     for name in ("rate_per_key", "rate_per_client"):
         if not (math.isfinite(opts[name]) and opts[name] >= 0):
             raise SiamkitError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit), got {opts[name]}")
-    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst"):
+    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst", "timeout_headers", "timeout_body"):
         v = opts[name]
         if not (math.isfinite(v) and v > 0):
             raise SiamkitError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
-    for name in ("max_pixels", "max_batch", "max_inference", "torch_threads", "limit_concurrency"):
+    for name in ("max_pixels", "max_batch", "max_inference", "torch_threads", "limit_concurrency", "max_connections"):
         v = opts[name]
         if v is not None and v < 1:
             raise SiamkitError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")

@@ -56,8 +56,8 @@ from siamkit.verify import Verifier
 
 EXPECTED: dict[str, set[int]] = {
     "verify": {200}, "identify": {200}, "get": {200}, "list": {200}, "enrol": {201}, "delete": {200},
-    "feedback": {201}, "bad_image": {400, 413, 415, 422}, "bad_json": {400, 422}, "wrong_secret": {401},
-    "unknown_key": {401}, "no_key": {401}, "read_enrol": {403},
+    "feedback": {201}, "bad_image": {400, 413, 415, 422}, "bad_json": {400, 422}, "wrong_secret": {401, 429},
+    "unknown_key": {401, 429}, "no_key": {401}, "read_enrol": {403},
 }
 WEIGHTS = {
     "verify": 24, "identify": 24, "get": 5, "list": 3, "enrol": 9, "delete": 9, "feedback": 4,

@@ -195,3 +195,16 @@ def test_connections_are_capped_by_closing_the_longest_waiting(tmp_path: Path) -
             s.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("option,value", [("--timeout-headers", "0"), ("--timeout-body", "nan"), ("--timeout-body", "-1"),
+                                          ("--max-connections", "0"), ("--auth-rate", "-1")])
+def test_bad_connection_options_exit_2_with_one_line(option: str, value: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from siamkit.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--keys", str(tmp_path / "k.json"), option, value])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0]

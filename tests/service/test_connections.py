@@ -127,6 +127,11 @@ def test_connection_limits_and_protocol_class() -> None:
     cls = protocol_class(ConnectionLimits(timeout_headers=3, timeout_body=4, max_connections=5))
     assert cls.limits == ConnectionLimits(3, 4, 5)
     assert protocol_class(ConnectionLimits()).limits.max_connections == 256  # each call its own class
+    from uvicorn.importer import import_from_string
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    plain = import_from_string("siamkit.service.connections:GuardedH11Protocol")  # uvicorn --http ...
+    assert issubclass(plain, H11Protocol) and plain.limits == ConnectionLimits()
 
 
 @pytest.mark.parametrize("with_key", [True, False])

@@ -25,6 +25,9 @@ with one deadline per phase of a request, read from h11's state machine:
 When a new connection takes the count over ``max_connections``, the connection that has
 waited longest for a request head (idle or slow headers) is closed to make room; when
 every connection has a request in flight, the new one is closed instead.
+
+``siamkit serve`` passes ``protocol_class(ConnectionLimits(...))`` from its options; under
+plain uvicorn, ``--http siamkit.service.connections:GuardedH11Protocol`` gives the defaults.
 """
 
 from __future__ import annotations

@@ -184,6 +184,8 @@ async def worker(client: Any, t: Traffic, w: int, deadline: float) -> None:
             t.record(kind, f"error:{type(e).__name__}", f"{e!r} after {time.perf_counter() - t0:.1f} s")
             if name is not None:
                 t.uncertain.add(name)
+                if kind == "delete":  # it may have been deleted: never ask again (that would be a 404)
+                    owned.pop(0)
             continue
         t.latency_ms.append((time.perf_counter() - t0) * 1000)
         t.record(kind, r.status_code, r.text if r.status_code not in EXPECTED[kind] else "")

@@ -43,8 +43,8 @@ def serve(
     rate_per_client: float = typer.Option(100.0, help="Requests per second one client address may make (0: no limit)."),
     rate_burst: float = typer.Option(2.0, help="Bursts above the rate, in seconds of it (the bucket holds rate x this)."),
     auth_rate: float = typer.Option(
-        5.0, help="Checks of keys not seen before (scrypt, ~30 ms of CPU each) per second per client address and per key "
-        "id, 4x that in all, then 429 (0: no limit). Keys already verified are not counted."
+        5.0, help="Failed key checks (scrypt, ~30 ms of CPU each) per second per client address and per key id, 4x "
+        "that in all; past it, keys not verified before get 429 (0: no limit). Verified keys are never refused."
     ),
     timeout_headers: float = typer.Option(
         10.0, help="A client must send a request's headers within this many seconds of starting it, else 408 / closed."

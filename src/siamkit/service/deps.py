@@ -242,7 +242,7 @@ def principal(
         return done
     key = api_key or (creds.credentials if creds is not None else None)
     state = get_state(request)
-    p = state.keys.authenticate(key, before_kdf=_kdf_gate(state, request)) if key else None
+    p = state.keys.authenticate(key, **_kdf_gate(state, request)) if key else None
     if p is None:
         raise ApiError(
             401, "unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)",
@@ -251,19 +251,21 @@ def principal(
     return p
 
 
-def _kdf_gate(state: ServiceState, request: Request) -> Callable[[str], None] | None:
-    """The check run before a slow key check: 429 past the :class:`~.ratelimit.KdfGate`."""
+def _kdf_gate(state: ServiceState, request: Request) -> dict[str, Callable[[str], None]]:
+    """The hooks of ``KeyStore.authenticate`` for the :class:`~.ratelimit.KdfGate`: 429
+    before a slow key check past it, a failed check charged to it."""
     gate = state.kdf_gate
     if gate is None:
-        return None
+        return {}
+    client = request.client.host if request.client else "?"
 
-    def check(key_id: str) -> None:
-        wait = gate.admit(request.client.host if request.client else "?", key_id)
+    def before(key_id: str) -> None:
+        wait = gate.wait(client, key_id)
         if wait > 0.0:
-            raise ApiError(429, "rate_limited", "too many checks of keys not seen before; retry after the Retry-After seconds",
+            raise ApiError(429, "rate_limited", "too many failed key checks; retry after the Retry-After seconds",
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
-    return check
+    return {"before_kdf": before, "on_failure": lambda key_id: gate.failed(client, key_id)}
 
 
 def require(role: str) -> Callable[..., Principal]:

@@ -13,11 +13,12 @@ bounds those. ``/healthz`` is not limited. Buckets live in a bounded LRU table.
 
 :class:`KdfGate` bounds the one expensive refusal: a key that is not in the key store's
 cache costs a scrypt (~30 ms of CPU) whether it is right or wrong, and random secrets
-for a real (public) key id are never cached. The gate allows ``rate`` such checks per
-second per client address and per key id, and 4x that in all; beyond it the request
-is answered 429 without running the KDF. A key already verified is answered from the
-cache and never reaches the gate, so a flood of wrong secrets for a key id does not lock
-out the key's owner.
+for a real (public) key id are never cached. The gate counts the checks that *failed*:
+``rate`` per second per client address and per key id, 4x that in all; past it, a key
+not seen before is answered 429 without running the KDF. A key already verified is
+answered from the cache and never reaches the gate (so a flood of wrong secrets for a
+key id does not lock out its owner), and right keys are never charged (so a client
+opening many connections to a cold server is not refused).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class RateLimiter:
 
 
 class KdfGate:
-    """How many slow key checks (scrypt) run per client address, per key id and in all.
+    """How many failed slow key checks (scrypt) a client address, a key id and everyone may make.
 
     Args:
         rate: checks per second per client address and per key id (4x that in all).
@@ -93,26 +94,32 @@ class KdfGate:
     def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._buckets = (RateLimiter(rate, burst, clock=clock), RateLimiter(rate, burst, clock=clock),
                          RateLimiter(4 * rate, 4 * burst, clock=clock))
-        self._lock = threading.Lock()
 
-    def admit(self, client: str, key_id: str) -> float:
-        """Take one check for ``client`` and ``key_id``: 0.0 when granted, else the seconds
-        until all three buckets have one (nothing is taken).
+    def wait(self, client: str, key_id: str) -> float:
+        """The seconds until ``client`` and ``key_id`` may have a key checked (0.0: now).
 
         Args:
             client: the client's address.
             key_id: the presented key id.
 
         Returns:
-            0.0 (go ahead and run the KDF) or the seconds to wait.
+            0.0 (go ahead and run the KDF) or the seconds to wait; nothing is taken.
         """
-        names = (f"c:{client}", f"k:{key_id}", "all")
-        with self._lock:
-            wait = max(b.wait(n) for b, n in zip(self._buckets, names))
-            if wait == 0.0:
-                for b, n in zip(self._buckets, names):
-                    b.take(n)
-        return wait
+        return max(b.wait(n) for b, n in zip(self._buckets, self._names(client, key_id)))
+
+    def failed(self, client: str, key_id: str) -> None:
+        """Charge one failed check to ``client``, ``key_id`` and the total.
+
+        Args:
+            client: the client's address.
+            key_id: the presented key id.
+        """
+        for b, n in zip(self._buckets, self._names(client, key_id)):
+            b.take(n)
+
+    @staticmethod
+    def _names(client: str, key_id: str) -> tuple[str, str, str]:
+        return (f"c:{client}", f"k:{key_id}", "all")
 
 
 class RateLimitMiddleware:

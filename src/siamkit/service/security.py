@@ -254,13 +254,16 @@ class KeyStore:
 
     # ----------------------------------------------------------------- checking
 
-    def authenticate(self, key: str | None, *, before_kdf: Callable[[str], None] | None = None) -> Principal | None:
+    def authenticate(
+        self, key: str | None, *, before_kdf: Callable[[str], None] | None = None, on_failure: Callable[[str], None] | None = None
+    ) -> Principal | None:
         """The principal of a presented key, or None (missing, malformed, unknown, wrong).
 
         Args:
             key: the presented key.
             before_kdf: called with the key id just before the (slow) KDF runs, i.e. for
                 a key in neither cache; it may raise to refuse the check (a rate limit).
+            on_failure: called with the key id when the KDF refused the key.
 
         Returns:
             The key's principal, or None.
@@ -289,6 +292,8 @@ class KeyStore:
         check = rec if rec is not None else self._dummy
         ok = hmac.compare_digest(hash_secret(secret, check.salt, **check.kdf), check.hash) and rec is not None
         if not ok:
+            if on_failure is not None:
+                on_failure(key_id)
             with self._lock:
                 self._failed[tag] = now
                 self._failed.move_to_end(tag)

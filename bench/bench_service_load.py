@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -99,6 +99,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_server(model: Path, keys: Path, gallery: Path, extra: Sequence[str] = (), stderr: Any = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+    """Start ``siamkit serve`` (torch 1 thread, 2 inference jobs) on a free loopback port and
+    wait for ``/healthz``; (the process, its base URL). ``extra``: more ``serve`` options."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(keys), "--gallery", str(gallery),
+         "--port", str(port), "--torch-threads", "1", "--max-inference", "2", "--log-level", "warning", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+    )
+    url = f"http://{HOST}:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
 async def load(url: str, endpoint: str, key: str, images: list[bytes], concurrency: int, n_requests: int) -> dict[str, Any]:
     import httpx
 
@@ -152,25 +175,8 @@ def main() -> None:
         root = Path(tmp)
         model, gallery, key = build(root, args.identities, images)
         lib = library_rates(model, gallery, images)
-        port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(root / "keys.json"),
-             "--gallery", str(gallery), "--port", str(port), "--torch-threads", "1", "--max-inference", "2", "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        url = f"http://{HOST}:{port}"
+        proc, url = start_server(model, root / "keys.json", gallery)
         try:
-            import httpx
-
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            else:
-                raise SystemExit("the server did not start")
             rows = []
             for endpoint in ("verify", "identify"):
                 for c in (int(x) for x in args.concurrency.split(",")):

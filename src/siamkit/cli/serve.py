@@ -46,17 +46,32 @@ def serve(
     rate_per_key: float = typer.Option(50.0, help="Requests per second one API key may make, then 429 + Retry-After (0: no limit)."),
     rate_per_client: float = typer.Option(100.0, help="Requests per second one client address may make (0: no limit)."),
     rate_burst: float = typer.Option(2.0, help="Bursts above the rate, in seconds of it (the bucket holds rate x this)."),
+    auth_rate: float = typer.Option(
+        5.0, help="Failed key checks (scrypt, ~30 ms of CPU each) per second per client address and per key id, 4x "
+        "that in all; past it, keys not verified before get 429 (0: no limit). Verified keys are never refused."
+    ),
+    timeout_headers: float = typer.Option(
+        10.0, help="A client must send a request's headers within this many seconds of starting it, else 408 / closed."
+    ),
+    timeout_body: float = typer.Option(
+        30.0, help="A client must send a request's body within this many seconds of its headers, else 408 / closed."
+    ),
+    max_connections: int = typer.Option(
+        256, help="Open connections at most; beyond it the one waiting longest for a request is closed."
+    ),
 ) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
 
     from ..service.app import ServiceSettings, create_app
+    from ..service.connections import ConnectionLimits, protocol_class
     from ..service.images import Limits
 
     _check_options(port=port, max_request_mb=max_request_mb, max_image_mb=max_image_mb, max_pixels=max_pixels,
                    max_batch=max_batch, max_inference=max_inference, torch_threads=torch_threads,
                    timeout_keep_alive=timeout_keep_alive, limit_concurrency=limit_concurrency, log_level=log_level,
-                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst)
+                   rate_per_key=rate_per_key, rate_per_client=rate_per_client, rate_burst=rate_burst, auth_rate=auth_rate,
+                   timeout_headers=timeout_headers, timeout_body=timeout_body, max_connections=max_connections)
     if torch_threads is not None:
         import torch
 
@@ -70,6 +85,7 @@ def serve(
             model=model, keys=keys, gallery=gallery, feedback=feedback, limits=limits,
             public_metrics=not private_metrics, max_inference=max_inference, index=index,
             rate_per_key=rate_per_key or None, rate_per_client=rate_per_client or None, rate_burst=rate_burst,
+            auth_rate=auth_rate or None,
         )
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -78,6 +94,8 @@ def serve(
     config = uvicorn.Config(
         app, log_level=log_level, workers=1, server_header=False, access_log=True,
         timeout_keep_alive=max(1, math.ceil(timeout_keep_alive)), limit_concurrency=limit_concurrency,
+        http=protocol_class(ConnectionLimits(timeout_headers=timeout_headers, timeout_body=timeout_body,
+                                             max_connections=max_connections)),
     )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
@@ -87,14 +105,14 @@ def _check_options(**opts: Any) -> None:
     """Refuse option values the service cannot run with (exit 2, one ``error:`` line)."""
     if not 0 <= opts["port"] <= 65535:
         raise SiamkitError(f"--port must be in 0..65535, got {opts['port']}")
-    for name in ("rate_per_key", "rate_per_client"):
+    for name in ("rate_per_key", "rate_per_client", "auth_rate"):
         if not (math.isfinite(opts[name]) and opts[name] >= 0):
             raise SiamkitError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit), got {opts[name]}")
-    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst"):
+    for name in ("max_request_mb", "max_image_mb", "timeout_keep_alive", "rate_burst", "timeout_headers", "timeout_body"):
         v = opts[name]
         if not (math.isfinite(v) and v > 0):
             raise SiamkitError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
-    for name in ("max_pixels", "max_batch", "max_inference", "torch_threads", "limit_concurrency"):
+    for name in ("max_pixels", "max_batch", "max_inference", "torch_threads", "limit_concurrency", "max_connections"):
         v = opts[name]
         if v is not None and v < 1:
             raise SiamkitError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -26,6 +27,7 @@ from .errors import ApiError, library_error
 from ..feedback import FeedbackStore, default_feedback_path
 from .images import UploadError, decode_image
 from .metrics import ServiceMetrics
+from .ratelimit import KdfGate
 from .security import KeyStore, Principal
 from .settings import ServiceSettings
 
@@ -79,6 +81,8 @@ class ServiceState:
             raise SiamkitError(f"cannot serve {settings.model}: {e}") from None
         self.fingerprint: str | None = getattr(net, "fingerprint", None)
         self.keys = settings.keys if isinstance(settings.keys, KeyStore) else KeyStore.load(settings.keys)
+        rate = settings.auth_rate
+        self.kdf_gate = None if rate is None else KdfGate(rate, max(1.0, rate * settings.rate_burst))
         if len(self.keys) == 0:
             raise SiamkitError("the keys file holds no key; create one with `siamkit keys add`")
         self.gallery: Gallery | None = None
@@ -238,13 +242,31 @@ def principal(
     if done is not None:  # AuthFirstRoute authenticated this request already
         return done
     key = api_key or (creds.credentials if creds is not None else None)
-    p = get_state(request).keys.authenticate(key) if key else None
+    state = get_state(request)
+    p = state.keys.authenticate(key, **_kdf_gate(state, request)) if key else None
     if p is None:
         raise ApiError(
             401, "unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return p
+
+
+def _kdf_gate(state: ServiceState, request: Request) -> dict[str, Callable[[str], None]]:
+    """The hooks of ``KeyStore.authenticate`` for the :class:`~.ratelimit.KdfGate`: 429
+    before a slow key check past it, a failed check charged to it."""
+    gate = state.kdf_gate
+    if gate is None:
+        return {}
+    client = request.client.host if request.client else "?"
+
+    def before(key_id: str) -> None:
+        wait = gate.wait(client, key_id)
+        if wait > 0.0:
+            raise ApiError(429, "rate_limited", "too many failed key checks; retry after the Retry-After seconds",
+                           headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    return {"before_kdf": before, "on_failure": lambda key_id: gate.failed(client, key_id)}
 
 
 def require(role: str) -> Callable[..., Principal]:

@@ -10,6 +10,15 @@ one token from each of its buckets, else it is answered 429 before the app reads
 key id is read from the header without checking the key (checking costs a scrypt, which
 is what a flood would exploit), so a made-up key id has a bucket too; the client bucket
 bounds those. ``/healthz`` is not limited. Buckets live in a bounded LRU table.
+
+:class:`KdfGate` bounds the one expensive refusal: a key that is not in the key store's
+cache costs a scrypt (~30 ms of CPU) whether it is right or wrong, and random secrets
+for a real (public) key id are never cached. The gate counts the checks that *failed*:
+``rate`` per second per client address and per key id, 4x that in all; past it, a key
+not seen before is answered 429 without running the KDF. A key already verified is
+answered from the cache and never reaches the gate (so a flood of wrong secrets for a
+key id does not lock out its owner), and right keys are never charged (so a client
+opening many connections to a cold server is not refused).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any, Callable
 from ..errors import SiamkitError
 from .errors import error_json
 
-__all__ = ["RateLimiter", "RateLimitMiddleware"]
+__all__ = ["KdfGate", "RateLimiter", "RateLimitMiddleware"]
 
 _KEY_ID = re.compile(rb"sk_([0-9a-f]{8})_")
 _EXEMPT = ("/healthz",)
@@ -51,6 +60,14 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def wait(self, name: str) -> float:
+        """The seconds until ``name``'s bucket has a token (0.0: now); nothing is taken."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(name, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, name: str) -> float:
         """Take one token from ``name``'s bucket: 0.0 when granted, else the seconds until
         a token is there (nothing is taken)."""
@@ -63,6 +80,46 @@ class RateLimiter:
             while len(self._buckets) > self.max_buckets:
                 self._buckets.popitem(last=False)
         return wait
+
+
+class KdfGate:
+    """How many failed slow key checks (scrypt) a client address, a key id and everyone may make.
+
+    Args:
+        rate: checks per second per client address and per key id (4x that in all).
+        burst: the bucket size per client address and per key id (4x that in all).
+        clock: the time source (seconds).
+    """
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = (RateLimiter(rate, burst, clock=clock), RateLimiter(rate, burst, clock=clock),
+                         RateLimiter(4 * rate, 4 * burst, clock=clock))
+
+    def wait(self, client: str, key_id: str) -> float:
+        """The seconds until ``client`` and ``key_id`` may have a key checked (0.0: now).
+
+        Args:
+            client: the client's address.
+            key_id: the presented key id.
+
+        Returns:
+            0.0 (go ahead and run the KDF) or the seconds to wait; nothing is taken.
+        """
+        return max(b.wait(n) for b, n in zip(self._buckets, self._names(client, key_id)))
+
+    def failed(self, client: str, key_id: str) -> None:
+        """Charge one failed check to ``client``, ``key_id`` and the total.
+
+        Args:
+            client: the client's address.
+            key_id: the presented key id.
+        """
+        for b, n in zip(self._buckets, self._names(client, key_id)):
+            b.take(n)
+
+    @staticmethod
+    def _names(client: str, key_id: str) -> tuple[str, str, str]:
+        return (f"c:{client}", f"k:{key_id}", "all")
 
 
 class RateLimitMiddleware:

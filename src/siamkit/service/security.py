@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .._atomic import atomic_path
 from ..errors import KeyFileError
@@ -254,8 +254,20 @@ class KeyStore:
 
     # ----------------------------------------------------------------- checking
 
-    def authenticate(self, key: str | None) -> Principal | None:
-        """The principal of a presented key, or None (missing, malformed, unknown, wrong)."""
+    def authenticate(
+        self, key: str | None, *, before_kdf: Callable[[str], None] | None = None, on_failure: Callable[[str], None] | None = None
+    ) -> Principal | None:
+        """The principal of a presented key, or None (missing, malformed, unknown, wrong).
+
+        Args:
+            key: the presented key.
+            before_kdf: called with the key id just before the (slow) KDF runs, i.e. for
+                a key in neither cache; it may raise to refuse the check (a rate limit).
+            on_failure: called with the key id when the KDF refused the key.
+
+        Returns:
+            The key's principal, or None.
+        """
         if not key or len(key) > 200:
             return None
         m = _KEY_RE.fullmatch(key.strip())
@@ -274,10 +286,14 @@ class KeyStore:
             failed_at = self._failed.get(tag)
             if failed_at is not None and now - failed_at < FAILED_TTL_S:
                 return None
+        if before_kdf is not None:
+            before_kdf(key_id)
         # an unknown id pays the same scrypt as a wrong secret (no timing oracle on ids)
         check = rec if rec is not None else self._dummy
         ok = hmac.compare_digest(hash_secret(secret, check.salt, **check.kdf), check.hash) and rec is not None
         if not ok:
+            if on_failure is not None:
+                on_failure(key_id)
             with self._lock:
                 self._failed[tag] = now
                 self._failed.move_to_end(tag)

@@ -31,6 +31,9 @@ class ServiceSettings:
         index: the gallery's search index (auto, exact, flat, hnsw, ivf).
         rate_per_key: requests per second one API key id may make (None: no limit).
         rate_per_client: requests per second one client address may make (None: no limit).
+        auth_rate: failed slow key checks (scrypt) per second per client address and per
+            key id, 4x that in all, before keys not verified yet get 429 (None: no limit); see
+            :class:`~siamkit.service.ratelimit.KdfGate`.
         rate_burst: how many requests above the rate a key or client may make at once,
             as seconds of its rate (the bucket holds ``max(1, rate * rate_burst)``).
     """
@@ -46,3 +49,4 @@ class ServiceSettings:
     rate_per_key: float | None = None
     rate_per_client: float | None = None
     rate_burst: float = 2.0
+    auth_rate: float | None = None

@@ -8,6 +8,7 @@ from .faces import load_face_folder, split_identities
 from .splits import IdentitySplit, split_by_class
 from .images import ImageFolderDataset, load_image, to_float
 from .omniglot import OmniglotDataset, OneShotRun, load_official_one_shot_runs, load_omniglot
+from .omniglot_compact import compact_official_runs, load_omniglot_compact
 from .pairs import PairCSVDataset
 from .samplers import BalancedPairSampler, MPerClassSampler
 from .signatures import SignatureDataset, SignaturePreprocess, load_signatures, signature_pairs, split_writers
@@ -23,10 +24,12 @@ __all__ = [
     "RandomAffine",
     "SignatureDataset",
     "SignaturePreprocess",
+    "compact_official_runs",
     "load_face_folder",
     "load_image",
     "load_official_one_shot_runs",
     "load_omniglot",
+    "load_omniglot_compact",
     "load_signatures",
     "signature_pairs",
     "split_by_class",

@@ -82,3 +82,19 @@ def test_recipe_lives_in_one_function() -> None:
         from siamkit.demo import run_omniglot_demo
 
         run_omniglot_demo("unused", steps=1, minutes=1.0)
+
+
+def test_steps_for_minutes_scales_with_the_budget() -> None:
+    from siamkit.data import load_omniglot_compact
+    from siamkit.demo import steps_for_minutes
+
+    ds = load_omniglot_compact("background", alphabets=["Korean"])
+    cfg = omniglot_demo_config(steps=1, seed=0, progress=False)
+    cfg = type(cfg).from_dict({**cfg.to_dict(), "batch_size": 16, "m_per_class": 2})
+    tiny = steps_for_minutes(ds.images, ds.labels, cfg, 1e-4, probe_steps=2)  # less than the probe itself took
+    assert tiny == 1
+    some = steps_for_minutes(ds.images, ds.labels, cfg, 0.5, probe_steps=2)
+    assert some > 10
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(DataError, match="minutes"):
+            steps_for_minutes(ds.images, ds.labels, cfg, bad)

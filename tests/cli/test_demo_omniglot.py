@@ -55,6 +55,7 @@ def test_demo_writes_the_whole_report(tmp_path: Path) -> None:
     net = load_model(out / "model")
     cal = Calibrator.load(out / "model", expected_fingerprint=net.fingerprint)
     assert cal is not None and cal.threshold_ == pytest.approx(m["calibration"]["threshold"])
+    assert cal.model_fingerprint_ == net.fingerprint is not None  # tied to these weights
     assert "20-way 1-shot" in r.output and "raw pixels" in r.output
 
 

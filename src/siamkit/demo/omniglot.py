@@ -205,11 +205,11 @@ def run_omniglot_demo(
     model_m, d_model, same = evaluate_omniglot(e_ev, ev.labels, ev.drawers, lambda im: embed_all(net, im), seed=seed)
     base_m, d_base, _ = evaluate_omniglot(raw_pixels(ev.images), ev.labels, ev.drawers, raw_pixels, seed=seed)
 
+    save_model(net, out / "model", extra={"train_config": config.to_dict(), "demo": "omniglot"})  # sets net.fingerprint
     d_cal, s_cal = labelled_pair_distances(embed_all(net, run["cal_x"]), run["cal_y"], max_pairs=MAX_PAIRS, seed=seed)
     cal = Calibrator(threshold_method="eer").fit(d_cal, s_cal, "held-out background characters", model_fingerprint=net.fingerprint)
     conf = confusion_at_threshold(d_model.numpy(), same.numpy(), cal.threshold_)
     model_m["accuracy_at_threshold"] = conf.accuracy
-    save_model(net, out / "model", extra={"train_config": config.to_dict(), "demo": "omniglot"})
     cal.save(out / "model")
 
     example = plot_worked_example(net, compact_official_runs()[0], out / "example.png")

@@ -185,7 +185,7 @@ def test_real_process_has_no_traceback(tmp_path: Path) -> None:
 
 def test_demo_command(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = run("demo", "--out", out, "--no-progress")
+    r = run("demo", "--dataset", "digits", "--out", out, "--no-progress")
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"]["roc_auc"] > m["baseline"]["roc_auc"]

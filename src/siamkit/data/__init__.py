@@ -26,6 +26,8 @@ _LAZY = {
     "OneShotRun": "omniglot",
     "load_official_one_shot_runs": "omniglot",
     "load_omniglot": "omniglot",
+    "compact_official_runs": "omniglot_compact",
+    "load_omniglot_compact": "omniglot_compact",
     "PairCSVDataset": "pairs",
     "BalancedPairSampler": "samplers",
     "MPerClassSampler": "samplers",
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .faces import load_face_folder, split_identities
     from .images import ImageFolderDataset, load_image, to_float
     from .omniglot import OmniglotDataset, OneShotRun, load_official_one_shot_runs, load_omniglot
+    from .omniglot_compact import compact_official_runs, load_omniglot_compact
     from .pairs import PairCSVDataset
     from .samplers import BalancedPairSampler, MPerClassSampler
     from .signatures import SignatureDataset, SignaturePreprocess, load_signatures, signature_pairs, split_writers

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._atomic import write_json_atomic, write_text_atomic
-from .evaluation.few_shot import n_way_k_shot_accuracy
-from .evaluation.metrics import labelled_pair_distances, verification_metrics
-from .evaluation.plots import plot_distance_histogram, plot_embedding_map, plot_roc
-from .inference import embed_all
-from .io import save_model
-from .training import TrainConfig, fit
+from .._atomic import write_json_atomic, write_text_atomic
+from ..evaluation.few_shot import n_way_k_shot_accuracy
+from ..evaluation.metrics import labelled_pair_distances, verification_metrics
+from ..evaluation.plots import plot_distance_histogram, plot_embedding_map, plot_roc
+from ..inference import embed_all
+from ..io import save_model
+from ..training import TrainConfig, fit
 
 __all__ = ["load_digits_split", "demo_config", "evaluate_embeddings", "run_demo"]
 
@@ -62,7 +62,7 @@ def demo_config(*, epochs: int = 20, seed: int = 0, progress: bool | None = None
     """
     from dataclasses import replace
 
-    from .training.recipes import load_recipe
+    from ..training.recipes import load_recipe
 
     # the shipped ``digits`` recipe file (src/siamkit/recipes/digits.toml), fp32 as measured
     return replace(load_recipe("digits").train, epochs=epochs, seed=seed, progress=progress)

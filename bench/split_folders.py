@@ -7,8 +7,8 @@
 bench draws. The folders hold links to the shared files (nothing is copied); OUT defaults
 to a new temporary folder.
 
-    python bench/split_folders.py faces --seed 0 --out /tmp/faces-split-0
-    python bench/split_folders.py signatures --seed 0 --out /tmp/sig-split-0
+    python bench/split_folders.py faces --seed 0 --out faces-split-0
+    python bench/split_folders.py signatures --seed 0 --out sig-split-0
 """
 
 from __future__ import annotations

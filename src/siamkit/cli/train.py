@@ -258,10 +258,11 @@ def train(
     setup_logging(verbose)
     from ..training.recipes import recipe_task
 
-    if task == "text" or (recipe is not None and recipe_task(recipe) == "text"):
+    text_recipe = recipe is not None and recipe_task(recipe) == "text"
+    if task == "text" or text_recipe:
         from .text import train_text_from_train_options
 
-        return train_text_from_train_options(ctx, recipe if recipe is not None and recipe_task(recipe) == "text" else None)
+        return train_text_from_train_options(ctx, recipe if text_recipe else None)
     from ..training import fit
     from ..training.distributed import init_from_env
     from ..training.health import summarize

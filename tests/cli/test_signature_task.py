@@ -243,3 +243,33 @@ def test_reference_trials_and_rules() -> None:
         combine(torch.tensor([[1.0]]), "median")
     with pytest.raises(Exception, match="genuine"):
         reference_trials(labels, genuine, 5)
+
+
+def test_protocol_signatures_reads_scans_with_the_models_recorded_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate --protocol signatures prepares scans with the model's own input recipe (here
+    a non-default signature step: no inversion), not with a default step of its own."""
+    import siamkit
+    import siamkit.data.signatures as sig_mod
+    from siamkit.data.prepare import prepare_images
+    from siamkit.evaluation.signatures import evaluate_signature_folder
+
+    data = cedar_like(tmp_path / "cedar", range(1, 4))
+    spec = siamkit.network.InputSpec(shape=(1, 24, 32), channels=1, height=24, width=32).with_recipe(
+        [{"kind": "signature", "size": [24, 32], "invert": False}], None)
+    torch.manual_seed(0)
+    net = siamkit.SiameseNetwork(siamkit.create_encoder("conv4", in_channels=1, embedding_dim=8, width=8), input_spec=spec)
+    seen: list[Any] = []
+    real = sig_mod.load_signatures
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        ds = real(*args, **kwargs)
+        seen.append(ds)
+        return ds
+
+    monkeypatch.setattr(sig_mod, "load_signatures", spy)
+    assert evaluate_signature_folder(net, data, tmp_path / "rep", baseline=False)["signatures"]
+    (ds,) = seen
+    want = prepare_images([Path(p) for p in ds.paths[:4]], spec)
+    assert torch.equal(ds.images[:4], want)  # the one prepare function's images, file for file
+    default = real(data, image_size=(24, 32), require_forged=True)  # the default step inverts
+    assert not torch.equal(default.images, ds.images)

@@ -277,7 +277,8 @@ def calibrate_references(
     if not ks or min(ks) < 1 or draws < 1:
         raise SiamkitError(f"--k values and --draws must be >= 1, got --k {k!r} --draws {draws}")
     net = load_model(model)
-    sigs = load_signatures(data, image_size=net.input_spec.image_size, require_forged=True)
+    sigs = load_signatures(data, image_size=net.input_spec.image_size, require_forged=True,
+                           preprocess=net.input_spec.preprocessor() or True)
     record = SplitRecord.load(model.resolve().parent)
     common = record.overlap(list(sigs.writers)) if record is not None else []
     if common:

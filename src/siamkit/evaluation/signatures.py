@@ -323,7 +323,8 @@ def evaluate_signature_folder(
     spec = network.input_spec
     if not spec.is_image or int(spec.channels or 0) != 1:
         raise DataError("--protocol signatures takes a greyscale image model (train it with --task signatures)")
-    sigs = load_signatures(data, image_size=spec.image_size, require_forged=True)
+    # the model's own recorded steps; models without any get the default signature step
+    sigs = load_signatures(data, image_size=spec.image_size, require_forged=True, preprocess=spec.preprocessor() or True)
     if check_writers is not None:
         check_writers(list(sigs.writers))
     sc = score_signatures(network, sigs, baseline=baseline, random_forgeries=random_forgeries, seed=seed)

@@ -38,16 +38,8 @@ from siamkit.training.recipes import load_recipe
 from siamkit.tuples import all_pairs
 from siamkit.verify import Verifier, compare_files
 
-FACE_RECIPE = """
-[recipe]
-name = "tiny-faces"
-description = "a wide face frame, centre-cropped"
-task = "classes"
-[input]
-image_size = [24, 16]
-channels = 1
-preprocess = [ { kind = "crop", fraction = 0.8, pad_to = [24, 16] } ]
-tta = "flip"
+# the tiny, one-step training both recipes share
+TINY_TRAIN = """
 [train]
 encoder = "conv4"
 encoder_kwargs = { width = 8, depth = 2, grid = 2 }
@@ -63,6 +55,18 @@ progress = false
 health = false
 """
 
+FACE_RECIPE = """
+[recipe]
+name = "tiny-faces"
+description = "a wide face frame, centre-cropped"
+task = "classes"
+[input]
+image_size = [24, 16]
+channels = 1
+preprocess = [ { kind = "crop", fraction = 0.8, pad_to = [24, 16] } ]
+tta = "flip"
+""" + TINY_TRAIN
+
 SIGNATURE_RECIPE = """
 [recipe]
 name = "tiny-signatures"
@@ -73,20 +77,7 @@ image_size = [24, 32]
 channels = 1
 preprocess = [ { kind = "signature", size = [24, 32] } ]
 tta = "shift"
-[train]
-encoder = "conv4"
-encoder_kwargs = { width = 8, depth = 2, grid = 2 }
-embedding_dim = 16
-epochs = 1
-steps_per_epoch = 1
-batch_size = 8
-m_per_class = 2
-val_fraction = 0.0
-patience = "none"
-precision = "fp32"
-progress = false
-health = false
-"""
+""" + TINY_TRAIN
 
 runner = CliRunner()
 

@@ -300,6 +300,16 @@ class PgGalleryStore:
             yield stored_samples(rows)
             last = int(rows[-1][0])
 
+    def stored_sample(self, sample_id: int) -> tuple[str, StoredSample | None] | None:
+        """One sample's identity and kept input (None: not kept); None when there is no such sample."""
+        with self._connection() as con:
+            rows = con.execute(
+                "SELECT id, sample, sample_format, sample_shape, identity_id FROM samples WHERE id = %s", (int(sample_id),)
+            ).fetchall()
+        if not rows:
+            return None
+        return str(rows[0][4]), stored_samples([rows[0][:4]])[0][1]
+
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit events, newest first."""
         sql = "SELECT id, time, action, identity_id, n_samples, detail FROM audit ORDER BY id DESC"

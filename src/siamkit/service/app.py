@@ -57,7 +57,7 @@ from ..gallery.backend import gallery_location
 from .deps import ServiceState
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .middleware import GuardMiddleware
-from .routers import feedback, gallery, ops, verify
+from .routers import console, feedback, gallery, ops, verify
 from .schemas import ErrorResponse
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .settings import ServiceSettings
@@ -108,6 +108,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(verify.router)
     app.include_router(gallery.build_router(state.limits))
     app.include_router(feedback.router)
+    app.include_router(console.router)  # /console and the endpoints it needs (routers/console_api.py)
     return app
 
 

@@ -39,7 +39,9 @@ def array_image(arr: np.ndarray) -> Image.Image | None:
         arr (C, H, W) or (H, W) -> an H x W image.
     """
     a = np.asarray(arr)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
+    if a.ndim == 3:
+        if a.shape[0] not in (1, 3):
+            return None
         a = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
     if a.ndim not in (2, 3) or min(a.shape[:2]) < 1:
         return None

@@ -8,7 +8,7 @@ const PAGES = ["verify", "identify", "gallery", "feedback", "model", "health"];
 const $ = (id) => document.getElementById(id);
 const session = { key: null, name: null, role: null, thresholds: null };
 
-// ------------------------------------------------------------------ DOM helpers (text only: no innerHTML)
+// ------------------------------------------------------------------ DOM helpers (text nodes only, never parsed HTML)
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

@@ -18,14 +18,14 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
 }
 
-function fill(el, ...children) { el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)); }
+function fill(el, ...children) { el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined)); }
 const num = (x, d = 4) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
 const when = (t) => new Date(t * 1000).toLocaleString();
 function facts(pairs) {
@@ -60,15 +60,15 @@ async function api(path, { method = "GET", form = null, json = null, raw = false
   return r.status === 204 ? null : r.json();
 }
 
-async function run(label, fn) {
+async function run(label, fn, { quiet = false } = {}) {  // quiet: a page's own load, no status line
   alertMsg("");
-  status(label + "…");
+  if (!quiet) status(label + "…");
   try {
     const out = await fn();
-    status(label + ": done.");
+    if (!quiet) status(label + ": done.");
     return out;
   } catch (e) {
-    status("");
+    if (!quiet) status("");
     alertMsg(e instanceof ApiFailure ? `${label} refused (${e.status} ${e.code}): ${e.message}` : `${label} failed: ${e}`);
     return undefined;
   }
@@ -251,7 +251,7 @@ async function identifySubmit(ev) {
 
 let identities = [];
 async function loadGallery() {
-  const r = await run("Loading the gallery", () => api("/v1/identities?limit=1000"));
+  const r = await run("Loading the gallery", () => api("/v1/identities?limit=1000"), { quiet: true });
   if (!r) return;
   identities = r.identities;
   $("gallery-count").textContent = `${r.total} identities enrolled` + (r.total > identities.length ? ` (the first ${identities.length} listed)` : "");
@@ -263,14 +263,14 @@ function renderList() {
   const q = $("gallery-search").value.trim().toLowerCase();
   const shown = identities.filter((i) => i.identity.toLowerCase().includes(q));
   fill($("gallery-list"), shown.length ? h("table", {},
-    h("thead", {}, h("tr", {}, ["Identity", "Samples", "Updated", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["Identity", "Samples", "Updated", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, shown.map((i) => h("tr", {}, h("td", {}, i.identity), h("td", {}, String(i.n_samples)), h("td", {}, when(i.updated)),
       h("td", {}, h("button", { type: "button", class: "secondary", "aria-label": `Open ${i.identity}`, onclick: () => openIdentity(i.identity) }, "Open"))))))
     : h("p", { class: "muted" }, q ? "No identity matches." : "Nobody is enrolled yet."));
 }
 
 async function openIdentity(name) {
-  const r = await run(`Opening ${name}`, () => api(`/v1/identities/${enc(name)}`));
+  const r = await run(`Opening ${name}`, () => api(`/v1/identities/${enc(name)}`), { quiet: true });
   if (!r) return;
   const box = $("gallery-detail");
   const files = h("input", { id: "add-images", type: "file", accept: "image/*", multiple: true });
@@ -333,7 +333,7 @@ const predText = (p) => ("identity" in p ? `said ${p.identity}` : "same" in p ? 
 async function loadQueue() {
   if (session.role !== "admin") { fill($("queue"), h("p", { class: "muted" }, "Sign in with an admin key to review reports.")); return; }
   const min = Number($("queue-min").value) || 2;
-  const r = await run("Loading the review queue", () => api(`/v1/feedback/queue?min_reporters=${min}`));
+  const r = await run("Loading the review queue", () => api(`/v1/feedback/queue?min_reporters=${min}`), { quiet: true });
   if (!r) return;
   const rows = r.items.map((it) => h("tr", {},
     h("td", {}, `#${it.id}`), h("td", {}, it.kind + (it.identity ? ` (${it.identity})` : "")),
@@ -383,7 +383,7 @@ function jsonFacts(obj) {
 }
 
 async function loadModel() {
-  const c = await run("Loading the model card", () => api("/v1/model"));
+  const c = await run("Loading the model card", () => api("/v1/model"), { quiet: true });
   if (!c) return;
   session.thresholds = c.thresholds;
   const th = Object.entries(c.thresholds).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, num(v.threshold)), h("td", {}, v.source)));

@@ -199,7 +199,7 @@ def test_admin_flow(page: Any, server: dict[str, Any], images: dict[str, Path], 
         page.get_by_label("Name", exact=True).fill(name)
         page.get_by_label("Images (one or more)").set_input_files([str(images[f]) for f in files])
         page.get_by_role("button", name="Enrol", exact=True).click()
-        status_is(page, f"Enrolled {name} with {len(files)} samples")
+        status_is(page, f"Enrolled {name} with {len(files)} sample")
     sync_api.expect(page.locator("#gallery-count")).to_have_text("3 identities enrolled")
     page.get_by_label("Search by name").fill("ali")
     sync_api.expect(page.locator("#gallery-list tbody tr")).to_have_count(1)

@@ -132,6 +132,8 @@ function show(page) {
   }
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · siamkit console`;
   clearInterval(healthTimer);
+  status("");
+  alertMsg("");
   ({ gallery: loadGallery, feedback: loadQueue, model: loadModel, health: startHealth, verify: loadNames }[page] || (() => {}))();
   $("h-" + page).focus();
 }
@@ -310,7 +312,7 @@ async function enrolSubmit(ev) {
   const r = await run(`Enrolling ${name}`, () => api("/v1/identities", { method: "POST", form: fd }));
   if (r) {
     $("enrol-form").reset();
-    status(`Enrolled ${r.identity} with ${r.n_samples} samples.`);
+    status(`Enrolled ${r.identity} with ${r.n_samples} sample${r.n_samples === 1 ? "" : "s"}.`);
     await loadGallery();
   }
 }
@@ -454,13 +456,14 @@ function barChart(title, rows, unit, second = null) {  // rows: [[label, value, 
   rows.forEach((r, i) => {
     const y = 5 + i * (bh + gap);
     el("text", { x: 0, y: y + 13 }, r[0].length > 24 ? r[0].slice(0, 23) + "…" : r[0]);
-    const bw = ((w - left - 60) * (r[1] || 0)) / max;
+    const span = w - left - (second ? 100 : 40);
+    const bw = (span * (r[1] || 0)) / max, bw2 = second ? (span * (r[2] || 0)) / max : 0;
     el("rect", { class: "bar", x: left, y, width: Math.max(1, bw), height: second ? bh / 2 : bh });
-    if (second) el("rect", { class: "bar2", x: left, y: y + bh / 2, width: Math.max(1, ((w - left - 60) * (r[2] || 0)) / max), height: bh / 2 });
-    el("text", { x: left + bw + 4, y: y + 13 }, fmt(r[1], unit));
+    if (second) el("rect", { class: "bar2", x: left, y: y + bh / 2, width: Math.max(1, bw2), height: bh / 2 });
+    el("text", { x: left + Math.max(bw, bw2) + 4, y: y + 13 }, second ? `${fmt(r[1], unit)} / ${fmt(r[2], unit)}` : fmt(r[1], unit));
   });
   if (!rows.length) el("text", { x: 0, y: 20 }, "nothing yet");
-  return h("figure", {}, h("figcaption", {}, title), svg, second ? h("p", { class: "muted" }, `blue: ${unit === "s" ? "median" : ""}, orange: ${second}`) : null);
+  return h("figure", {}, h("figcaption", {}, title), svg, second ? h("p", { class: "muted" }, `blue: median, orange: ${second}`) : null);
 }
 
 function fmt(v, unit) {
@@ -493,7 +496,7 @@ function lineChart(title, points) {  // points: [[t, value]]
   return h("figure", {}, h("figcaption", {}, `${title} (now ${last.toFixed(2)}/s)`), svg);
 }
 
-const history = [];
+const rates = [];
 let lastTotal = null;
 async function pollHealth() {
   const [hz, text] = await Promise.all([
@@ -504,9 +507,9 @@ async function pollHealth() {
   const now = Date.now() / 1000;
   const req = ms.filter((m) => m.name === "siamkit_http_requests_total");
   const total = req.reduce((a, m) => a + m.value, 0);
-  if (lastTotal !== null) history.push([now, Math.max(0, total - lastTotal[1]) / Math.max(0.5, now - lastTotal[0])]);
+  if (lastTotal !== null) rates.push([now, Math.max(0, total - lastTotal[1]) / Math.max(0.5, now - lastTotal[0])]);
   lastTotal = [now, total];
-  while (history.length > 60) history.shift();
+  while (rates.length > 60) rates.shift();
   const byRoute = {};
   for (const m of req) byRoute[`${m.labels.method} ${m.labels.route}`] = (byRoute[`${m.labels.method} ${m.labels.route}`] || 0) + m.value;
   const buckets = {};
@@ -526,7 +529,7 @@ async function pollHealth() {
     ["Requests served", `${total} (${errors5xx} with a 5xx status)`],
   ]));
   fill($("health-charts"),
-    lineChart("Requests per second", history),
+    lineChart("Requests per second", rates),
     barChart("Requests by route", Object.entries(byRoute).sort((a, b) => b[1] - a[1]).slice(0, 10), ""),
     barChart("Latency by route (median and 95th percentile)", lat, "s", "95th percentile"),
     barChart("Decisions", dec, ""),
@@ -534,7 +537,7 @@ async function pollHealth() {
 }
 
 function startHealth() {
-  pollHealth();
+  pollHealth().then(() => setTimeout(() => { if (!$("page-health").hidden && session.key) pollHealth(); }, 1000));
   healthTimer = setInterval(() => { if (!$("page-health").hidden && session.key) pollHealth(); }, 5000);
 }
 

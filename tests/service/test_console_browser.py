@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,20 +68,37 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+class ServerIn(Server):
+    """:class:`Server`, started in the folder ``cwd``."""
+
+    def __init__(self, cwd: Path, args: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port, self.url, self.log = port, f"http://127.0.0.1:{port}", log
+        self._logf = open(log, "wb")
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._logf, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("console-serve")
-    model = build_model(root / "model")
+    given = os.environ.get("SIAMKIT_CONSOLE_MODEL")  # another model folder (RUN/model: its run is copied too)
+    if given:
+        shutil.copytree(Path(given).resolve().parent, root / "run")
+        model = root / "run" / Path(given).name
+    else:
+        model = build_model(root / "model")
     ks = KeyStore()
     keys = {"read": ks.add("reader", "read"), "admin": ks.add("boss", "admin")}
     ks.save(root / "keys.json")
     port = free_port()
-    args = [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(root / "keys.json"),
-            "--gallery", str(root / "gallery.db"), "--port", str(port), "--log-level", "warning", "--torch-threads", "1"]
-    s = Server(args, _env(), port, root / "serve.log")
+    # run in the folder with relative paths: what the pages show (the finetune command) names no machine path
+    args = [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model.relative_to(root)), "--keys", "keys.json",
+            "--gallery", "gallery.db", "--port", str(port), "--log-level", "warning", "--torch-threads", "1"]
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)
+    s = ServerIn(root, args, env, port, root / "serve.log")
     try:
         s.wait_ready()
-        yield {"url": s.url, **keys}
+        yield {"url": s.url, "model": str(model.relative_to(root)), **keys}
     finally:
         s.stop()
 
@@ -216,7 +234,7 @@ def test_admin_flow(page: Any, server: dict[str, Any], images: dict[str, Path], 
     page.get_by_role("button", name="Verify", exact=True).click()
     result = page.locator("#verify-result")
     sync_api.expect(result).to_contain_text("Decision: this is alice")
-    for fact in ("Score", "Confidence", "Threshold", "the model's calibration, fitted on 'synthetic'"):
+    for fact in ("Score", "Confidence", "Threshold", "the model's calibration, fitted on '"):
         sync_api.expect(result).to_contain_text(fact)
     check_accessible(page, "verify result")
     page.screenshot(path=str(shots / "verify.png"), full_page=True)
@@ -256,14 +274,16 @@ def test_admin_flow(page: Any, server: dict[str, Any], images: dict[str, Path], 
     sync_api.expect(rows.first).to_contain_text("accepted by boss")
     page.get_by_role("button", name="Show the fine-tune command").click()
     sync_api.expect(page.locator("#finetune-command")).to_contain_text("siamkit finetune --model")
-    sync_api.expect(page.locator("#finetune-command")).to_contain_text("--replay TRAINING_DATA")
+    sync_api.expect(page.locator("#finetune-command")).to_have_text(
+        f"siamkit finetune --model {server['model']} --feedback gallery.db.feedback.sqlite --gallery gallery.db "
+        f"--out {server['model']}-finetuned --min-reporters 2 --replay TRAINING_DATA")
     check_accessible(page, "feedback")
     page.screenshot(path=str(shots / "feedback.png"), full_page=True)
 
     # the model card and the shift check (3 identities: impostor pairs exist)
     go(page, "Model")
     sync_api.expect(page.locator("#model-card")).to_contain_text("Decision thresholds")
-    sync_api.expect(page.locator("#model-card")).to_contain_text("conv4")
+    sync_api.expect(page.locator("#model-card")).to_contain_text("encoder")
     sync_api.expect(page.locator("#shift")).to_contain_text("omain shift")
     check_accessible(page, "model")
     page.screenshot(path=str(shots / "model.png"), full_page=True)

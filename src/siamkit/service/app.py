@@ -18,6 +18,7 @@ Endpoints (``/openapi.json`` has the full spec):
 ``POST /v1/feedback``                        admin    record a reported mistake (JSON, images base64)
 ``GET /v1/feedback``                         admin    review the reported mistakes
 ``GET /healthz``, ``GET /metrics``           none     liveness / Prometheus text (``public_metrics``)
+``GET /console``                             none     the web console (its endpoints: :mod:`.routers.console_api`)
 ===========================================  =======  ==========================================
 
 Every error, including validation errors, unknown routes and unexpected exceptions, is

@@ -339,8 +339,8 @@ async function loadQueue() {
   if (!r) return;
   const rows = r.items.map((it) => h("tr", {},
     h("td", {}, `#${it.id}`), h("td", {}, it.kind + (it.identity ? ` (${it.identity})` : "")),
-    h("td", { class: "thumbs" }, thumb(`/v1/feedback/${it.id}/thumbnail/a?size=64`, `report ${it.id}, image a`),
-      it.has_image_b ? thumb(`/v1/feedback/${it.id}/thumbnail/b?size=64`, `report ${it.id}, image b`) : null),
+    h("td", {}, h("div", { class: "thumbs" }, thumb(`/v1/feedback/${it.id}/thumbnail/a?size=64`, `report ${it.id}, image a`),
+      it.has_image_b ? thumb(`/v1/feedback/${it.id}/thumbnail/b?size=64`, `report ${it.id}, image b`) : null)),
     h("td", {}, predText(it.predicted)), h("td", {}, truthText(it.truth)),
     h("td", {}, `${it.reporter || it.actor}`, h("br"), h("span", { class: "muted" }, when(it.created))),
     h("td", {}, h("span", { class: `badge ${it.screening}` }, it.screening === "waiting" ? `waiting (${it.reporters}/${r.min_reporters})` : it.screening),

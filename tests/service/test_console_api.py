@@ -322,3 +322,30 @@ def test_console_files(client: TestClient) -> None:
     assert "sessionStorage.setItem" in js and "localStorage." not in js and "innerHTML" not in js and "document.cookie" not in js
     assert "/console" not in client.get("/openapi.json").json()["paths"]
     assert "/v1/model" in client.get("/openapi.json").json()["paths"]
+
+
+def test_console_endpoints_on_a_postgresql_gallery(postgres_server: Any, run_dir: Path, keys: dict[str, Any]) -> None:
+    """Thumbnails (the PostgreSQL store's stored_sample), the gallery's own audit log (no
+    feedback store), the shift check and the model card on a shared gallery."""
+    from tests.postgres_cluster import drop_database
+
+    url = postgres_server.new_database()
+    try:
+        app = create_app(ServiceSettings(model=run_dir / "model", keys=keys["store"], gallery=url, limits=SMALL))
+        with TestClient(app) as c:
+            a = enrol(c, keys, "alice", [1, 2])
+            enrol(c, keys, "bob", [3])
+            sid = a["samples"][1]["id"]
+            r = c.get(f"/v1/identities/alice/samples/{sid}/thumbnail?size=28", headers=H(keys, "read"))
+            kept = decode_image(image_bytes(2), c.app.state.siamkit.spec, SMALL).numpy()[0]
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content))), kept)
+            assert c.get(f"/v1/identities/bob/samples/{sid}/thumbnail", headers=H(keys, "read")).status_code == 404
+            log = c.get("/v1/audit", headers=H(keys, "admin")).json()
+            assert log["source"] == "gallery" and [e["target"] for e in log["entries"]][:2] == ["bob", "alice"]
+            s = c.get("/v1/model/shift", headers=H(keys, "read")).json()
+            assert s["available"] and s["report"]["n_now"] == 2
+            card = c.get("/v1/model", headers=H(keys, "read")).json()
+            assert set(card["thresholds"]) == {"verify", "identity_verify", "identify"}
+            assert c.get("/v1/feedback/queue", headers=H(keys, "admin")).json()["error"]["code"] == "no_feedback_store"
+    finally:
+        drop_database(postgres_server.url, url)

@@ -263,6 +263,6 @@ def gallery_shift(gallery: Any, *, seed: int = 0) -> ShiftReport | None:
     with torch.no_grad():
         d = net.embedding_distance(view.embeddings[torch.from_numpy(i)], view.embeddings[torch.from_numpy(j)])
     return check_shift(cal.scores_, d.double().numpy(), threshold=float(cal.threshold_),
-                       data=f"the {view.n_identities} identities enrolled in {gallery.path.name}",
+                       data=f"the {view.n_identities} identities enrolled in {getattr(gallery.path, 'name', gallery.path)}",
                        fix=f"`siamkit gallery calibrate --gallery {gallery.path} --target-far F` (fits the gallery's own "
                        "threshold), or recalibrate the model on data from this condition", n_classes=view.n_identities)

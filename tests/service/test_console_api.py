@@ -78,7 +78,7 @@ def report(c: TestClient, keys: dict[str, Any], who: str, a: int, b: int, same: 
     return int(r.json()["id"])
 
 
-READ_PATHS = ["/v1/whoami", "/v1/identities/alice/samples/1/thumbnail", "/v1/model", "/v1/model/plots/roc.png", "/v1/model/shift"]
+READ_PATHS = ["/v1/whoami", "/v1/identity-search?q=a", "/v1/identities/alice/samples/1/thumbnail", "/v1/model", "/v1/model/plots/roc.png", "/v1/model/shift"]
 ADMIN_PATHS = ["/v1/audit", "/v1/feedback/queue", "/v1/feedback/1/thumbnail/a", "/v1/feedback/finetune-command"]
 
 
@@ -110,6 +110,19 @@ def test_whoami(client: TestClient, keys: dict[str, Any]) -> None:
     me = client.get("/v1/whoami", headers={"Authorization": f"Bearer {keys['read']}"}).json()
     assert me["name"] == "reader" and me["role"] == "read" and keys["read"].startswith(f"sk_{me['key_id']}_")
     assert client.get("/v1/whoami", headers=H(keys, "admin")).json()["role"] == "admin"
+
+
+def test_identity_search(client: TestClient, keys: dict[str, Any]) -> None:
+    for i, name in enumerate(["Alice", "malice", "bob", "ALIX"]):
+        enrol(client, keys, name, [i])
+    R = H(keys, "read")
+    r = client.get("/v1/identity-search?q=ali", headers=R).json()
+    assert [i["identity"] for i in r["identities"]] == ["Alice", "malice", "ALIX"] and r["total"] == 3
+    r = client.get("/v1/identity-search?q=ALI&limit=1", headers=R).json()
+    assert [i["identity"] for i in r["identities"]] == ["Alice"] and r["total"] == 3
+    assert client.get("/v1/identity-search?q=zzz", headers=R).json() == {"identities": [], "total": 0}
+    assert client.get("/v1/identity-search?q=", headers=R).status_code == 422
+    assert client.get("/v1/identity-search", headers=R).status_code == 422
 
 
 def test_sample_thumbnail_is_the_kept_input(client: TestClient, keys: dict[str, Any]) -> None:

@@ -256,14 +256,29 @@ async function loadGallery() {
   const r = await run("Loading the gallery", () => api("/v1/identities?limit=1000"), { quiet: true });
   if (!r) return;
   identities = r.identities;
-  $("gallery-count").textContent = `${r.total} identities enrolled` + (r.total > identities.length ? ` (the first ${identities.length} listed)` : "");
+  listedAll = r.total <= identities.length;
+  countText = `${r.total} identities enrolled` + (listedAll ? "" : ` (the first ${identities.length} listed; search looks at all)`);
+  $("gallery-count").textContent = countText;
   fill($("identity-names"), identities.map((i) => h("option", { value: i.identity })));
-  renderList();
+  if (listedAll || !$("gallery-search").value.trim()) renderList(identities); else searchChanged();
 }
 
-function renderList() {
+let listedAll = true, searchTimer = null, countText = "";
+function searchChanged() {  // all listed: filter here; else ask the server (debounced)
+  if (listedAll) { renderList(identities); return; }
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(async () => {
+    const q = $("gallery-search").value.trim();
+    if (!q) { renderList(identities, countText); return; }
+    const r = await run("Searching", () => api(`/v1/identity-search?q=${enc(q)}&limit=200`), { quiet: true });
+    if (r) renderList(r.identities, `${r.total} match` + (r.total > r.identities.length ? ` (the first ${r.identities.length} listed)` : ""));
+  }, 250);
+}
+
+function renderList(list, note = null) {
   const q = $("gallery-search").value.trim().toLowerCase();
-  const shown = identities.filter((i) => i.identity.toLowerCase().includes(q));
+  const shown = list.filter((i) => i.identity.toLowerCase().includes(q));
+  if (note) $("gallery-count").textContent = note;
   fill($("gallery-list"), shown.length ? h("table", {},
     h("thead", {}, h("tr", {}, ["Identity", "Samples", "Updated", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, shown.map((i) => h("tr", {}, h("td", {}, i.identity), h("td", {}, String(i.n_samples)), h("td", {}, when(i.updated)),
@@ -560,7 +575,7 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   $("identify-form").addEventListener("submit", identifySubmit);
-  $("gallery-search").addEventListener("input", renderList);
+  $("gallery-search").addEventListener("input", searchChanged);
   $("enrol-form").addEventListener("submit", enrolSubmit);
   $("audit-load").addEventListener("click", loadAudit);
   $("queue-load").addEventListener("click", loadQueue);

@@ -1,10 +1,11 @@
-"""The endpoints the console needs beyond the public API: who the key is, thumbnails of
+"""The endpoints the console needs beyond the public API: who the key is, a search of the
+identities by name, thumbnails of
 stored samples and reported images, the audit log, the model card and its plots, the
 domain-shift check, the feedback review queue, a review verdict and the ``siamkit
 finetune`` command line.
 
 Every one checks the key first (:class:`~siamkit.service.deps.AuthFirstRoute`) and its
-role: reads (``whoami``, thumbnails of samples, model card, plots, shift) need a read key;
+role: reads (``whoami``, the name search, thumbnails of samples, model card, plots, shift) need a read key;
 whatever shows who did what or reported what (audit, the queue, report images, the
 finetune command) and every change (a review) needs an admin key.
 """
@@ -34,6 +35,7 @@ from ..console_schemas import (
 )
 from ..deps import ADMIN, JSON_ONLY, READ, AuthFirstRoute, ServiceState, get_state, principal, require_admin
 from ..errors import NOT_FOUND, ApiError, error_responses
+from ..schemas import IdentityList, IdentityOut
 from ..security import Principal
 from ..thumbnails import MAX_SIZE, MIN_SIZE, image_bytes_png, stored_sample_png
 from .gallery import IdentityPath
@@ -42,6 +44,7 @@ __all__ = [
     "router",
     "whoami",
     "sample_thumbnail",
+    "search_identities",
     "audit_log",
     "get_model_card",
     "model_plot",
@@ -103,6 +106,27 @@ async def sample_thumbnail(
         return None if found[1] is None else stored_sample_png(found[1], size, max_pixels=state.limits.max_pixels)
 
     return _png(await run_in_threadpool(state.run_inference, work), f"sample {sample_id}")
+
+
+@router.get("/v1/identity-search", response_model=IdentityList, dependencies=[READ], responses=error_responses(401, 403, 422, 503))
+async def search_identities(
+    q: str = Query(..., min_length=1, max_length=256, description="part of the name (case-insensitive)"),
+    limit: int = Query(100, ge=1, le=1000), state: ServiceState = Depends(get_state),
+) -> Any:
+    """Enrolled identities whose name contains ``q`` (case-insensitive), in enrolment order.
+    \f
+    Args:
+        q: the text to look for.
+        limit: at most this many.
+        state: the app's state.
+
+    Returns:
+        An :class:`~siamkit.service.schemas.IdentityList`; ``total`` counts every match.
+    """
+    g = state.need_gallery()
+    needle = q.casefold()
+    recs = [r for r in await run_in_threadpool(state.run_inference, g.list) if needle in r.identity.casefold()]
+    return IdentityList(identities=[IdentityOut(**r.to_dict()) for r in recs[:limit]], total=len(recs))
 
 
 @router.get("/v1/audit", response_model=AuditLog, dependencies=[ADMIN], responses=error_responses(401, 403, 422, 503))

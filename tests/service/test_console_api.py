@@ -218,6 +218,10 @@ def test_model_card(client: TestClient, keys: dict[str, Any], run_dir: Path) -> 
     for k in ("verify", "identity_verify", "identify"):
         assert card["thresholds"][k]["threshold"] == pytest.approx(cal["threshold"])
         assert "fitted on 'synthetic'" in card["thresholds"][k]["source"]
+    dist = card["score_distribution"]
+    cal_obj = client.app.state.siamkit.verifier.calibrator
+    assert dist["impostor"] == list(cal_obj.scores_.impostor_quantiles) and dist["threshold"] == pytest.approx(cal["threshold"])
+    assert len(dist["levels"]) == len(dist["genuine"]) == len(dist["impostor"]) and dist["data"] == "synthetic"
     assert card["metrics"]["file"] == "run/metrics.json"
     assert card["metrics"]["values"]["verification"] == {"roc_auc": 0.91, "eer": 0.12}  # the long curve left out
     assert card["plots"] == ["distances.png", "roc.png"]
@@ -362,3 +366,15 @@ def test_console_endpoints_on_a_postgresql_gallery(postgres_server: Any, run_dir
             assert c.get("/v1/feedback/queue", headers=H(keys, "admin")).json()["error"]["code"] == "no_feedback_store"
     finally:
         drop_database(postgres_server.url, url)
+
+
+def test_model_card_of_an_uncalibrated_model(keys: dict[str, Any], tmp_path: Path) -> None:
+    model = build_model(tmp_path / "bare", calibrated=False)
+    app = create_app(ServiceSettings(model=model, keys=keys["store"], gallery=tmp_path / "g.db", limits=SMALL))
+    with TestClient(app) as c:
+        card = c.get("/v1/model", headers=H(keys, "read")).json()
+        assert card["calibration"] is None and card["score_distribution"] is None and card["plots"] == [] and card["metrics"] is None
+        assert all(v["threshold"] is None and "not calibrated" in v["source"] for v in card["thresholds"].values())
+        enrol(c, keys, "a", [1])
+        enrol(c, keys, "b", [2])
+        assert c.get("/v1/model/shift", headers=H(keys, "read")).json()["available"] is False

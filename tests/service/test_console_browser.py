@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 from siamkit.service import KeyStore  # noqa: E402
 
 from .test_service import build_model  # noqa: E402
-from .test_service_e2e import Server, _env, free_port  # noqa: E402
+from .test_service_e2e import Server, free_port  # noqa: E402
 
 
 def chromium_path() -> str | None:
@@ -93,7 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     # run in the folder with relative paths: what the pages show (the finetune command) names no machine path
     args = [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model.relative_to(root)), "--keys", "keys.json",
             "--gallery", "gallery.db", "--port", str(port), "--log-level", "warning", "--torch-threads", "1"]
-    env = _env()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)
     s = ServerIn(root, args, env, port, root / "serve.log")
     try:

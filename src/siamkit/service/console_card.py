@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import SiamkitError
 from ..gallery.selfcal import decision_calibrators, load_gallery_calibration
 
-__all__ = ["PLOT_NAMES", "report_folders", "plot_path", "model_card", "threshold_sources", "finetune_command"]
+__all__ = ["PLOT_NAMES", "report_folders", "plot_path", "model_card", "score_distribution", "threshold_sources", "finetune_command"]
 
 #: the plots a model card may show (written by ``siamkit evaluate --report``, training and the demo)
 PLOT_NAMES = ("distances.png", "roc.png", "det.png", "confusion.png", "embeddings.png", "training.png", "example.png")
@@ -116,6 +116,23 @@ def _calibration(cal: Any) -> dict[str, Any] | None:
     return d
 
 
+def score_distribution(cal: Any) -> dict[str, Any] | None:
+    """The distance distributions the calibration was fitted on, as quantiles (its summary).
+
+    Args:
+        cal: the model's calibrator (None: uncalibrated).
+
+    Returns:
+        ``{"data", "threshold", "levels", "impostor", "genuine"}`` (``genuine`` empty without
+        genuine pairs), or None without a calibration or its summary (an older file).
+    """
+    sc = None if cal is None else getattr(cal, "scores_", None)
+    if sc is None:
+        return None
+    return {"data": sc.data, "threshold": float(cal.threshold_), "levels": list(sc.levels),
+            "impostor": list(sc.impostor_quantiles), "genuine": list(sc.genuine_quantiles)}
+
+
 def _model_source(cal: Any) -> str:
     far = f", target FAR {cal.target_far:g}" if cal.method_ == "far" else ""
     return f"the model's calibration, fitted on '{cal.fitted_on_}' ({cal.method_}{far}; {cal.n_pos_} genuine / {cal.n_neg_} impostor pairs)"
@@ -161,7 +178,8 @@ def model_card(state: Any) -> dict[str, Any]:
 
     Returns:
         JSON-able: ``model`` (fingerprint, network), ``training`` (configuration, split),
-        ``calibration`` (the model's, without its curves), ``gallery_calibration``,
+        ``calibration`` (the model's, without its curves), ``score_distribution``
+        (:func:`score_distribution`), ``gallery_calibration``,
         ``thresholds`` (:func:`threshold_sources`), ``metrics`` (of ``metrics.json``),
         ``plots`` (names of :data:`PLOT_NAMES` found).
     """
@@ -179,6 +197,7 @@ def model_card(state: Any) -> dict[str, Any]:
         "training": training or None,
         "split": _split(model_dir),
         "calibration": _calibration(state.verifier.calibrator),
+        "score_distribution": score_distribution(state.verifier.calibrator),
         "gallery_calibration": None if own is None else {k: v for k, v in own.items() if k != "confidence"},
         "thresholds": threshold_sources(state.verifier.calibrator, gallery),
         "metrics": _metrics(model_dir),

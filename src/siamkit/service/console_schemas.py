@@ -50,6 +50,9 @@ class ModelCard(BaseModel):
     training: Optional[dict[str, Any]] = None
     split: Optional[dict[str, Any]] = None
     calibration: Optional[dict[str, Any]] = None
+    score_distribution: Optional[dict[str, Any]] = Field(
+        None, description="quantiles of the impostor / genuine distances the calibration was fitted on, and its threshold"
+    )
     gallery_calibration: Optional[dict[str, Any]] = None
     thresholds: dict[str, dict[str, Any]]
     metrics: Optional[dict[str, Any]] = None

@@ -416,7 +416,7 @@ async function loadModel() {
     c.split ? [h("h3", {}, "Data split"), jsonFacts(c.split)] : null,
     h("h2", {}, "Decision thresholds"),
     h("table", {}, h("thead", {}, h("tr", {}, ["Decision", "Threshold", "Where it comes from"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, th)),
-    h("h2", {}, "Calibration"), jsonFacts(c.calibration),
+    h("h2", {}, "Calibration"), c.score_distribution ? cdfChart(c.score_distribution) : null, jsonFacts(c.calibration),
     c.gallery_calibration ? [h("h3", {}, "The gallery's own calibration"), jsonFacts(c.gallery_calibration)] : null,
     h("h2", {}, "Metrics"), c.metrics ? [h("p", { class: "muted" }, c.metrics.file), jsonFacts(c.metrics.values)] : h("p", { class: "muted" }, "No metrics.json next to the model (siamkit evaluate --report writes one)."),
     h("h2", {}, "Plots"), c.plots.length ? plots : h("p", { class: "muted" }, "No report plots next to the model."));
@@ -427,6 +427,38 @@ async function loadModel() {
     facts([["FAR at the threshold", `${num(s.report.far_now)} now vs ${num(s.report.far_expected)} at calibration`],
       ["KS statistic", `${num(s.report.ks_statistic, 3)} (p = ${Number(s.report.ks_p_value).toExponential(2)})`],
       ["Impostor pairs", `${s.report.n_now} now, ${s.report.n_calibration} at calibration`]])));
+}
+
+function cdfChart(d) {  // the calibration's impostor / genuine distance CDFs and the threshold
+  const w = 420, hgt = 200, left = 36, bottom = 28, top = 8, right = 10;
+  const all = d.impostor.concat(d.genuine, [d.threshold]);
+  const lo = Math.min(...all), hi = Math.max(...all), span = Math.max(1e-12, hi - lo);
+  const xs = (v) => left + ((w - left - right) * (v - lo)) / span, ys = (p) => hgt - bottom - (hgt - bottom - top) * p;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  const med = (q) => q[d.levels.indexOf(0.5)] ?? q[Math.floor(q.length / 2)];
+  svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Cumulative distance distributions on ${d.data}: impostor median ${num(med(d.impostor))}` +
+    (d.genuine.length ? `, genuine median ${num(med(d.genuine))}` : "") + `, threshold ${num(d.threshold)}`);
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+  };
+  add("line", { class: "axis", x1: left, y1: hgt - bottom, x2: w - right, y2: hgt - bottom });
+  add("line", { class: "axis", x1: left, y1: top, x2: left, y2: hgt - bottom });
+  add("text", { x: 4, y: top + 8 }, "1");
+  add("text", { x: 4, y: hgt - bottom }, "0");
+  add("text", { x: left, y: hgt - 8 }, num(lo, 3));
+  add("text", { x: w - right - 40, y: hgt - 8 }, num(hi, 3));
+  const curve = (q, cls) => add("polyline", { class: cls, points: q.map((v, i) => `${xs(v)},${ys(d.levels[i])}`).join(" ") });
+  curve(d.impostor, "line imp");
+  if (d.genuine.length) curve(d.genuine, "line");
+  add("line", { class: "thr", x1: xs(d.threshold), y1: top, x2: xs(d.threshold), y2: hgt - bottom });
+  add("text", { x: Math.min(w - 90, xs(d.threshold) + 4), y: top + 20 }, `threshold ${num(d.threshold, 3)}`);
+  return h("figure", { class: "cdf" }, h("figcaption", {}, `Distances the calibration was fitted on (${d.data}), cumulative`), svg,
+    h("p", { class: "muted" }, "blue: genuine pairs, orange: impostor pairs; distance on the horizontal axis"));
 }
 
 // ------------------------------------------------------------------ Health

@@ -399,6 +399,10 @@ function jsonFacts(obj) {
   return facts(Object.entries(obj).map(([k, v]) => [k, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)]));
 }
 
+function folded(title, obj) {  // a long list of facts, closed until asked for
+  return h("details", {}, h("summary", {}, `${title} (${Object.keys(obj || {}).length} entries)`), jsonFacts(obj));
+}
+
 async function loadModel() {
   const c = await run("Loading the model card", () => api("/v1/model"), { quiet: true });
   if (!c) return;
@@ -412,13 +416,13 @@ async function loadModel() {
   fill($("model-card"),
     h("h2", {}, "Model"), jsonFacts({ fingerprint: c.model.fingerprint, folder: c.model.folder, siamkit: c.model.siamkit_version }),
     h("h3", {}, "Network"), jsonFacts(c.model.network),
-    h("h2", {}, "Training"), c.training ? Object.entries(c.training).map(([k, v]) => [h("h3", {}, k), typeof v === "object" ? jsonFacts(v) : h("p", {}, String(v))]) : h("p", { class: "muted" }, "The model folder records no training configuration."),
+    h("h2", {}, "Training"), c.training ? Object.entries(c.training).map(([k, v]) => (v !== null && typeof v === "object" ? folded(k, v) : facts([[k, String(v)]]))) : h("p", { class: "muted" }, "The model folder records no training configuration."),
     c.split ? [h("h3", {}, "Data split"), jsonFacts(c.split)] : null,
     h("h2", {}, "Decision thresholds"),
     h("table", {}, h("thead", {}, h("tr", {}, ["Decision", "Threshold", "Where it comes from"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, th)),
-    h("h2", {}, "Calibration"), c.score_distribution ? cdfChart(c.score_distribution) : null, jsonFacts(c.calibration),
+    h("h2", {}, "Calibration"), c.score_distribution ? cdfChart(c.score_distribution) : null, c.calibration ? folded("calibration.json", c.calibration) : h("p", { class: "muted" }, "Not calibrated."),
     c.gallery_calibration ? [h("h3", {}, "The gallery's own calibration"), jsonFacts(c.gallery_calibration)] : null,
-    h("h2", {}, "Metrics"), c.metrics ? [h("p", { class: "muted" }, c.metrics.file), jsonFacts(c.metrics.values)] : h("p", { class: "muted" }, "No metrics.json next to the model (siamkit evaluate --report writes one)."),
+    h("h2", {}, "Metrics"), c.metrics ? folded(c.metrics.file, c.metrics.values) : h("p", { class: "muted" }, "No metrics.json next to the model (siamkit evaluate --report writes one)."),
     h("h2", {}, "Plots"), c.plots.length ? plots : h("p", { class: "muted" }, "No report plots next to the model."));
   const s = await api("/v1/model/shift").catch((e) => ({ available: false, note: e.message }));
   if (!s.available) fill($("shift"), h("p", { class: "muted" }, `Domain-shift check: ${s.note}`));

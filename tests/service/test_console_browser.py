@@ -219,6 +219,11 @@ def test_admin_flow(page: Any, server: dict[str, Any], images: dict[str, Path], 
         page.get_by_role("button", name="Enrol", exact=True).click()
         status_is(page, f"Enrolled {name} with {len(files)} sample")
     sync_api.expect(page.locator("#gallery-count")).to_have_text("3 identities enrolled")
+    page.get_by_role("button", name="Open carol").click()
+    page.get_by_label("More images of this identity").set_input_files(str(images["stranger"]))
+    page.get_by_role("button", name="Add samples").click()
+    sync_api.expect(page.locator("#gallery-detail")).to_contain_text("Samples2")
+    assert thumbs_loaded(page, "#gallery-detail img.thumb") == 2
     page.get_by_label("Search by name").fill("ali")
     sync_api.expect(page.locator("#gallery-list tbody tr")).to_have_count(1)
     page.get_by_role("button", name="Open alice").click()
@@ -285,13 +290,14 @@ def test_admin_flow(page: Any, server: dict[str, Any], images: dict[str, Path], 
     sync_api.expect(page.locator("#model-card")).to_contain_text("Decision thresholds")
     sync_api.expect(page.locator("#model-card")).to_contain_text("encoder")
     sync_api.expect(page.locator("#shift")).to_contain_text("omain shift")
+    sync_api.expect(page.locator("#shift")).to_contain_text("12 now")  # impostor pairs of 6 samples of 3 identities
     check_accessible(page, "model")
     page.screenshot(path=str(shots / "model.png"), full_page=True)
 
     # health charts from /metrics
     go(page, "Health")
     page.wait_for_function("() => document.querySelectorAll('#health-charts svg').length >= 5")
-    sync_api.expect(page.locator("#health-summary")).to_contain_text("3 identities, 5 samples")
+    sync_api.expect(page.locator("#health-summary")).to_contain_text("3 identities, 6 samples")
     sync_api.expect(page.locator("#health-charts")).to_contain_text("Decisions")
     check_accessible(page, "health")
     page.screenshot(path=str(shots / "health.png"), full_page=True)

@@ -299,7 +299,7 @@ async function openIdentity(name) {
       s.has_input ? thumb(`/v1/identities/${enc(name)}/samples/${s.id}/thumbnail?size=64`, `sample ${s.id} of ${name}`) : h("span", {}, "(input not kept)"),
       h("figcaption", {}, `#${s.id}`)))),
     h("div", { class: "admin-only" },
-      h("label", { for: "add-images" }, "Add samples"), files,
+      h("label", { for: "add-images" }, "More images of this identity"), files,
       h("button", { type: "button", onclick: async () => {
         if (!files.files.length) { alertMsg("Choose images to add."); return; }
         const fd = new FormData();

@@ -81,7 +81,7 @@ async function imageUrl(path) {
 
 function thumb(path, alt) {
   const img = h("img", { class: "thumb", alt, width: 64, height: 64 });
-  imageUrl(path).then((u) => { img.src = u; }).catch(() => { img.alt = alt + " (no thumbnail)"; });
+  imageUrl(path).then((u) => { img.onload = () => URL.revokeObjectURL(u); img.src = u; }).catch(() => { img.alt = alt + " (no thumbnail)"; });
   return img;
 }
 
@@ -410,7 +410,7 @@ async function loadModel() {
   const th = Object.entries(c.thresholds).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, num(v.threshold)), h("td", {}, v.source)));
   const plots = h("div", { class: "plots" }, c.plots.map((p) => {
     const img = h("img", { alt: `report plot ${p}` });
-    imageUrl(`/v1/model/plots/${enc(p)}`).then((u) => { img.src = u; }).catch(() => {});
+    imageUrl(`/v1/model/plots/${enc(p)}`).then((u) => { img.onload = () => URL.revokeObjectURL(u); img.src = u; }).catch(() => {});
     return h("figure", {}, img, h("figcaption", {}, p));
   }));
   fill($("model-card"),

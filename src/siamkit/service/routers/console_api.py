@@ -57,6 +57,8 @@ __all__ = [
 
 router = APIRouter(route_class=AuthFirstRoute, tags=["console"])
 
+#: the newest audit entries the queue reads for who accepted a report
+AUDIT_SCAN = 20_000
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 _READ = error_responses(401, 403, 422, 503) | NOT_FOUND
 
@@ -231,7 +233,7 @@ def _queue(state: ServiceState, min_reporters: int) -> tuple[list[QueueItem], in
     by_id = {r.id: r for r in recs}
     teaching = {i: len({by_id[j].actor for j in ids}) for ids in sc.members.values() for i in ids}
     held = set(sc.held)
-    accepted = _accepted_by(store.audit_log())
+    accepted = _accepted_by(store.audit_log(AUDIT_SCAN))
     items = []
     for r in sorted(recs, key=lambda r: r.id):
         state_ = "held" if r.id in held else ("teaches" if r.id in teaching else "waiting")

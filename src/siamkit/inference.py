@@ -9,6 +9,7 @@ import torch
 
 from .data.images import to_float
 from .input_spec import TTA_MODES
+from .matryoshka import prefix
 from .network import SiameseNetwork
 
 __all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]
@@ -78,6 +79,10 @@ def embed_all(
     """
     if dim is not None:
         network = network.at_dim(dim)
+    if getattr(network, "dim", None) is not None:  # a prefix is always the full embedding's
+        full = embed_all(network.at_dim(network.full_dim), inputs, batch_size=batch_size, precision=precision,
+                         channels_last=channels_last, tta=tta)
+        return prefix(full, network.dim, normalize=network.normalize)
     if tta == "spec":
         tta = getattr(getattr(network, "input_spec", None), "tta", None)
     if tta is not None and tta != "none":

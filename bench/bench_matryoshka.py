@@ -32,11 +32,15 @@ from siamkit.data import load_omniglot_compact, split_by_class
 from siamkit.data.faces import load_face_folder, split_identities
 from siamkit.demo import omniglot_demo_config
 from siamkit.evaluation.sizes import score_sizes
+from siamkit.gallery.search import FaissIndex, recall_at_k
+from siamkit.gallery.two_stage import TwoStageIndex
+from siamkit.inference import embed_all
 from siamkit.matryoshka import TruncationWarning
 from siamkit.training import fit
 from siamkit.training.recipes import load_recipe
 
 DIMS = (16, 32, 64, 128)
+K = 10
 SECTION = "Matryoshka embeddings: one model at 16 / 32 / 64 / 128 dimensions"
 FACES = load_recipe("faces")
 
@@ -54,10 +58,25 @@ def _models(base: Any, separate: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-def _score(net: Any, x: torch.Tensor, y: torch.Tensor, dims: tuple[int, ...], *, n_way: tuple[int, ...], max_pairs: int) -> Any:
+def _score(net: Any, x: torch.Tensor, y: torch.Tensor, dims: tuple[int, ...], *, n_way: tuple[int, ...], max_pairs: int,
+           embeddings: torch.Tensor) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # the plain model is truncated on purpose
-        return score_sizes(net, x, y, dims, n_way=n_way, max_pairs=max_pairs, episodes=1000, seed=0)
+        return score_sizes(net, x, y, dims, n_way=n_way, max_pairs=max_pairs, episodes=1000, seed=0, embeddings=embeddings)
+
+
+def _two_stage_recall(e: torch.Tensor) -> dict[str, float]:
+    """recall@10 of two-stage search on the real test embeddings (every one a query
+    against the others' index; exact: flat on the full size)."""
+    x = e.numpy()
+    _, exact = FaissIndex(kind="flat", metric="cosine").build(x).search(x, K + 1)
+    out = {}
+    for short in (16, 32):
+        two = TwoStageIndex(short_dim=short, kind="flat", metric="cosine").build(x)
+        for c in (20, 50, 100):
+            two.set_search_params(candidates=c)
+            out[f"{short}->128, {c} candidates"] = recall_at_k(two.search(x, K + 1)[1], exact, K + 1)
+    return out
 
 
 def _row_numbers(rows: list[dict[str, Any]], shot_keys: list[str]) -> dict[int, dict[str, float]]:
@@ -101,13 +120,15 @@ def run(dataset: str, base: Any, train: tuple[torch.Tensor, torch.Tensor, Any], 
         net = fit(train[0], train[1], cfg, groups=train[2]).network
         out["seconds"][name] = round(time.perf_counter() - t0, 1)
         dims = (cfg.embedding_dim,) if name.startswith("separate") else DIMS
-        s = _score(net, test[0], test[1], dims, n_way=n_way, max_pairs=max_pairs)
+        e = embed_all(net, test[0])
+        s = _score(net, test[0], test[1], dims, n_way=n_way, max_pairs=max_pairs, embeddings=e)
         out["models"][name] = _row_numbers(s.rows, shots)
         print(f"{dataset} {name} ({out['seconds'][name]:.0f} s, load {_load()}): "
               + "; ".join(f"{d}: {v[shots[0]]:.4f}" for d, v in out["models"][name].items()), flush=True)
         if name == "matryoshka":
             out["adaptive"] = _cascade(net, cal[0], cal[1], s, max_pairs)
-            print(f"{dataset} adaptive: {out['adaptive']}", flush=True)
+            out["two_stage_recall_at_10"] = _two_stage_recall(e)
+            print(f"{dataset} adaptive: {out['adaptive']}; two-stage: {out['two_stage_recall_at_10']}", flush=True)
     return out
 
 
@@ -177,6 +198,11 @@ def doc(out: dict[str, Any], cmd: str) -> str:
         f = out["faces"]
         body += ["", f"**AT&T faces** (faces recipe, split seed {f['protocol']['seed']}: 10 test identities; 10-way 1-shot):", ""]
         body += _table(f, "10_way_1_shot") + ["", "Adaptive size (fitted on the 5 calibration identities):", ""] + _adaptive_lines(f)
+    for name in ("omniglot", "faces"):
+        if name in out:
+            r = out[name]["two_stage_recall_at_10"]
+            body += ["", f"Two-stage search on the real {name} test embeddings of the Matryoshka model (each a query against "
+                     "all; recall@10 against flat search on 128 values): " + ", ".join(f"{k}: {v:.4f}" for k, v in r.items()) + "."]
     body += ["", "Training seconds per model are in `bench/results/matryoshka_*.json` (under load, not comparable)."]
     return "\n".join(body)
 

@@ -47,6 +47,12 @@ def test_calibrate_and_evaluate_by_size(trained: tuple[Path, Path, Path], tmp_pa
     assert v8.network.embedding_dim == 8 and v8.calibrator is not None
     assert v8.calibrator.threshold_ == json.loads((model / "calibration-dim8.json").read_text())["threshold"]
 
+    a, b = sorted((test / "class0").glob("*.png"))[:2]
+    r = run("compare", model, a, b, "--dim", "8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["threshold"] == v8.calibrator.threshold_
+    assert_clean_error(run("compare", model, a, b, "--dim", "12"), "not 12")
+
     out = tmp_path / "rep"
     r = run("evaluate", model, "--data", test, "--dims", "8,16,32", "--out", out, "--n-way", "5", "--allow-overlap")
     assert r.exit_code == 0, r.output

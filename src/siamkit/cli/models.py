@@ -55,6 +55,7 @@ def compare(
     as_json: bool = JSON_OUT,
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A CSV of path_a,path_b (optional same): one decision per line, and a warning when the pairs look unlike the calibration's data."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="A Matryoshka embedding size (with that size's calibration, `calibrate --dims`); torch runtime, two images."),
 ) -> None:
     """Distance (lower = closer) and similarity score (higher = more similar) of two images
     (or of every pair of a CSV with --batch; or the cosine similarity of two texts, for a text model)."""
@@ -70,12 +71,14 @@ def compare(
         from .text import compare_text
 
         return compare_text(model, image_a, image_b, as_json=as_json)
+    if dim is not None and runtime != "torch":
+        fail("--dim compares with the torch runtime (a model folder)")
     if runtime == "onnx":
         r = _compare_onnx(model, Path(image_a), Path(image_b))
     elif runtime == "torch":
         from ..verify import compare_files
 
-        r = compare_files(model, Path(image_a), Path(image_b))
+        r = compare_files(model, Path(image_a), Path(image_b), dim=dim)
     else:
         fail(f"--runtime must be torch or onnx, got {runtime!r}")
     if as_json:

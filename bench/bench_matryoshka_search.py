@@ -165,6 +165,8 @@ def doc(out: dict[str, Any], cmd: str) -> str:
              f"{machine_line(out['machine'])} Data: **synthetic** Matryoshka-like embeddings (see the script: clustered "
              f"unit vectors, coordinate standard deviation ~ i^-{out['args']['alpha']}, {out['args']['per_cluster']} per "
              f"cluster, {out['queries']} queries). Reference: FAISS flat on the 128 values.", ""]
+    if out.get("reconstructed"):
+        lines += [f"The JSON of this run was rebuilt {out['reconstructed']}.", ""]
     for res in out["sizes"]:
         lines += [f"**{res['n']:,} entries** (IVF nlist {res['nlist']}; load average {res['load_start']:.1f} at the start, "
                   f"{res['load_end']:.1f} at the end):", "",

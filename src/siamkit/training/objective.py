@@ -81,19 +81,8 @@ class Objective:
         self.two_views = config.loss == "views" or config.instance_weight > 0
 
     def __call__(self, e: torch.Tensor, y: torch.Tensor, given_pairs: Pairs | None = None) -> torch.Tensor:
-        """The batch loss.
-
-        Args:
-            e: the embeddings (with two views: the first view's rows, then the second's).
-            y: the class of every sample.
-            given_pairs: a pair batch's pairs (then no miner is used).
-
-        Shapes:
-            e (N, D) or (2N, D) with two views, y (N,) -> scalar.
-
-        Returns:
-            The loss, with its gradient (with ``matryoshka_dims``: summed over the prefixes).
-        """
+        """The batch loss: :meth:`one_size` (same arguments), summed over the embedding's
+        prefixes when the config sets ``matryoshka_dims``."""
         dims = self.config.matryoshka_dims
         if dims:
             return matryoshka_loss(

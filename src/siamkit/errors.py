@@ -32,6 +32,7 @@ __all__ = [
     "KeyFileError",
     "FinetuneRefused",
     "TrainingDivergedError",
+    "EmbeddingSizeError",
 ]
 
 
@@ -135,3 +136,8 @@ class ExportError(SiamkitError):
 class RecipeError(SiamkitError):
     """A recipe file that cannot be used: unknown recipe, bad TOML, an unknown key (the
     message names the key and the file) or a value of the wrong type."""
+
+
+class EmbeddingSizeError(SiamkitError):
+    """An embedding size (a Matryoshka prefix) the model was not trained for, or one
+    outside 1..its embedding size, or a file (calibration, gallery) of another size."""

@@ -9,6 +9,7 @@ import torch
 
 from .data.images import to_float
 from .input_spec import TTA_MODES
+from .matryoshka import prefix
 from .network import SiameseNetwork
 
 __all__ = ["embed_all", "pair_distances_of_embeddings", "autocast_context", "network_pairwise"]
@@ -42,6 +43,7 @@ def embed_all(
     precision: str = "fp32",
     channels_last: bool = False,
     tta: str | None = "spec",
+    dim: int | None = None,
 ) -> torch.Tensor:
     """Embed a whole set in eval mode, in batches. uint8 images are scaled to [0, 1].
 
@@ -62,8 +64,10 @@ def embed_all(
             accuracy for 5x the embedding time. ``"spec"`` (the default): the model's own,
             ``network.input_spec.tta`` (what its recipe says; None for models saved
             before input recipes), so every embedding made for a user applies it.
+        dim: the embedding size (a Matryoshka prefix, :meth:`SiameseNetwork.at_dim`);
+            None: the network's own.
 
-    Shapes: (N, ...) -> (N, D) float32. The network's train/eval mode is restored.
+    Shapes: (N, ...) -> (N, D) float32 (D = ``dim`` when given). The network's train/eval mode is restored.
 
     Returns:
         The embeddings, in input order, on the network's device and without gradients
@@ -71,7 +75,14 @@ def embed_all(
 
     Raises:
         ValueError: an unknown ``tta``, or ``tta`` on inputs that are not (N, C, H, W).
+        EmbeddingSizeError: a ``dim`` the model does not take.
     """
+    if dim is not None:
+        network = network.at_dim(dim)
+    if getattr(network, "dim", None) is not None:  # a prefix is always the full embedding's
+        full = embed_all(network.at_dim(network.full_dim), inputs, batch_size=batch_size, precision=precision,
+                         channels_last=channels_last, tta=tta)
+        return prefix(full, network.dim, normalize=network.normalize)
     if tta == "spec":
         tta = getattr(getattr(network, "input_spec", None), "tta", None)
     if tta is not None and tta != "none":

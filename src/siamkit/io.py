@@ -97,8 +97,10 @@ def save_model(network: SiameseNetwork, path: str | Path, *, extra: dict[str, An
 
     Raises:
         ValueError: the encoder was not made by :func:`~siamkit.encoders.create_encoder`
-            (it cannot be saved by name).
+            (it cannot be saved by name), or the network is a prefix view (``at_dim``).
     """
+    if getattr(network, "dim", None) is not None:
+        raise ValueError(f"this network is a view at {network.dim} dimensions (at_dim): save the full network")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = {
@@ -218,6 +220,7 @@ def network_from_config(net_cfg: dict[str, Any]) -> SiameseNetwork:
             normalize=net_cfg.get("normalize", False),
             head=net_cfg.get("head"),
             input_spec=net_cfg.get("input_spec"),
+            matryoshka_dims=net_cfg.get("matryoshka_dims"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"the network recipe in the model config cannot be built: {e}") from None

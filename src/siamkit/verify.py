@@ -61,11 +61,20 @@ class Verifier:
         self.calibrator = calibrator
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path) -> "Verifier":
+    def from_dir(cls, model_dir: str | Path, *, dim: int | None = None) -> "Verifier":
         """Load a model folder and its ``calibration.json`` if there is one (checked
-        against the model's fingerprint)."""
-        network = load_model(model_dir)
-        cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
+        against the model's fingerprint).
+
+        Args:
+            model_dir: the model folder.
+            dim: a Matryoshka embedding size: the model at that size
+                (:meth:`SiameseNetwork.at_dim`) with that size's ``calibration-dimD.json``.
+
+        Returns:
+            The verifier.
+        """
+        network = load_model(model_dir).at_dim(dim)
+        cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None), dim=network.dim)
         return cls(network, cal)
 
     def distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -156,7 +165,7 @@ def compare_tensors(network: SiameseNetwork, a: torch.Tensor, b: torch.Tensor) -
     return r.distance, r.score
 
 
-def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
+def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path, *, dim: int | None = None) -> dict[str, Any]:
     """Compare two image files with the model in ``model_dir`` (calibrated if it has a
     ``calibration.json``).
 
@@ -164,6 +173,7 @@ def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path)
         model_dir: a model folder (see :func:`siamkit.io.load_model`).
         path_a: the first image file.
         path_b: the second image file.
+        dim: a Matryoshka embedding size (that size's ``calibration-dimD.json``).
 
     Returns:
         {"distance", "score", "same", "confidence", "threshold", "distance_kind"}.
@@ -176,7 +186,7 @@ def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path)
         DataError: the model was not trained on images, or a file cannot be read as an
             image.
     """
-    v = Verifier.from_dir(model_dir)
+    v = Verifier.from_dir(model_dir, dim=dim)
     r = v.verify_files(path_a, path_b).to_dict()
     net = v.network
     r["distance_kind"] = "negative pair-head logit" if net.pair_head is not None else f"{net.distance.name} distance"

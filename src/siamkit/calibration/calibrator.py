@@ -28,6 +28,7 @@ __all__ = [
     "NotFittedError",
     "SplitLeakageError",
     "CALIBRATION_FILE",
+    "calibration_file",
     "FORMAT",
     "FORMAT_VERSION",
 ]
@@ -330,8 +331,16 @@ class Calibrator:
             raise ModelFileError(f"calibration has an invalid field: {e}") from None
         return cal
 
-    def save(self, model_dir: str | Path) -> Path:
+    def save(self, model_dir: str | Path, *, dim: int | None = None) -> Path:
         """Write ``model_dir/calibration.json`` atomically. Returns the file's path.
+
+        Args:
+            model_dir: the model folder.
+            dim: a Matryoshka embedding size: ``calibration-dimD.json`` (the calibration of
+                the model at that size); None: the full size's ``calibration.json``.
+
+        Returns:
+            The file written.
 
         Raises:
             ModelFileError: ``model_dir`` is not an existing folder.
@@ -339,18 +348,21 @@ class Calibrator:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelFileError(f"model folder {model_dir} does not exist")
-        path = model_dir / CALIBRATION_FILE
+        path = model_dir / calibration_file(dim)
         write_json_atomic(path, self.to_dict())
         return path
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, expected_fingerprint: str | None = None) -> Calibrator | None:
+    def load(
+        cls, model_dir: str | Path, *, expected_fingerprint: str | None = None, dim: int | None = None
+    ) -> Calibrator | None:
         """Read ``model_dir/calibration.json``; None when the model has no calibration.
 
         Args:
             model_dir: a model folder.
             expected_fingerprint: when given and the file records a fingerprint, they must
-                match (a calibration belongs to one model).
+                match (a calibration belongs to one model, at one embedding size).
+            dim: a Matryoshka embedding size (``calibration-dimD.json``); None: the full size.
 
         Returns:
             The fitted calibrator, or None when ``model_dir`` has no calibration.json.
@@ -362,7 +374,7 @@ class Calibrator:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelFileError(f"model folder {model_dir} does not exist")
-        path = model_dir / CALIBRATION_FILE
+        path = model_dir / calibration_file(dim)
         if not path.is_file():
             return None
         try:
@@ -381,6 +393,12 @@ class Calibrator:
                 "(the file is damaged or edited); recalibrate"
             )
         return cal
+
+
+def calibration_file(dim: int | None = None) -> str:
+    """The calibration's file name in a model folder: ``calibration.json`` for the full
+    embedding, ``calibration-dimD.json`` for the model at the Matryoshka size D."""
+    return CALIBRATION_FILE if dim is None else f"calibration-dim{int(dim)}.json"
 
 
 #: rounding slack below 0 (the expanded squared-Euclidean matrix can dip just under it)

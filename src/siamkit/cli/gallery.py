@@ -33,10 +33,11 @@ GALLERY = typer.Option(
 MODEL = typer.Option(None, "--model", "-m", help="The model folder the gallery uses (with its calibration.json).")
 SCORING = typer.Option(None, "--scoring", help="best (closest sample) or mean (mean embedding); default: the gallery's.")
 INDEX = typer.Option("auto", "--index", help="Search index: auto, exact, flat, hnsw, ivf.")
+DIM = typer.Option(None, "--dim", help="A Matryoshka embedding size to build / use the gallery at (recorded in the gallery; its calibration-dimD.json).")
 METADATA_EXAMPLE = '{"team": "R&D"}'
 
 
-def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True) -> Any:
+def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring: Optional[str] = None, index: str = "auto", need_model: bool = True, dim: Optional[int] = None) -> Any:
     """The gallery file opened with ``model``, after checking both were given / exist."""
     from ..errors import SiamkitError
     from ..gallery import Gallery
@@ -45,7 +46,9 @@ def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring:
         raise SiamkitError("--model is required: the model folder the gallery was built with")
     if not create and isinstance(gallery, Path) and not gallery.exists():
         raise SiamkitError(f"gallery {gallery} does not exist (enroll creates it)")
-    return Gallery.open(gallery, model, create=create, scoring=scoring, index=index)
+    from ..gallery.sizes import model_at_dim
+
+    return Gallery.open(gallery, model_at_dim(model, dim), create=create, scoring=scoring, index=index)
 
 
 def _record_line(r: Any) -> str:
@@ -70,13 +73,14 @@ def enroll(
     model: Optional[Path] = MODEL,
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object kept with the identity."),
     scoring: Optional[str] = typer.Option(None, "--scoring", help="A new gallery's default rule: best or mean."),
+    dim: Optional[int] = DIM,
     preprocess: str = typer.Option("none", "--preprocess", help="none (the model's plain loader) or signature (scans: crop to the ink, pad, invert, as --task signatures trains; recorded, and every probe of the identity is prepared the same way)."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Enrol a new identity from images (creates the gallery file if needed)."""
     from ..gallery.references import enroll_references
 
-    with _open(gallery, model, create=True, scoring=scoring) as g:
+    with _open(gallery, model, create=True, scoring=scoring, dim=dim) as g:
         meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
         r = g.enroll(identity, list(images), metadata=meta) if preprocess == "none" else enroll_references(
             g, identity, list(images), preprocess=preprocess, metadata=meta)
@@ -90,10 +94,11 @@ def add(
     images: List[Path] = typer.Argument(..., help="More images of it."),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
+    dim: Optional[int] = DIM,
     as_json: bool = JSON_OUT,
 ) -> None:
     """Add samples to an enrolled identity."""
-    with _open(gallery, model) as g:
+    with _open(gallery, model, dim=dim) as g:
         r = g.add_samples(identity, list(images))
     _echo_record(r, as_json, f"added {len(images)}: ")
 
@@ -143,12 +148,13 @@ def verify(
     model: Optional[Path] = MODEL,
     scoring: Optional[str] = SCORING,
     rule: Optional[str] = typer.Option(None, "--rule", help="Decide from the K enrolled references: best (closest) or mean (mean distance), at the threshold `gallery calibrate-references` fitted for the rule and K; default: the gallery's scoring at the model's pair threshold."),
+    dim: Optional[int] = DIM,
     as_json: bool = JSON_OUT,
 ) -> None:
     """1:1: is IMAGE the enrolled IDENTITY? (decision at the model's calibrated threshold)"""
     from ..gallery.references import probe_input
 
-    with _open(gallery, model, scoring=scoring) as g:
+    with _open(gallery, model, scoring=scoring, dim=dim) as g:
         if rule is not None:
             return _verify_references(g, model, identity, image, rule, as_json)
         r = g.verify(identity, probe_input(g, identity, image))
@@ -192,6 +198,7 @@ def identify(
     k: int = typer.Option(5, "-k", "--top", help="Candidates to show."),
     scoring: Optional[str] = SCORING,
     index: str = INDEX,
+    dim: Optional[int] = DIM,
     as_json: bool = JSON_OUT,
 ) -> None:
     """1:N, open set: the closest identities, or "unknown" when none is close enough."""
@@ -199,7 +206,7 @@ def identify(
 
     if k < 1:
         raise SiamkitError(f"-k must be >= 1, got {k}")
-    with _open(gallery, model, scoring=scoring, index=index) as g:
+    with _open(gallery, model, scoring=scoring, index=index, dim=dim) as g:
         r = g.identify(image, k=k)
     if as_json:
         echo_json(r.to_dict())

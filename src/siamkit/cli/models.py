@@ -55,6 +55,7 @@ def compare(
     as_json: bool = JSON_OUT,
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A CSV of path_a,path_b (optional same): one decision per line, and a warning when the pairs look unlike the calibration's data."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="A Matryoshka embedding size (with that size's calibration, `calibrate --dims`); torch runtime, two images."),
 ) -> None:
     """Distance (lower = closer) and similarity score (higher = more similar) of two images
     (or of every pair of a CSV with --batch; or the cosine similarity of two texts, for a text model)."""
@@ -70,12 +71,14 @@ def compare(
         from .text import compare_text
 
         return compare_text(model, image_a, image_b, as_json=as_json)
+    if dim is not None and runtime != "torch":
+        fail("--dim compares with the torch runtime (a model folder)")
     if runtime == "onnx":
         r = _compare_onnx(model, Path(image_a), Path(image_b))
     elif runtime == "torch":
         from ..verify import compare_files
 
-        r = compare_files(model, Path(image_a), Path(image_b))
+        r = compare_files(model, Path(image_a), Path(image_b), dim=dim)
     else:
         fail(f"--runtime must be torch or onnx, got {runtime!r}")
     if as_json:
@@ -140,6 +143,8 @@ def calibrate(
     mode: str = typer.Option("pair", help="pair (the 1:1 threshold) or identification (the open-set 'unknown' threshold of gallery identify, fitted on simulated galleries of the split's identities)."),
     gallery_fraction: float = typer.Option(0.75, help="--mode identification: share of the identities enrolled per simulated gallery (the others probe as never enrolled)."),
     enrol_samples: Optional[int] = typer.Option(None, help="--mode identification: images enrolled per identity (default: half of its images)."),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Matryoshka sizes (e.g. 16,32,64,128, or all): a calibration per size (calibration-dimD.json) and the adaptive size cascade (adaptive.json) on the same pairs; an image folder."),
+    max_disagreement: float = typer.Option(0.005, help="--dims: share of the pairs the adaptive cascade may decide at a smaller size differently from the full size (sets its bands)."),
 ) -> None:
     """Fit the decision threshold and confidence on a validation split; save calibration.json."""
     from ..calibration import Calibrator
@@ -149,6 +154,13 @@ def calibrate(
     if mode not in ("pair", "identification"):
         fail(f"--mode must be pair or identification, got {mode!r}")
     net = load_model(model)
+    if dims is not None:
+        from .sizes import calibrate_sizes
+
+        if mode != "pair":
+            fail("--dims calibrates the pair threshold per size; leave out --mode")
+        return calibrate_sizes(model, net, data, dims, method=method, target_far=target_far if target_far is not None else 1e-3,
+                               confidence=confidence, max_pairs=max_pairs, seed=seed, max_disagreement=max_disagreement)
     scored, _ = _scored(net, data, max_pairs, seed, baseline=False, one_shot=False)
     far = target_far if target_far is not None else (1e-2 if mode == "identification" else 1e-3)
     cal = Calibrator(threshold_method=method, target_far=far if mode == "pair" else 1e-3, confidence_method=confidence)
@@ -207,6 +219,7 @@ def evaluate(
     k_shot: int = typer.Option(1, "--k-shot", help="Supports per class in an episode."),
     train_run: Optional[Path] = typer.Option(None, "--train-run", help="The training run folder (its split.json); default: the folder holding MODEL, if it has one."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a test folder that shares classes with training (marked in the report)."),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Embedding sizes (Matryoshka prefixes), e.g. 16,32,64,128 or all: one table of ROC AUC / EER / one-shot per size (and the adaptive cascade of `calibrate --dims`), OUT/sizes.md; an image folder."),
     protocol: str = typer.Option("pairs", "--protocol", help="pairs (all pairs of a class folder or a pair CSV) or signatures (WRITER/genuine + WRITER/forged, writer-independent: genuine-genuine = same, genuine-skilled forgery = different; pooled and per-writer EER, shortcut probes, random forgeries apart)."),
 ) -> None:
     """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
@@ -228,6 +241,11 @@ def evaluate(
         cal.check_not_fitted_on(str(data.resolve()))
     notes: dict[str, Any] = {}
     check = _overlap_check(model, train_run, allow_overlap, notes)
+    if dims is not None:
+        from .sizes import evaluate_sizes
+
+        return evaluate_sizes(model, net, data, dims, out, max_pairs=max_pairs, seed=seed, n_way=n_way, k_shot=k_shot,
+                              check=check, notes=notes)
     if protocol == "signatures":
         return _evaluate_signatures(net, data, out, baseline, seed, check, cal, notes)
     if protocol != "pairs":

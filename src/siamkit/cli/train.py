@@ -175,12 +175,16 @@ def _config_and_input(ctx: typer.Context, recipe: Optional[str], flags: dict[str
 
     fields = {k: flags[k] for k in _FIELD_FLAGS}
     fields["embedding_dim"] = fields["embedding_dim"] or None
+    if flags.get("matryoshka_dims"):  # a recipe's [train] matryoshka_dims unless given here
+        from ..matryoshka import parse_dims
+
+        fields["matryoshka_dims"] = parse_dims(flags["matryoshka_dims"])
     enc_kw = _encoder_kwargs(flags["width"], flags["grid"], flags["dropout"])
     size = parse_size(flags["image_size"])
     if recipe is None:
         return TrainConfig(**fields, encoder_kwargs=enc_kw), flags["task"], size, flags["channels"]
     r = load_recipe(recipe)
-    given = {k: v for k, v in fields.items() if _given(ctx, k)}
+    given = {k: v for k, v in fields.items() if k == "matryoshka_dims" or _given(ctx, k)}
     base = r.train.to_dict()
     if "encoder" in given and given["encoder"] != base["encoder"]:
         base["encoder_kwargs"] = {}  # another encoder: the recipe's encoder options do not apply
@@ -203,6 +207,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its saved options."),
     encoder: str = typer.Option("conv4", help="Encoder: conv4, resnet, koch, mlp."),
     embedding_dim: int = typer.Option(64, help="Embedding size (0 = the encoder's pooled features)."),
+    matryoshka_dims: Optional[str] = typer.Option(None, "--matryoshka-dims", help="Nested embedding sizes, e.g. 16,32,64,128 (ending at --embedding-dim): the loss is summed over these prefixes (Matryoshka), so the model works at each size (`evaluate --dims`, `gallery ... --dim`)."),
     width: Optional[int] = typer.Option(None, help="conv4: channels per block."),
     grid: Optional[int] = typer.Option(None, help="conv4: pool the last map to GRID x GRID before flattening."),
     dropout: Optional[float] = typer.Option(None, help="Encoder dropout before the projection."),

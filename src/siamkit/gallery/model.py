@@ -21,6 +21,7 @@ from ..errors import GalleryError, GalleryFileError, ModelMismatchError
 from ..io import check_fingerprint
 from ..network import SiameseNetwork
 from ..verify import Verifier
+from .sizes import check_same_size, size_meta
 
 __all__ = ["model_hash", "distance_name", "resolve_model", "model_meta", "check_same_model"]
 
@@ -113,6 +114,7 @@ def model_meta(network: SiameseNetwork) -> dict[str, Any]:
         "normalize": bool(network.normalize),
         "input_spec": network.input_spec.to_dict(),
         "siamkit_version": __version__,
+        **size_meta(network),  # a gallery at a Matryoshka size records it (prefix_dim)
     }
 
 
@@ -134,6 +136,7 @@ def check_same_model(stored: dict[str, Any], given: dict[str, Any], path: Any) -
         GalleryFileError: the same model, but the recorded ``embedding_dim`` is not the
             network's (the meta table was edited or damaged).
     """
+    check_same_size(stored, given, path)
     if stored["model_hash"] == given["model_hash"]:
         dim = stored.get("embedding_dim")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim != given["embedding_dim"]:

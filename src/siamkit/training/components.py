@@ -66,6 +66,7 @@ def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNe
         normalize=config.normalize,
         head="l1" if config.loss == "binary" else None,
         input_spec=spec,
+        matryoshka_dims=config.matryoshka_dims,  # checked against the encoder's size here
     )
 
 

@@ -10,6 +10,7 @@ from ..distances import DISTANCES
 from ..encoders import list_encoders
 from ..errors import SiamkitError
 from ..input_spec import InputSpec
+from ..matryoshka import check_dims
 from ..miners import MINERS
 
 __all__ = ["TrainConfig"]
@@ -28,6 +29,11 @@ class TrainConfig:
         embedding_dim: output size (None = the encoder's pooled features).
         normalize: L2-normalise embeddings.
         distance: euclidean, sqeuclidean, cosine or l1.
+        matryoshka_dims: nested embedding sizes, e.g. (16, 32, 64, 128), ending at the
+            embedding size: the loss (any loss) is summed over the prefixes of these sizes,
+            each re-normalised when ``normalize`` (:mod:`siamkit.matryoshka`); recorded in
+            the saved model, whose consumers then take ``dim=`` any of them. None = off.
+        matryoshka_weights: one weight per size (None = 1 each).
 
     Objective:
         loss: contrastive, triplet, binary (Koch's L1 pair head + BCE), mnr
@@ -101,6 +107,8 @@ class TrainConfig:
     embedding_dim: int | None = 64
     normalize: bool = True
     distance: str = "euclidean"
+    matryoshka_dims: tuple[int, ...] | None = None
+    matryoshka_weights: tuple[float, ...] | None = None
 
     loss: str = "triplet"
     miner: str | None = None
@@ -150,6 +158,9 @@ class TrainConfig:
         if isinstance(self.scale, list):
             self.scale = tuple(self.scale)  # type: ignore[assignment]
         self.preprocess = [dict(s) for s in self.preprocess]
+        for name in ("matryoshka_dims", "matryoshka_weights"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
         if self.tta == "none":
             self.tta = None
         if self.miner is None and self.batching != "pairs":
@@ -224,12 +235,27 @@ class TrainConfig:
             bad(f"classifier_scale must be > 0, got {self.classifier_scale}")
         if self.instance_weight < 0:
             bad(f"instance_weight must be >= 0, got {self.instance_weight}")
+        self._validate_matryoshka(bad)
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         try:
             InputSpec().with_recipe(self.preprocess, self.tta)
         except (TypeError, ValueError) as e:
             bad(str(e))
+
+    def _validate_matryoshka(self, bad: Any) -> None:
+        if self.matryoshka_dims is None:
+            if self.matryoshka_weights is not None:
+                bad("matryoshka_weights without matryoshka_dims")
+            return
+        try:
+            dims = check_dims(self.matryoshka_dims, self.embedding_dim)
+        except SiamkitError as e:
+            bad(str(e))
+        if self.matryoshka_weights is not None:
+            w = self.matryoshka_weights
+            if len(w) != len(dims) or any(not (isinstance(x, (int, float)) and x >= 0) for x in w) or not any(w):
+                bad(f"matryoshka_weights must be {len(dims)} non-negative numbers, not all 0, got {list(w)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every option, JSON-able (``scale`` as a list)."""

@@ -3,7 +3,8 @@
 Class batches reach their loss through the miner (contrastive, triplet, binary), or use
 in-batch negatives (mnr, normsoftmax); pair batches use their given pairs. With two
 views of every image (the ``views`` loss, or ``instance_weight`` > 0) the views term is
-the loss or is added to it.
+the loss or is added to it. With ``matryoshka_dims`` the whole of it is summed over the
+embedding's prefixes (:func:`siamkit.matryoshka.matryoshka_loss`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..losses import (
     normalized_softmax_loss,
     triplet_loss,
 )
+from ..matryoshka import matryoshka_loss
 from ..miners import BaseMiner
 from ..network import SiameseNetwork
 from ..tuples import Pairs, Triplets
@@ -79,7 +81,18 @@ class Objective:
         self.two_views = config.loss == "views" or config.instance_weight > 0
 
     def __call__(self, e: torch.Tensor, y: torch.Tensor, given_pairs: Pairs | None = None) -> torch.Tensor:
-        """The batch loss.
+        """The batch loss: :meth:`one_size` (same arguments), summed over the embedding's
+        prefixes when the config sets ``matryoshka_dims``."""
+        dims = self.config.matryoshka_dims
+        if dims:
+            return matryoshka_loss(
+                lambda p: self.one_size(p, y, given_pairs), e, dims,
+                normalize=self.network.normalize, weights=self.config.matryoshka_weights,
+            )
+        return self.one_size(e, y, given_pairs)
+
+    def one_size(self, e: torch.Tensor, y: torch.Tensor, given_pairs: Pairs | None = None) -> torch.Tensor:
+        """The batch loss of embeddings of one size (the views term included).
 
         Args:
             e: the embeddings (with two views: the first view's rows, then the second's).
@@ -118,8 +131,9 @@ class Objective:
         config, network = self.config, self.network
         if config.loss == "normsoftmax":
             assert self.proxies is not None and self.class_values is not None
-            return normalized_softmax_loss(
-                e, torch.searchsorted(self.class_values, y), self.proxies, scale=config.classifier_scale, margin=config.margin
+            return normalized_softmax_loss(  # a prefix is scored against the proxies' prefix
+                e, torch.searchsorted(self.class_values, y), self.proxies[:, : e.shape[1]],
+                scale=config.classifier_scale, margin=config.margin,
             )
         if config.loss == "mnr":
             m = config.m_per_class

@@ -1,0 +1,153 @@
+"""Two-stage (coarse-to-fine) search over Matryoshka embeddings: candidates by the short
+prefix, re-ranked by the full embedding.
+
+Stage 1 searches a FAISS index (:class:`~siamkit.gallery.search.FaissIndex`: flat, IVF or
+HNSW) built on the first ``short_dim`` values of every vector (re-normalised for the
+cosine metric), for ``candidates`` rows per query; stage 2 computes the exact full-size
+distance of the query to each candidate and keeps the ``k`` closest. Stage 1 scans
+``short_dim / D`` of the values a single-stage index would; stage 2 touches
+``candidates x D`` values per query. ``bench/bench_matryoshka_search.py`` measures
+recall@10 and queries/s against single-stage flat and IVF search.
+
+Example:
+    >>> import numpy as np
+    >>> from siamkit.gallery.two_stage import TwoStageIndex
+    >>> x = np.random.default_rng(0).standard_normal((2000, 64)).astype("float32")
+    >>> idx = TwoStageIndex(short_dim=16, candidates=50, kind="flat", metric="cosine").build(x)
+    >>> d, rows = idx.search(x[:3], 5)
+    >>> rows[:, 0].tolist()
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import GalleryError
+from .exact import as_vectors, check_metric, normalize_rows
+from .search import FaissIndex
+
+__all__ = ["TwoStageIndex"]
+
+#: queries re-ranked at once (bounds the (Q, candidates, D) gather)
+RERANK_CHUNK = 256
+
+
+class TwoStageIndex:
+    """Candidates from an index on the short prefix, re-ranked by the full vectors.
+
+    Args:
+        short_dim: the prefix size stage 1 searches (e.g. 16 or 32 of 128).
+        candidates: rows stage 1 returns per query (re-ranked; at least ``k``).
+        kind: stage 1's FAISS index: flat, ivf or hnsw.
+        metric: ``"cosine"`` (each prefix re-normalised; stage 2 on the normalised full
+            vectors) or ``"l2"`` (squared Euclidean, prefixes as they are).
+        index_params: stage 1's :class:`FaissIndex` options (nlist, nprobe, m, ...).
+
+    Attributes (after build):
+        coarse_ (FaissIndex): stage 1. vectors_ (np.ndarray): the full vectors (normalised
+        for cosine).
+    """
+
+    def __init__(self, *, short_dim: int, candidates: int = 100, kind: str = "flat", metric: str = "cosine",
+                 **index_params: Any) -> None:
+        check_metric(metric)
+        if isinstance(short_dim, bool) or not isinstance(short_dim, int) or short_dim < 1:
+            raise GalleryError(f"short_dim must be a positive integer, got {short_dim!r}")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise GalleryError(f"candidates must be a positive integer, got {candidates!r}")
+        self.short_dim = short_dim
+        self.candidates = candidates
+        self.kind = kind
+        self.metric = metric
+        self.index_params = index_params
+
+    def _short(self, a: np.ndarray) -> np.ndarray:
+        s = np.ascontiguousarray(a[:, : self.short_dim])
+        return normalize_rows(s).astype(np.float32) if self.metric == "cosine" else s
+
+    def build(self, vectors: Any) -> TwoStageIndex:
+        """Index ``vectors`` (N, D), D >= short_dim. Returns self.
+
+        Raises:
+            GalleryError: vectors shorter than ``short_dim``, or bad index options.
+        """
+        a = as_vectors(vectors)
+        if a.shape[1] < self.short_dim:
+            raise GalleryError(f"short_dim {self.short_dim} is more than the vectors' {a.shape[1]} values")
+        self.vectors_ = normalize_rows(a).astype(np.float32) if self.metric == "cosine" else a
+        self.coarse_ = FaissIndex(kind=self.kind, metric=self.metric, **self.index_params).build(self._short(a))
+        return self
+
+    def set_search_params(self, *, candidates: int | None = None, **coarse: Any) -> None:
+        """Change the candidates per query and stage 1's query-time options (nprobe, ef_search).
+
+        Args:
+            candidates: rows stage 1 returns per query.
+            coarse: :meth:`FaissIndex.set_search_params` options.
+        """
+        if candidates is not None:
+            self.candidates = int(candidates)
+        if coarse:
+            self.coarse_.set_search_params(**coarse)
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest vectors of each query by the full-size distance, among stage 1's candidates.
+
+        Args:
+            queries: the full-size query vectors.
+            k: neighbours per query.
+
+        Returns:
+            (distances, rows) as :meth:`FaissIndex.search`: lower = closer (``1 - x.y`` or
+            squared L2), rows in insertion order, -1 / +inf where fewer were found.
+
+        Shapes: queries (Q, D) -> (Q, k), (Q, k).
+
+        Raises:
+            GalleryError: the index is not built, or queries of another size.
+        """
+        if not hasattr(self, "vectors_"):
+            raise GalleryError("the two-stage index is not built; call build() first")
+        q = as_vectors(queries, "queries")
+        if q.shape[1] != self.vectors_.shape[1]:
+            raise GalleryError(f"queries have {q.shape[1]} values, the indexed vectors {self.vectors_.shape[1]}")
+        if self.metric == "cosine":
+            q = normalize_rows(q).astype(np.float32)
+        _, cand = self.coarse_.search(self._short(q), max(k, self.candidates))
+        dist = np.full((q.shape[0], k), np.inf, np.float32)
+        rows = np.full((q.shape[0], k), -1, np.int64)
+        for s in range(0, q.shape[0], RERANK_CHUNK):
+            c = cand[s : s + RERANK_CHUNK]
+            dist[s : s + RERANK_CHUNK], rows[s : s + RERANK_CHUNK] = self._rerank(q[s : s + RERANK_CHUNK], c, k)
+        return dist, rows
+
+    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact full-size distances to the candidates, the k smallest in order."""
+        valid = cand >= 0
+        safe = np.where(valid, cand, 0)
+        # np.take: 3-4x faster than fancy indexing for scattered rows of a large matrix
+        x = np.take(self.vectors_, safe.ravel(), axis=0).reshape(*safe.shape, -1)  # (Q, C, D)
+        dot = np.matmul(x, q[:, :, None])[..., 0]
+        if self.metric == "cosine":
+            d = 1.0 - dot
+        else:
+            d = np.einsum("qcd,qcd->qc", x, x) - 2.0 * dot + np.einsum("qd,qd->q", q, q)[:, None]
+        d = np.where(valid, d, np.inf).astype(np.float32)
+        kk = min(k, d.shape[1])
+        part = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        order = np.take_along_axis(d, part, 1).argsort(axis=1, kind="stable")
+        top = np.take_along_axis(part, order, 1)
+        out_d = np.take_along_axis(d, top, 1)
+        out_r = np.where(np.isfinite(out_d), np.take_along_axis(cand, top, 1), -1)
+        if kk < k:  # fewer candidates than k
+            pad = k - kk
+            out_d = np.pad(out_d, ((0, 0), (0, pad)), constant_values=np.inf)
+            out_r = np.pad(out_r, ((0, 0), (0, pad)), constant_values=-1)
+        return out_d, out_r
+
+    def memory_bytes(self) -> int:
+        """Stage 1's index plus the full vectors."""
+        return int(self.coarse_.memory_bytes()) + int(self.vectors_.nbytes)

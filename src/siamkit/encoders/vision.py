@@ -238,7 +238,7 @@ def backbone_folder(reference: str | Path) -> Path:
     except Exception as e:  # noqa: BLE001 - any failure of the cache lookup means "not here"
         raise ModelFileError(
             f"backbone {str(reference)!r} is neither a folder nor a model in the local Hugging Face cache "
-            f"({type(e).__name__}); download it first, e.g. huggingface-cli download NAME --local-dir FOLDER"
+            f"({type(e).__name__}); download it first, e.g. hf download NAME --local-dir FOLDER"
         ) from None
 
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import DataError, ModelFileError
 from ._registry import create_encoder, register_encoder
-from .text import require_transformers
+from .text import model_from_config, require_transformers
 
 __all__ = [
     "BackboneInput",
@@ -103,13 +103,7 @@ class PretrainedImageEncoder(nn.Module):
         super().__init__()
         if pooling not in IMAGE_POOLINGS:
             raise ValueError(f"pooling {pooling!r}; choose one of {list(IMAGE_POOLINGS)}")
-        transformers = require_transformers()
-        cfg = dict(config)
-        model_type = cfg.pop("model_type", None)
-        if not model_type:
-            raise ValueError("the transformers config has no model_type")
-        hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
-        self.model = transformers.AutoModel.from_config(hf_config)
+        self.model, hf_config = model_from_config(config)
         self.backbone_channels = int(getattr(hf_config, "num_channels", 3))
         if in_channels not in (1, self.backbone_channels):
             raise ValueError(f"in_channels {in_channels}: the backbone takes {self.backbone_channels} channels (or 1, repeated)")

@@ -129,7 +129,8 @@ def doc_body(out: dict[str, Any]) -> str:
         if not folds:
             continue
         n = len(folds)
-        lines += ["", f"`{v}` through the `signatures` recipe, {n} writer folds (8 test writers each); mean ± sd over "
+        reduced = f" (**reduced: {n} of the {out['folds_planned']} folds planned**)" if n < out.get("folds_planned", n) else ""
+        lines += ["", f"`{v}` through the `signatures` recipe, {n} writer folds{reduced} (8 test writers each); mean ± sd over "
                   f"folds (worst fold); training {statistics.mean(f['train_s'] for f in folds):.0f} s a fold:", "",
                   "| method | ROC AUC | pooled EER (worst fold) | per-writer EER (mean) |", "|---|---|---|---|"]
         for name in folds[0]["methods"]:
@@ -177,10 +178,19 @@ def main() -> None:
                   f"{m['raw_pixels']['eer']:.3f}, probes {({k: round(x, 3) for k, x in m['input_probe_auc'].items()})} "
                   f"({row['train_s']:.0f} s, load {row['load']:.1f})", flush=True)
             out["folds"][v].append(row)
-    out["load_end"] = os.getloadavg()[0]
+            if not args.quick:  # after every fold: a run stopped early keeps (and labels) the folds it finished
+                save(out, args.folds)
     if args.quick:
+        out["load_end"] = os.getloadavg()[0]
         print(doc_body(out))
         return
+    save(out, args.folds)
+
+
+def save(out: dict[str, Any], folds: int) -> None:
+    """Write the JSON and the docs section with the folds done so far."""
+    out["load_end"] = os.getloadavg()[0]
+    out["folds_planned"] = folds
     write_json("signature_shortcut", out)
     replace_doc_section(SECTION, doc_body(out))
 

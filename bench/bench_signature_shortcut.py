@@ -4,8 +4,8 @@ probes on the prepared inputs, and a writer-fold cross-validated EER.
 The skilled forgeries of CEDAR were scanned at other sizes and ink levels than the
 genuine signatures, and those cues survive the ``signature`` step (crop to the ink, pad,
 resize) as stroke width and ink intensity. The ``strokes`` step
-(:class:`siamkit.data.strokes.StrokeNormalize`) binarises the ink and redraws its ridge at
-one width. Measured here, on the 40 writers of shared/data, for each input recipe:
+(:class:`siamkit.data.strokes.StrokeNormalize`) binarises the ink, thins it to a one-pixel
+skeleton and redraws it at one width. Measured here, on the 40 writers of shared/data, for each input recipe:
 
 - the **probes**: ``|f(a) - f(b)|`` of one number per image as the only "distance", on the
   writer-independent pairs (genuine-genuine = same, genuine-skilled forgery = different),
@@ -56,10 +56,12 @@ VARIANTS = {
 FILE_PROBES = ("scan_size", "aspect_ratio")
 
 
-def load(variant: str) -> Any:
-    """The 40 writers prepared by the variant's input recipe."""
+def load(variant: str, n_writers: int | None = None) -> Any:
+    """The 40 writers (or the first ``n_writers``) prepared by the variant's input recipe."""
     steps = [step_from_dict(s) for s in VARIANTS[variant]]
-    return load_signatures(DATA, image_size=SIZE, preprocess=lambda img: apply_steps(img, steps))
+    names = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    return load_signatures(DATA, image_size=SIZE, preprocess=lambda img: apply_steps(img, steps),
+                           writers=names[:n_writers] if n_writers else None)
 
 
 def features(sigs: Any) -> dict[str, np.ndarray]:
@@ -70,7 +72,7 @@ def features(sigs: Any) -> dict[str, np.ndarray]:
 
 def probe_aucs(sigs: Any, feats: dict[str, np.ndarray], writers: list[int] | None = None) -> dict[str, float]:
     """ROC AUC of each probe on the writer-independent pairs (of ``writers``; None = all)."""
-    a, b, same = signature_pairs(sigs.writer_labels, sigs.is_genuine, writers)
+    a, b, same = signature_pairs(sigs.writer_labels, sigs.is_genuine, writers=writers)
     out = {}
     for k, f in feats.items():
         d = np.abs(f[a.numpy()] - f[b.numpy()])
@@ -114,10 +116,10 @@ def doc_body(out: dict[str, Any]) -> str:
     """The docs section from the results."""
     m = out["machine"]
     lines = [f"`nice -n 10 python bench/bench_signature_shortcut.py --variants {','.join(out['variants'])}` "
-             f"(1 torch thread). {machine_line(m)}. Load average at start {out['load_start']:.1f}, end {out['load_end']:.1f}.",
+             f"(1 torch thread). {machine_line(m)} Load average at start {out['load_start']:.1f}, end {out['load_end']:.1f}.",
              "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "Probe ROC AUC on all 40 writers' pairs (10,920 genuine, 23,040 skilled-forgery; chance = 0.5, goal <= 0.6 "
-             "on the prepared inputs):", "",
+             f"Probe ROC AUC on all {out['n_writers']} writers' pairs ({out['n_pairs'][0]:,} genuine, "
+             f"{out['n_pairs'][1]:,} skilled-forgery; chance = 0.5, goal <= 0.6 on the prepared inputs):", "",
              "| input recipe | file: scan size | file: aspect | input: ink density | input: stroke width | input: ink-box aspect | input: ink-box fill |",
              "|---|---|---|---|---|---|---|"]
     for v in out["variants"]:
@@ -140,7 +142,7 @@ def doc_body(out: dict[str, Any]) -> str:
             eers = [f["methods"][name]["eer"] for f in folds]
             pw = [f["methods"][name]["per_writer_eer_mean"] for f in folds]
             lines.append(f"| {name} | {_ms(aucs, False)} | {_ms(eers)} ({100 * max(eers):.1f}%) | {_ms(pw)} |")
-        for k in folds[0]["methods"]["input_probe_auc"]:
+        for k in [k for k in folds[0]["methods"]["input_probe_auc"] if k.startswith("input_")]:
             vals = [f["methods"]["input_probe_auc"][k] for f in folds]
             lines.append(f"| probe ({k}) | {_ms(vals, False)} | | |")
         lines.append("")
@@ -157,6 +159,7 @@ def main() -> None:
     ap.add_argument("--train", default="strokes", help="input recipes to cross-validate through the model ('' = none)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 folds trained 2 epochs x 3 steps; nothing written")
+    ap.add_argument("--writers", type=int, default=None, help="only the first N writers (a smoke run; with --quick)")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     trained = [v for v in args.train.split(",") if v]
@@ -164,8 +167,10 @@ def main() -> None:
                            "probes_all": {}, "folds": {}}
     for v in variants:
         t = time.time()
-        sigs = load(v)
+        sigs = load(v, args.writers if args.quick else None)
         out["probes_all"][v] = probe_aucs(sigs, features(sigs))
+        same = signature_pairs(sigs.writer_labels, sigs.is_genuine).same
+        out["n_writers"], out["n_pairs"] = len(sigs.writers), [int(same.sum()), int((~same).sum())]
         print(v, {k: round(x, 3) for k, x in out["probes_all"][v].items()}, f"{time.time() - t:.0f} s", flush=True)
         if v not in trained:
             continue

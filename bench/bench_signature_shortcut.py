@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import SHARED_DATA, machine, machine_line, replace_doc_section, write_json
+from _common import RESULTS, SHARED_DATA, machine, machine_line, replace_doc_section, write_json
 
 from siamkit.data.preprocess import apply_steps, step_from_dict
 from siamkit.data.signatures import load_signatures, signature_pairs
@@ -52,6 +53,8 @@ SIGNATURE_STEP = {"kind": "signature", "size": list(SIZE), "margin": 0.02, "min_
 VARIANTS = {
     "signature": [SIGNATURE_STEP],
     "strokes": [SIGNATURE_STEP, {"kind": "strokes", "width": 3.0}],
+    # a fixed canvas: the ink crop stretched to 75x110 (its proportions not kept), then the strokes redrawn
+    "stretch": [{**SIGNATURE_STEP, "size": None}, {"kind": "strokes", "width": 3.0, "size": list(SIZE)}],
 }
 FILE_PROBES = ("scan_size", "aspect_ratio")
 
@@ -115,7 +118,9 @@ def _ms(vals: list[float], pct: bool = True) -> str:
 def doc_body(out: dict[str, Any]) -> str:
     """The docs section from the results."""
     m = out["machine"]
-    lines = [f"`nice -n 10 python bench/bench_signature_shortcut.py --variants {','.join(out['variants'])}` "
+    merged = "".join(f"; then `--variants {','.join(r['variants'])} --train '' --merge` (load {r['load_start']:.1f})"
+                     for r in out.get("merged_runs", []))
+    lines = [f"`nice -n 10 python bench/bench_signature_shortcut.py`{merged} "
              f"(1 torch thread). {machine_line(m)} Load average at start {out['load_start']:.1f}, end {out['load_end']:.1f}.",
              "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              f"Probe ROC AUC on all {out['n_writers']} writers' pairs ({out['n_pairs'][0]:,} genuine, "
@@ -142,7 +147,8 @@ def doc_body(out: dict[str, Any]) -> str:
             eers = [f["methods"][name]["eer"] for f in folds]
             pw = [f["methods"][name]["per_writer_eer_mean"] for f in folds]
             lines.append(f"| {name} | {_ms(aucs, False)} | {_ms(eers)} ({100 * max(eers):.1f}%) | {_ms(pw)} |")
-        for k in [k for k in folds[0]["methods"]["input_probe_auc"] if k.startswith("input_")]:
+        # input_ink is probe:ink_density above (the mean input value)
+        for k in [k for k in folds[0]["methods"]["input_probe_auc"] if k.startswith("input_") and k != "input_ink"]:
             vals = [f["methods"]["input_probe_auc"][k] for f in folds]
             lines.append(f"| probe ({k}) | {_ms(vals, False)} | | |")
         lines.append("")
@@ -160,11 +166,17 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 folds trained 2 epochs x 3 steps; nothing written")
     ap.add_argument("--writers", type=int, default=None, help="only the first N writers (a smoke run; with --quick)")
+    ap.add_argument("--merge", action="store_true", help="add these variants' results to bench/results/signature_shortcut.json")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     trained = [v for v in args.train.split(",") if v]
     out: dict[str, Any] = {"machine": machine(), "load_start": os.getloadavg()[0], "variants": variants,
                            "probes_all": {}, "folds": {}}
+    if args.merge and (RESULTS / "signature_shortcut.json").is_file():
+        old = json.loads((RESULTS / "signature_shortcut.json").read_text())
+        out = {**old, "variants": list(dict.fromkeys(old["variants"] + variants))}
+        out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
+                                                             "date": machine()["date"]}]
     for v in variants:
         t = time.time()
         sigs = load(v, args.writers if args.quick else None)

@@ -73,3 +73,12 @@ def test_input_features() -> None:
     assert abs(g["input_stroke_width"][0] - g["input_stroke_width"][1]) < 0.5
     empty = input_features(np.zeros((1, 1, 10, 10), dtype=np.uint8))
     assert all(v[0] == 0 for v in empty.values())
+
+
+def test_fixed_canvas_stretches_the_crop() -> None:
+    step = StrokeNormalize(width=3, size=(30, 90))
+    out = step(stroke_image(5, size=(40, 60)))
+    assert out.size == (90, 30) and set(np.unique(np.asarray(out)).tolist()) <= {0, 255}
+    assert step_from_dict(step_to_dict(step)) == step and step_to_dict(step)["size"] == [30, 90]
+    with pytest.raises(ValueError):
+        StrokeNormalize(size=(0, 10))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .signature_scan import otsu_threshold
+from .sizes import as_size
 
 __all__ = ["INPUT_PROBES", "StrokeNormalize", "input_features", "ridge", "thin"]
 
@@ -98,13 +99,20 @@ class StrokeNormalize:
     Args:
         width: the stroke width of the output, in pixels (odd widths are exact:
             every skeleton pixel becomes a disc of radius (width - 1) / 2).
+        size: ``(height, width)`` of a fixed canvas the input is first stretched to
+            (bilinear, aspect ratio not kept: after a ``signature`` step without a size,
+            the ink's bounding box then fills the canvas whatever its proportions); None =
+            the input's size.
     """
 
     width: float = 3.0
+    size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 1.0 <= float(self.width) <= 25.0:
             raise ValueError(f"stroke width must be in [1, 25] pixels, got {self.width!r}")
+        if self.size is not None:
+            object.__setattr__(self, "size", as_size(tuple(self.size)))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StrokeNormalize:
@@ -112,13 +120,16 @@ class StrokeNormalize:
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:
-        """The step's fields, JSON-able."""
-        return {"width": float(self.width)}
+        """The step's fields, JSON-able (``size`` only when set)."""
+        return {"width": float(self.width), **({"size": list(self.size)} if self.size is not None else {})}
 
     def __call__(self, img: Image.Image) -> Image.Image:
         from scipy import ndimage
 
-        a = np.asarray(img.convert("L") if img.mode != "L" else img, dtype=np.uint8)
+        img = img.convert("L") if img.mode != "L" else img
+        if self.size is not None and (img.height, img.width) != self.size:
+            img = img.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+        a = np.asarray(img, dtype=np.uint8)
         mask = _ink_mask(a)
         if not mask.any():
             return Image.fromarray(np.zeros_like(a), "L")

@@ -155,7 +155,11 @@ def doc_body(out: dict[str, Any]) -> str:
         lines.append("Per fold, model EER / raw pixels EER / scan-size probe AUC: " + "; ".join(
             f"{f['fold']}: {100 * f['methods']['model']['eer']:.1f}% / {100 * f['methods']['raw_pixels']['eer']:.1f}% / "
             f"{f['methods']['probe:scan_size']['roc_auc']:.3f}" for f in folds) + ".")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + NOTES if NOTES else "")
+
+
+#: the reading of the figures above (written from the run's results)
+NOTES = ""
 
 
 def main() -> None:
@@ -166,8 +170,12 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 folds trained 2 epochs x 3 steps; nothing written")
     ap.add_argument("--writers", type=int, default=None, help="only the first N writers (a smoke run; with --quick)")
+    ap.add_argument("--doc", action="store_true", help="only rebuild the docs section from bench/results/signature_shortcut.json")
     ap.add_argument("--merge", action="store_true", help="add these variants' results to bench/results/signature_shortcut.json")
     args = ap.parse_args()
+    if args.doc:
+        replace_doc_section(SECTION, doc_body(json.loads((RESULTS / "signature_shortcut.json").read_text())))
+        return
     variants = [v for v in args.variants.split(",") if v]
     trained = [v for v in args.train.split(",") if v]
     out: dict[str, Any] = {"machine": machine(), "load_start": os.getloadavg()[0], "variants": variants,

@@ -159,7 +159,17 @@ def doc_body(out: dict[str, Any]) -> str:
 
 
 #: the reading of the figures above (written from the run's results)
-NOTES = ""
+NOTES = """Reading it (2026-12-02, 5 writer folds, load 10-15): binarising and redrawing the strokes at one width takes the
+**stroke width** cue of the prepared input to 0.564 (from 0.585; at most 0.599 on a fold's test writers), and the
+ink-level part of the ink density goes with the binarisation (0.695 -> 0.674), but **ink density, ink-box aspect and
+ink-box fill stay above 0.6** (0.674, 0.679, 0.631): once the ink is binary and one width, what is left of them is how
+much line the signature has and its proportions, properties of the drawing (a forger's slower, longer, differently
+proportioned signature) that no acquisition normalisation removes without removing the signature. The file's scan
+size (0.678) cannot change with preprocessing at all: what preprocessing can do is keep it out of the input, and the
+input cue that carries a scan's resolution (stroke width) is now near chance. The model on stroke-normalised inputs:
+**23.0% ± 3.8% pooled EER (worst fold 27.7%), AUC 0.851**, above raw pixels (40.7%) and every probe on every fold;
+goal EER <= 8%: not met. The `signature`-only recipe was not re-run on these folds (the CLI bench above, 3 other folds:
+22.4% EER, AUC 0.866), so whether the strokes step costs or gains accuracy is not measured here."""
 
 
 def main() -> None:

@@ -164,7 +164,9 @@ NOTES = """Reading it (2026-12-02, 5 writer folds, load 10-15): binarising and r
 ink-level part of the ink density goes with the binarisation (0.695 -> 0.674), but **ink density, ink-box aspect and
 ink-box fill stay above 0.6** (0.674, 0.679, 0.631): once the ink is binary and one width, what is left of them is how
 much line the signature has and its proportions, properties of the drawing (a forger's slower, longer, differently
-proportioned signature) that no acquisition normalisation removes without removing the signature. The file's scan
+proportioned signature) that no acquisition normalisation removes without removing the signature. A fixed canvas (`stretch`: the ink crop
+stretched to 75x110, probes only, not trained) also takes the ink-box aspect to 0.570, with stroke width 0.591, but
+ink density and fill stay at 0.659 and 0.643. The file's scan
 size (0.678) cannot change with preprocessing at all: what preprocessing can do is keep it out of the input, and the
 input cue that carries a scan's resolution (stroke width) is now near chance. The model on stroke-normalised inputs:
 **23.0% ± 3.8% pooled EER (worst fold 27.7%), AUC 0.851**, above raw pixels (40.7%) and every probe on every fold;

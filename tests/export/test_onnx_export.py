@@ -36,6 +36,9 @@ CONFIGS = {
     "mlp": (dict(in_features=12, embedding_dim=8, hidden=(16,)), (12,), "sqeuclidean", False, None),
     # the GRU sequence encoder on float feature sequences (10 steps x 3 features)
     "rnn": (dict(in_features=3, input_dim=8, hidden=6), (10, 3), "cosine", True, None),
+    # a transformers backbone (a tiny random ResNet config; its mean / std inside the graph)
+    "hf_image": (dict(config={"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]},
+                      in_channels=1, embedding_dim=8), (1, 32, 32), "cosine", True, None),
 }
 
 

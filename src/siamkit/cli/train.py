@@ -198,6 +198,34 @@ def _config_and_input(ctx: typer.Context, recipe: Optional[str], flags: dict[str
     return config, task, size, channels
 
 
+def _with_backbone(ctx: typer.Context, config: Any, size: Any, backbone: Optional[str]) -> tuple[Any, Any]:
+    """(config, image size) with a pretrained backbone (``--backbone``, or a recipe's
+    ``hf_image`` encoder): the ``hf_image`` encoder on it, its processor's input size
+    (unless --image-size) and centre crop, and lr 1e-4 unless one is given."""
+    from ..encoders.vision import backbone_input
+
+    kw = config.encoder_kwargs
+    ref = backbone or (kw.get("backbone") if config.encoder == "hf_image" else None)
+    if ref is None:
+        return config, size
+    if backbone is not None and _given(ctx, "encoder") and config.encoder != "hf_image":
+        fail(f"--encoder {config.encoder} with --backbone: the backbone is the encoder (hf_image)")
+    conv_options = [f"--{n}" for n in ("width", "grid", "dropout") if _given(ctx, n)]
+    if conv_options:
+        fail(f"{', '.join(conv_options)}: options of the conv encoders, not of a pretrained backbone")
+    extra = sorted(set(kw) - {"backbone", "pooling"}) if config.encoder == "hf_image" else []
+    if extra:
+        fail(f"the hf_image encoder takes the options backbone and pooling, not {extra}")
+    info = backbone_input(ref)
+    pooling = {"pooling": kw["pooling"]} if config.encoder == "hf_image" and "pooling" in kw else {}
+    config.encoder, config.encoder_kwargs = "hf_image", {"backbone": str(ref), **pooling}
+    config.preprocess = info.preprocess() + [s for s in config.preprocess if s not in info.preprocess()]
+    if not _given(ctx, "lr") and ctx.params.get("recipe") is None:
+        config.lr = 1e-4  # the from-scratch default (1e-3) would wreck pretrained weights
+    config.validate()
+    return config, size if _given(ctx, "image_size") else info.size
+
+
 @clean_errors
 def train(
     ctx: typer.Context,
@@ -205,7 +233,7 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="Output folder: model/, checkpoint/, metrics.jsonl."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="A shipped recipe (faces, signatures, omniglot, digits; `siamkit recipes`) or a .toml file; the options given here override its fields."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its saved options."),
-    encoder: str = typer.Option("conv4", help="Encoder: conv4, resnet, koch, mlp."),
+    encoder: str = typer.Option("conv4", help="Encoder: conv4, resnet, koch, mlp (hf_image: see --backbone)."),
     embedding_dim: int = typer.Option(64, help="Embedding size (0 = the encoder's pooled features)."),
     matryoshka_dims: Optional[str] = typer.Option(None, "--matryoshka-dims", help="Nested embedding sizes, e.g. 16,32,64,128 (ending at --embedding-dim): the loss is summed over these prefixes (Matryoshka), so the model works at each size (`evaluate --dims`, `gallery ... --dim`)."),
     width: Optional[int] = typer.Option(None, help="conv4: channels per block."),
@@ -243,6 +271,7 @@ def train(
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
     task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded); text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--task text: a pretrained sentence encoder (local folder or hub name) to fine-tune; default: a from-scratch twin."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="A pretrained image backbone to fine-tune as the twin: a local transformers model folder (config.json + model.safetensors [+ preprocessor_config.json]); the encoder becomes hf_image, the input size and crop its processor's (unless --image-size), lr 1e-4 unless given."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="--task text: the most tokens per text (default 128)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
     tie_break: str = typer.Option("earlier", help="Which epoch a validation tie keeps: earlier or later."),
@@ -286,6 +315,7 @@ def train(
     else:
         flags = dict(locals())
         config, task, size, channels = _config_and_input(ctx, recipe, flags)
+        config, size = _with_backbone(ctx, config, size, backbone)
         if out.exists() and not out.is_dir():
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists():

@@ -15,7 +15,9 @@ Built-in kinds (registered at the bottom of this module; a new kind is one line 
 - ``signature``: :class:`~siamkit.data.signature_scan.SignaturePreprocess` (ink crop,
   aspect padding, inversion);
 - ``crop``: :class:`Crop` (a centre or box crop, optionally padded to an aspect ratio);
-- ``invert``: :class:`Invert` (``255 - x``).
+- ``invert``: :class:`Invert` (``255 - x``);
+- ``strokes``: :class:`~siamkit.data.strokes.StrokeNormalize` (binarised ink redrawn at one
+  stroke width, after ``signature``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from PIL import Image, ImageOps
 
 from .illumination import IlluminationNorm
 from .signature_scan import SignaturePreprocess
+from .strokes import StrokeNormalize
 
 __all__ = [
     "PreprocessStep",
@@ -255,4 +258,4 @@ register_preprocess("signature", SignaturePreprocess)
 register_preprocess("crop", Crop)
 register_preprocess("invert", Invert)
 register_preprocess("illumination", IlluminationNorm)
-
+register_preprocess("strokes", StrokeNormalize)

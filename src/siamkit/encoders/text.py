@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import DataError, ModelFileError
 from ._registry import create_encoder, register_encoder
 
-__all__ = ["PretrainedTextEncoder", "POOLINGS", "masked_pool", "pretrained_text_encoder", "require_transformers"]
+__all__ = ["PretrainedTextEncoder", "POOLINGS", "masked_pool", "model_from_config", "pretrained_text_encoder", "require_transformers"]
 
 POOLINGS = ("mean", "cls", "max")
 
@@ -49,6 +49,27 @@ def require_transformers() -> Any:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     return transformers
+
+
+def model_from_config(config: dict[str, Any]) -> tuple[Any, Any]:
+    """A transformers model with random weights, built from its config dict (no files, no internet).
+
+    Args:
+        config: ``PretrainedConfig.to_dict()`` (with ``model_type``).
+
+    Returns:
+        (model, the transformers config).
+
+    Raises:
+        ValueError: the config has no ``model_type``.
+    """
+    transformers = require_transformers()
+    cfg = dict(config)
+    model_type = cfg.pop("model_type", None)
+    if not model_type:
+        raise ValueError("the transformers config has no model_type")
+    hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
+    return transformers.AutoModel.from_config(hf_config), hf_config
 
 
 def masked_pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -91,13 +112,7 @@ class PretrainedTextEncoder(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}; choose one of {list(POOLINGS)}")
-        transformers = require_transformers()
-        cfg = dict(config)
-        model_type = cfg.pop("model_type", None)
-        if not model_type:
-            raise ValueError("the transformers config has no model_type")
-        hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
-        self.model = transformers.AutoModel.from_config(hf_config)
+        self.model, hf_config = model_from_config(config)
         self.pooling = pooling
         self.pad_token_id = int(pad_token_id)
         self.embedding_dim = int(hf_config.hidden_size)

@@ -54,7 +54,12 @@ def build_network(config: TrainConfig, sample_shape: Sequence[int]) -> SiameseNe
             raise DataError(f"image encoders take (C, H, W) samples, got shape {tuple(sample_shape)}")
         kwargs.setdefault("in_channels", int(sample_shape[0]))
         kwargs.setdefault("embedding_dim", config.embedding_dim)
-    encoder = create_encoder(config.encoder, **kwargs)
+    if config.encoder == "hf_image":  # a pretrained backbone: loaded from its folder (encoders/vision.py)
+        from ..encoders.vision import encoder_from_options
+
+        encoder = encoder_from_options(kwargs)
+    else:
+        encoder = create_encoder(config.encoder, **kwargs)
     spec = InputSpec.for_sample(sample_shape)
     if config.preprocess or config.tta is not None:
         if not spec.is_image:

@@ -1,0 +1,236 @@
+"""CEDAR without its scan shortcut: stroke normalisation in the input recipe, the shortcut
+probes on the prepared inputs, and a writer-fold cross-validated EER.
+
+The skilled forgeries of CEDAR were scanned at other sizes and ink levels than the
+genuine signatures, and those cues survive the ``signature`` step (crop to the ink, pad,
+resize) as stroke width and ink intensity. The ``strokes`` step
+(:class:`siamkit.data.strokes.StrokeNormalize`) binarises the ink, thins it to a one-pixel
+skeleton and redraws it at one width. Measured here, on the 40 writers of shared/data, for each input recipe:
+
+- the **probes**: ``|f(a) - f(b)|`` of one number per image as the only "distance", on the
+  writer-independent pairs (genuine-genuine = same, genuine-skilled forgery = different),
+  ROC AUC pooled over all writers: the file's scan size and aspect ratio (what the data
+  gives away; no preprocessing changes them) and the **prepared input's** ink density,
+  stroke width, ink-box aspect and ink-box fill (what reaches the network);
+- the **model**: 5 writer-disjoint folds (8 test writers each; of the other 32, 5
+  validation writers choose the epoch, 27 train), the shipped ``signatures`` recipe with
+  the input recipe's steps, EER / AUC on the test writers' pairs beside raw pixels and
+  the probes on the same pairs.
+
+    nice -n 10 python bench/bench_signature_shortcut.py [--variants signature,strokes] [--folds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import RESULTS, SHARED_DATA, machine, machine_line, replace_doc_section, write_json
+
+from siamkit.data.preprocess import apply_steps, step_from_dict
+from siamkit.data.signatures import load_signatures, signature_pairs
+from siamkit.data.strokes import input_features
+from siamkit.evaluation.crossval import class_folds
+from siamkit.evaluation.signatures import probe_features, score_signatures, signature_metrics, signature_validator
+from siamkit.evaluation.verification import verification_report
+from siamkit.training import fit
+from siamkit.training.recipes import load_recipe
+
+DATA = SHARED_DATA / "cedar_signatures"
+RECIPE = load_recipe("signatures")
+SIZE = RECIPE.input.image_size
+SECTION = "CEDAR without the scan shortcut (stroke normalisation)"
+SIGNATURE_STEP = {"kind": "signature", "size": list(SIZE), "margin": 0.02, "min_speck_area": 4,
+                  "clean_background": True, "invert": True}
+VARIANTS = {
+    "signature": [SIGNATURE_STEP],
+    "strokes": [SIGNATURE_STEP, {"kind": "strokes", "width": 3.0}],
+    # a fixed canvas: the ink crop stretched to 75x110 (its proportions not kept), then the strokes redrawn
+    "stretch": [{**SIGNATURE_STEP, "size": None}, {"kind": "strokes", "width": 3.0, "size": list(SIZE)}],
+}
+FILE_PROBES = ("scan_size", "aspect_ratio")
+
+
+def load(variant: str, n_writers: int | None = None) -> Any:
+    """The 40 writers (or the first ``n_writers``) prepared by the variant's input recipe."""
+    steps = [step_from_dict(s) for s in VARIANTS[variant]]
+    names = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    return load_signatures(DATA, image_size=SIZE, preprocess=lambda img: apply_steps(img, steps),
+                           writers=names[:n_writers] if n_writers else None)
+
+
+def features(sigs: Any) -> dict[str, np.ndarray]:
+    """File probes (scan size, aspect) and input probes (ink, stroke width, ink box)."""
+    files = probe_features(sigs)
+    return {**{k: files[k] for k in FILE_PROBES if k in files}, **input_features(sigs.images.numpy())}
+
+
+def probe_aucs(sigs: Any, feats: dict[str, np.ndarray], writers: list[int] | None = None) -> dict[str, float]:
+    """ROC AUC of each probe on the writer-independent pairs (of ``writers``; None = all)."""
+    a, b, same = signature_pairs(sigs.writer_labels, sigs.is_genuine, writers=writers)
+    out = {}
+    for k, f in feats.items():
+        d = np.abs(f[a.numpy()] - f[b.numpy()])
+        out[k] = float(verification_report(d, same.numpy(), (), include_curves=False)["roc_auc"])
+    return out
+
+
+def train_fold(sigs: Any, fold: Any, seed: int, quick: bool) -> dict[str, Any]:
+    """Train the recipe on the fold's training writers, pick the epoch on its validation
+    writers, score its test writers (model, raw pixels, file probes)."""
+    ids = {w: i for i, w in enumerate(sigs.writers)}
+    train = sigs.subset([ids[w] for w in fold.train]).genuine_only()
+    val = sigs.subset([ids[w] for w in fold.val])
+    test = sigs.subset([ids[w] for w in fold.test])
+    changes: dict[str, Any] = {"seed": seed, "progress": False, "val_fraction": 0.0}
+    if quick:
+        changes.update(epochs=2, steps_per_epoch=3)
+    config = dataclasses.replace(RECIPE.train, **changes)
+    t = time.time()
+    val_genuine = val.genuine_only()  # fit's own validation data; the validator scores val's forgery pairs
+    result = fit(train.images, train.labels, config, val_x=val_genuine.images, val_y=val_genuine.labels,
+                 validate_fn=signature_validator(val))
+    seconds = time.time() - t
+    metrics = signature_metrics(score_signatures(result.network, test, random_forgeries=False))
+    sk = metrics["skilled"]
+    row = {name: {"roc_auc": v["roc_auc"], "eer": v["eer"], "per_writer_eer_mean": v["per_writer_eer"]["mean"]}
+           for name, v in sk.items()}
+    feats = features(test)
+    row["input_probe_auc"] = probe_aucs(test, feats)
+    return {"fold": fold.index, "test": list(fold.test), "val": list(fold.val), "train_s": round(seconds, 1),
+            "best_epoch": result.best_epoch, "load": os.getloadavg()[0], "methods": row}
+
+
+def _ms(vals: list[float], pct: bool = True) -> str:
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{f(statistics.mean(vals))} ± {f(sd)}"
+
+
+def doc_body(out: dict[str, Any]) -> str:
+    """The docs section from the results."""
+    m = out["machine"]
+    merged = "".join(f"; then `--variants {','.join(r['variants'])} --train '' --merge` (load {r['load_start']:.1f})"
+                     for r in out.get("merged_runs", []))
+    lines = [f"`nice -n 10 python bench/bench_signature_shortcut.py`{merged} "
+             f"(1 torch thread). {machine_line(m)} Load average at start {out['load_start']:.1f}, end {out['load_end']:.1f}.",
+             "", __doc__.split("\n\n")[1].replace("\n", " "), "",
+             f"Probe ROC AUC on all {out['n_writers']} writers' pairs ({out['n_pairs'][0]:,} genuine, "
+             f"{out['n_pairs'][1]:,} skilled-forgery; chance = 0.5, goal <= 0.6 on the prepared inputs):", "",
+             "| input recipe | file: scan size | file: aspect | input: ink density | input: stroke width | input: ink-box aspect | input: ink-box fill |",
+             "|---|---|---|---|---|---|---|"]
+    for v in out["variants"]:
+        p = out["probes_all"][v]
+        lines.append(f"| `{v}` | " + " | ".join(f"{p[k]:.3f}" for k in ("scan_size", "aspect_ratio", "input_ink",
+                                                                         "input_stroke_width", "input_aspect", "input_fill")) + " |")
+    for v in out["variants"]:
+        folds = out["folds"].get(v) or []
+        if not folds:
+            continue
+        n = len(folds)
+        reduced = f" (**reduced: {n} of the {out['folds_planned']} folds planned**)" if n < out.get("folds_planned", n) else ""
+        lines += ["", f"`{v}` through the `signatures` recipe, {n} writer folds{reduced} (8 test writers each); mean ± sd over "
+                  f"folds (worst fold); training {statistics.mean(f['train_s'] for f in folds):.0f} s a fold:", "",
+                  "| method | ROC AUC | pooled EER (worst fold) | per-writer EER (mean) |", "|---|---|---|---|"]
+        for name in folds[0]["methods"]:
+            if name == "input_probe_auc":
+                continue
+            aucs = [f["methods"][name]["roc_auc"] for f in folds]
+            eers = [f["methods"][name]["eer"] for f in folds]
+            pw = [f["methods"][name]["per_writer_eer_mean"] for f in folds]
+            lines.append(f"| {name} | {_ms(aucs, False)} | {_ms(eers)} ({100 * max(eers):.1f}%) | {_ms(pw)} |")
+        # input_ink is probe:ink_density above (the mean input value)
+        for k in [k for k in folds[0]["methods"]["input_probe_auc"] if k.startswith("input_") and k != "input_ink"]:
+            vals = [f["methods"]["input_probe_auc"][k] for f in folds]
+            lines.append(f"| probe ({k}) | {_ms(vals, False)} | | |")
+        lines.append("")
+        lines.append("Per fold, model EER / raw pixels EER / scan-size probe AUC: " + "; ".join(
+            f"{f['fold']}: {100 * f['methods']['model']['eer']:.1f}% / {100 * f['methods']['raw_pixels']['eer']:.1f}% / "
+            f"{f['methods']['probe:scan_size']['roc_auc']:.3f}" for f in folds) + ".")
+    return "\n".join(lines) + "\n" + ("\n" + NOTES if NOTES else "")
+
+
+#: the reading of the figures above (written from the run's results)
+NOTES = """Reading it (2026-12-02, 5 writer folds, load 10-15): binarising and redrawing the strokes at one width takes the
+**stroke width** cue of the prepared input to 0.564 (from 0.585; at most 0.599 on a fold's test writers), and the
+ink-level part of the ink density goes with the binarisation (0.695 -> 0.674), but **ink density, ink-box aspect and
+ink-box fill stay above 0.6** (0.674, 0.679, 0.631): once the ink is binary and one width, what is left of them is how
+much line the signature has and its proportions, properties of the drawing (a forger's slower, longer, differently
+proportioned signature) that no acquisition normalisation removes without removing the signature. A fixed canvas (`stretch`: the ink crop
+stretched to 75x110, probes only, not trained) also takes the ink-box aspect to 0.570, with stroke width 0.591, but
+ink density and fill stay at 0.659 and 0.643. The file's scan
+size (0.678) cannot change with preprocessing at all: what preprocessing can do is keep it out of the input, and the
+input cue that carries a scan's resolution (stroke width) is now near chance. The model on stroke-normalised inputs:
+**23.0% ± 3.8% pooled EER (worst fold 27.7%), AUC 0.851**, above raw pixels (40.7%) and every probe on every fold;
+goal EER <= 8%: not met. The `signature`-only recipe was not re-run on these folds (the CLI bench above, 3 other folds:
+22.4% EER, AUC 0.866), so whether the strokes step costs or gains accuracy is not measured here."""
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", default="signature,strokes", help="input recipes to probe (comma-separated)")
+    ap.add_argument("--train", default="strokes", help="input recipes to cross-validate through the model ('' = none)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 folds trained 2 epochs x 3 steps; nothing written")
+    ap.add_argument("--writers", type=int, default=None, help="only the first N writers (a smoke run; with --quick)")
+    ap.add_argument("--doc", action="store_true", help="only rebuild the docs section from bench/results/signature_shortcut.json")
+    ap.add_argument("--merge", action="store_true", help="add these variants' results to bench/results/signature_shortcut.json")
+    args = ap.parse_args()
+    if args.doc:
+        replace_doc_section(SECTION, doc_body(json.loads((RESULTS / "signature_shortcut.json").read_text())))
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    trained = [v for v in args.train.split(",") if v]
+    out: dict[str, Any] = {"machine": machine(), "load_start": os.getloadavg()[0], "variants": variants,
+                           "probes_all": {}, "folds": {}}
+    if args.merge and (RESULTS / "signature_shortcut.json").is_file():
+        old = json.loads((RESULTS / "signature_shortcut.json").read_text())
+        out = {**old, "variants": list(dict.fromkeys(old["variants"] + variants))}
+        out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
+                                                             "date": machine()["date"]}]
+    for v in variants:
+        t = time.time()
+        sigs = load(v, args.writers if args.quick else None)
+        out["probes_all"][v] = probe_aucs(sigs, features(sigs))
+        same = signature_pairs(sigs.writer_labels, sigs.is_genuine).same
+        out["n_writers"], out["n_pairs"] = len(sigs.writers), [int(same.sum()), int((~same).sum())]
+        print(v, {k: round(x, 3) for k, x in out["probes_all"][v].items()}, f"{time.time() - t:.0f} s", flush=True)
+        if v not in trained:
+            continue
+        folds = class_folds(list(sigs.writers), k=args.folds, val_classes=5, seed=0)
+        out["folds"][v] = []
+        for fold in folds[: 2 if args.quick else len(folds)]:
+            row = train_fold(sigs, fold, seed=fold.index, quick=args.quick)
+            m = row["methods"]
+            print(f"{v} fold {fold.index}: model EER {m['model']['eer']:.3f} AUC {m['model']['roc_auc']:.3f}, raw EER "
+                  f"{m['raw_pixels']['eer']:.3f}, probes {({k: round(x, 3) for k, x in m['input_probe_auc'].items()})} "
+                  f"({row['train_s']:.0f} s, load {row['load']:.1f})", flush=True)
+            out["folds"][v].append(row)
+            if not args.quick:  # after every fold: a run stopped early keeps (and labels) the folds it finished
+                save(out, args.folds)
+    if args.quick:
+        out["load_end"] = os.getloadavg()[0]
+        print(doc_body(out))
+        return
+    save(out, args.folds)
+
+
+def save(out: dict[str, Any], folds: int) -> None:
+    """Write the JSON and the docs section with the folds done so far."""
+    out["load_end"] = os.getloadavg()[0]
+    out["folds_planned"] = folds
+    write_json("signature_shortcut", out)
+    replace_doc_section(SECTION, doc_body(out))
+
+
+if __name__ == "__main__":
+    main()

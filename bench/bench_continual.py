@@ -1,31 +1,40 @@
-"""Continuous learning on Omniglot: does feedback fix the NEXT mistakes of the characters
-it was reported on, without hurting the others?
+"""Continuous learning: does feedback fix the NEXT mistakes of the identities it was
+reported on, without hurting the others? On Omniglot and on AT&T faces.
 
-A deployment of identity verification ("is this drawing character X?") on characters the
-model never trained on (Omniglot's 20 evaluation alphabets, 28x28). Every deployment
-character has its 20 drawings in drawer order, read as time of arrival: 2 enrolled
-templates, then 3 arrivals per feedback round, and the last 10 arrive later (the test).
-Half of the characters are *reported*: their mistakes in a round (false rejects of their
-own arrivals, false accepts of a drawing of another character of the same alphabet that
-claims to be them) are reported, each confirmed by a second reporter, through the
-feedback store. The other half are *untouched*.
+A deployment of identity verification ("is this image identity X?") on identities the
+model never trained on (Omniglot's 20 evaluation alphabets at 28x28, or 20 AT&T people at
+56x46 while the other 20 train the base model). Every deployed identity's images come in
+order (drawer order / file order = time of arrival): the templates enrolled in the gallery,
+then ``per_round`` arrivals per feedback round, and the last ``later`` images arrive later
+(the future: never reported, never used to choose anything). Half of the identities are
+*reported*: the mistakes on their arrivals in a round (false rejects of their own images,
+false accepts of images of other identities claiming to be them: same-alphabet
+characters for Omniglot) are reported through the feedback store, each by two reporters
+(the guard rails' minimum). The other half are *untouched*.
 
-After each round three fixes are compared, on the same attempts:
+Two chains run side by side on the same attempts:
 
-- **before**: the model and templates before any feedback;
-- **templates**: the fix every deployment already has, no learning: each falsely
-  rejected arrival is enrolled as one more template of its character;
-- **fine-tune**: ``siamkit.training.finetune`` on the reports (replay of the 400
-  background training characters, distillation, re-calibration, refusal if held-out
-  classes get worse), the next round starting from the new model;
-- **both**: the fine-tuned model with the extra templates.
+- **templates** (the baseline every deployment already has, no learning): each of its
+  own falsely rejected arrivals is enrolled as one more template, round after round.
+- the **learning system**: per round four candidates are built from the current system
+  and the reports so far: *keep* (change nothing), *gallery* (``siamkit.gallery.adapt``:
+  confirmed false rejects enrolled, per-identity thresholds with shrinkage toward the
+  global one), *model* (``siamkit.training.finetune``: replay of the base model's classes,
+  distillation, re-calibration, refused when its held-out classes get worse; the gallery
+  re-embedded) and *both* (the fine-tuned model, then the gallery adapted under it). The
+  candidate with the fewest mistakes on the NEXT round's arrivals of the reported
+  identities (seen before they are reported, like a shadow deployment) is kept; ties go to
+  the simpler one.
 
-Measured: the error rate (false rejects + false accepts over all attempts, at each
-model's calibrated threshold) on **future** drawings of the reported characters (the
-question), on future drawings of untouched characters (no forgetting), the pair ROC AUC
-of untouched characters, and last the reported arrivals themselves (memorisation).
+Measured per round and candidate: the error rate (false rejects + false accepts over all
+attempts) on the future images of the reported identities (the question), of the
+untouched identities and the pair ROC AUC of the untouched identities' future images (no
+forgetting: the held-out check), and last the reported arrivals themselves
+(memorisation). The goal figures are paired against the model before feedback and the
+baseline, with 95% bootstrap intervals over identities; faces pool several identity
+splits (a base model each), Omniglot several draws of deployed characters.
 
-    python bench/bench_continual.py [--rounds 2] [--chars 200] [--quick]
+    python bench/bench_continual.py --dataset omniglot|faces [--rounds 3] [--splits 1] [--chars 200] [--quick]
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class Layout:
 
 
 LAYOUTS = {"omniglot": Layout(templates=2, per_round=2, later=10, impostors=3),
-           "faces": Layout(templates=2, per_round=1, later=4, impostors=3)}
+           "faces": Layout(templates=2, per_round=1, later=4, impostors=6)}
 
 
 def png(img: torch.Tensor) -> bytes:

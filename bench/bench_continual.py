@@ -638,9 +638,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="bench folder (default: a temporary folder; base models are reused from it)")
     ap.add_argument("--quick", action="store_true", help="a smaller base-model budget")
     ap.add_argument("--from-json", type=Path, default=None, help="rewrite the docs section from a run's JSON, run nothing")
+    ap.add_argument("--note", default=None, help="with --from-json: a sentence to add (e.g. why a run was reduced); kept in the JSON")
     opts = ap.parse_args()
     if opts.from_json is not None:
         res = json.loads(opts.from_json.read_text())
+        if opts.note:
+            res["note"] = opts.note
+            opts.from_json.write_text(json.dumps(res, indent=2) + "\n")
         write_doc(res, opts.from_json.name)
         return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -649,7 +653,7 @@ def main() -> None:
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     res = run_all(out, opts)
     res.update(machine=machine(), load_before=load0, load_after=os.getloadavg()[0], seconds=round(time.perf_counter() - t0, 1),
-               options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k not in ("out", "from_json")},
+               options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k not in ("out", "from_json", "note")},
                date=time.strftime("%Y-%m-%d"))
     path = write_json("continual" if opts.dataset == "omniglot" else f"continual_{opts.dataset}", res)
     write_doc(res, path.name)
@@ -729,7 +733,7 @@ def write_doc(res: dict[str, Any], name: str) -> None:
             f"worse) and both; the one with the fewest mistakes on the *next* round's arrivals (not reported yet, never the "
             f"future images) is kept. Fine-tune settings and the prior are the defaults chosen before this run, not tuned on it. "
             f"Intervals: 95% bootstrap over identities (2,000 resamples; AUC 1,000), paired on the same attempts / pairs; "
-            f"held-out AUC is the pair AUC of the untouched identities' future images.", "",
+            f"held-out AUC is the pair AUC of the untouched identities' future images." + (f" {res['note']}" if res.get("note") else ""), "",
             *goal_table(res), "", reading(res), "", "All systems, pooled over the splits:", "", *table(res)]
     replace_doc_section("Continuous learning: the next mistakes" + (" (faces)" if faces else ""), "\n".join(body))
 

@@ -1,4 +1,5 @@
-"""``siamkit feedback add / list / stats / review``: reported mistakes in the feedback store."""
+"""``siamkit feedback add / list / stats / review / adapt``: reported mistakes in the feedback store,
+and the gallery adapted to them."""
 
 from __future__ import annotations
 
@@ -138,3 +139,40 @@ def feedback_review(
     with FeedbackStore.open(feedback, create=False) as store:
         changed = review_report(store, feedback_id, accept=accept, actor=f"cli:{reviewer}")
     typer.echo(f"back to new: {changed['new'] or 'none'}; rejected: {changed['rejected'] or 'none'}")
+
+
+@feedback_app.command("adapt")
+@clean_errors
+def feedback_adapt(
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="The gallery to adapt (a SQLite file or postgresql:// URL)."),
+    model: Path = typer.Option(..., "--model", "-m", help="The gallery's model folder (calibrated, or a calibrated gallery)."),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (default: GALLERY.feedback.sqlite)."),
+    min_reporters: int = typer.Option(2, "--min-reporters", help="Distinct reporters a report needs before it counts."),
+    prior: float = typer.Option(5.0, "--prior", help="How many reports the global threshold is worth (shrinkage; > 0)."),
+    templates: bool = typer.Option(True, "--templates/--no-templates", help="Enrol confirmed genuine probes as samples."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Gallery-side adaptation, no training: enrol confirmed falsely rejected probes as
+    samples, and give each reported identity its own threshold, shrunk toward the global one."""
+    from ..errors import SiamkitError
+    from ..feedback import FeedbackStore, default_feedback_path
+    from ..gallery import Gallery
+    from ..gallery.adapt import adapt_gallery
+    from ..gallery.backend import gallery_location
+
+    if not prior > 0 or min_reporters < 1:
+        raise SiamkitError(f"--prior must be > 0 and --min-reporters >= 1 (got {prior}, {min_reporters})")
+    where = gallery_location(str(gallery))
+    if isinstance(where, Path) and not where.exists():
+        raise SiamkitError(f"gallery {where} does not exist")
+    fb = feedback or default_feedback_path(where)
+    if not Path(fb).exists():
+        raise SiamkitError(f"feedback store {fb} does not exist")
+    with Gallery.open(where, model, create=False) as g, FeedbackStore.open(fb, create=False) as store:
+        rec = adapt_gallery(g, store, min_reporters=min_reporters, prior=prior, add_templates=templates, actor="cli:adapt")
+    if as_json:
+        echo_json(rec)
+        return
+    moved = ", ".join(f"{k} {v:.4f}" for k, v in sorted(rec["thresholds"].items())[:10])
+    typer.echo(f"{len(rec['thresholds'])} identities with their own threshold (global {rec['global_threshold']:.4f})"
+               + (f": {moved}" if moved else "") + f"; {len(rec['templates_added'])} confirmed probe(s) enrolled as samples")

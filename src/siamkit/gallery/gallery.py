@@ -6,8 +6,7 @@ network that embeds inputs and, when the model is calibrated, its
 
 - Several samples (templates) per identity, compared with a probe by a *scoring rule*:
   ``"best"`` (closest sample) or ``"mean"`` (mean template); distances are the network's
-  own, as a :class:`~siamkit.verify.Verifier` computes them (:mod:`~siamkit.gallery.ranking`).
-  ``bench/bench_faces_openset.py`` compares the rules.
+  own, as a :class:`~siamkit.verify.Verifier` computes them (``bench_faces_openset`` compares the rules).
 - ``identify`` is open-set: ``"unknown"`` when the best candidate's distance is above
   the calibrated threshold; without a calibration it still ranks (decision None).
 - Opening a gallery with another model than the one it was built with is refused
@@ -52,6 +51,7 @@ from .model import model_hash, model_meta, resolve_model
 from .opening import open_checked_store, watch_changes
 from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank, verification
 from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
+from .adapt import verify_calibrator
 from .search import metric_for_network
 from .selfcal import decision_calibrators
 from .settings import GallerySettings
@@ -424,7 +424,7 @@ class Gallery:
             code = view.code(identity)
             if code is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled")
-            return verification(identity, code, q, view, net, decision_calibrators(self)[0], rule)
+            return verification(identity, code, q, view, net, verify_calibrator(self, identity), rule)
 
     def identify(self, probe: Any, k: int = 5, *, scoring: str | None = None) -> Identification:
         """1:N, open set: the ``k`` closest identities and the decision.

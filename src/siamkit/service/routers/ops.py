@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from ... import __version__
 from ..deps import AuthFirstRoute, ServiceState, get_state
 from ..errors import ApiError, error_responses
+from ..feedback_metrics import feedback_metrics_text
 from ..metrics import CONTENT_TYPE_LATEST
 from ..schemas import HealthResponse
 
@@ -45,7 +46,7 @@ def healthz(state: ServiceState = Depends(get_state)) -> Any:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}} | error_responses(401),
 )
 def metrics(request: Request, state: ServiceState = Depends(get_state)) -> Response:
-    """Prometheus metrics: request counts and latencies by route, decisions, errors.
+    """Prometheus metrics: request counts and latencies by route, decisions, errors, feedback reports.
     \f
     Args:
         request: the request (its API key, when the metrics are not public).
@@ -58,4 +59,4 @@ def metrics(request: Request, state: ServiceState = Depends(get_state)) -> Respo
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if state.keys.authenticate(key) is None:
             raise ApiError(401, "unauthorized", "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render() + feedback_metrics_text(state.feedback), media_type=CONTENT_TYPE_LATEST)

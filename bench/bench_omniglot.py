@@ -280,7 +280,7 @@ def main() -> None:
     m = machine()
     m["load_avg_start"] = os.getloadavg()[0]
     t_load = time.perf_counter()
-    bg = load_omniglot(ROOT, split="background", image_size=args.side, rotations=(0, 90, 180, 270))
+    bg = load_omniglot(ROOT, split="background", image_size=args.side, rotations=SHIPPED.rotations)
     if args.validate:
         names = bg.alphabets
         g = torch.Generator().manual_seed(args.seed)

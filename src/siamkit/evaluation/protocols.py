@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -14,10 +15,10 @@ from ..inference import embed_all, pair_distances_of_embeddings
 from ..network import SiameseNetwork
 from ..errors import DataError
 from ..tuples import sample_all_pairs
-from .few_shot import n_way_k_shot_accuracy
+from .few_shot import n_way_k_shot_accuracy, official_one_shot_accuracy
 from .retrieval import retrieval_metrics
 
-__all__ = ["ScoredPairs", "score_folder", "score_pair_csv", "raw_pair_distances"]
+__all__ = ["ScoredPairs", "score_folder", "score_pair_csv", "raw_pair_distances", "score_one_shot_runs"]
 
 #: values of the raw-pixel rows held at once by :func:`raw_pair_distances` (2 sides x
 #: 4 bytes: 64 MB), whatever the number of pairs
@@ -174,3 +175,34 @@ def score_pair_csv(network: SiameseNetwork, pairs: PairCSVDataset, *, baseline: 
     split = {"protocol": "pairs from a CSV file", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
              "baseline": "raw pixels, the same pairs" if baseline else "not computed (--no-baseline)"}
     return ScoredPairs(d, pairs.same, base, split=split)
+
+
+def score_one_shot_runs(network: SiameseNetwork, runs_dir: str | Path, *, baseline: bool = True) -> dict[str, Any]:
+    """Lake et al.'s official 20-way one-shot runs (``one_shot_runs/runNN``), read with the
+    model's input recipe and embedded with its test-time augmentation (``embed_all``).
+
+    Args:
+        network: the model.
+        runs_dir: the folder of runs (:func:`siamkit.data.load_official_one_shot_runs`).
+        baseline: also score raw pixels on the same runs.
+
+    Returns:
+        ``accuracy`` over all queries, ``ci95`` (1.96 standard errors of the per-run
+        accuracies), ``per_run_accuracy``, ``error_rate`` (percent, Lake et al.'s),
+        ``runs``, ``queries``, ``tta`` and, with ``baseline``, ``baseline_accuracy``.
+    """
+    from ..data.omniglot import load_official_one_shot_runs
+
+    spec = network.input_spec
+    runs = load_official_one_shot_runs(runs_dir, image_size=spec.image_size, channels=int(spec.channels or 1),
+                                       preprocess=spec.preprocessor())
+    dist = network.distance if network.pair_head is None else "l1"
+    r = official_one_shot_accuracy(lambda x: embed_all(network, x), runs, distance=dist)
+    per = torch.tensor(r.per_run_accuracy, dtype=torch.float64)
+    ci = float(1.96 * per.std() / len(runs) ** 0.5) if len(runs) > 1 else float("nan")
+    row: dict[str, Any] = {"accuracy": r.accuracy, "ci95": ci, "per_run_accuracy": r.per_run_accuracy,
+                           "error_rate": r.error_rate, "runs": len(runs), "queries": int(sum(run.query.shape[0] for run in runs)),
+                           "n_way": int(runs[0].support.shape[0]), "tta": spec.tta or "none", "folder": str(Path(runs_dir).resolve())}
+    if baseline:
+        row["baseline_accuracy"] = official_one_shot_accuracy(_raw, runs, distance="euclidean").accuracy
+    return row

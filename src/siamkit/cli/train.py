@@ -81,7 +81,6 @@ def _task_fit_options(val_ds: Any) -> dict[str, Any]:
 def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], config: Any) -> tuple[Any, Any, Any]:
     """(training set, validation set or None, the split record) from the options; a run
     that is resumed reuses its recorded split."""
-    from ..data.images import ImageFolderDataset
     from ..data.splits import split_by_class
     from ..training.split_record import SplitRecord
 
@@ -94,8 +93,7 @@ def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[P
             names = recorded.val_classes
             return _hold_out(ds, names, recorded.source)
     if val_data is not None:
-        val = ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2,
-                                             preprocess=_preprocessor(config))
+        val = _load_val(val_data, ds, config)
         common = sorted(set(val.classes) & set(ds.classes))
         if common:
             fail(f"--val-data {val_data} shares {len(common)} class(es) with --data (e.g. {common[0]!r}); validation classes must be unseen")
@@ -114,6 +112,28 @@ def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[P
     _, va = split_by_class(ds.labels, fraction, seed)
     names = [ds.classes[int(c)] for c in sorted(set(ds.labels[va].tolist()))]
     return _hold_out(ds, names, f"--val-fraction {fraction}, seed {seed}")
+
+
+def _load_val(val_data: Path, ds: Any, config: Any) -> Any:
+    """``--val-data`` read as the training data was: a class folder, or for the signature
+    tasks the ``WRITER/genuine|forged`` layout (validation: its genuine vs skilled forgery
+    pairs; ``signatures-genuine``: its genuine signatures)."""
+    from ..data.images import ImageFolderDataset
+    from ..data.signature_sets import SignatureTrainingSet, load_signature_task
+
+    if isinstance(ds, SignatureTrainingSet):
+        return load_signature_task(val_data, ds.image_size, preprocess=_preprocessor(config))
+    if any(p["kind"] == "signature" for p in config.preprocess) and _is_signature_layout(val_data):
+        from ..data.signatures import load_signatures
+
+        return load_signatures(val_data, image_size=ds.image_size, require_forged=False, preprocess=_preprocessor(config)).genuine_only()
+    return ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2,
+                                          preprocess=_preprocessor(config))
+
+
+def _is_signature_layout(folder: Path) -> bool:
+    """Whether the folder's sub-folders hold ``genuine`` folders (the CEDAR layout)."""
+    return folder.is_dir() and any((d / "genuine").is_dir() for d in folder.iterdir() if d.is_dir())
 
 
 def _hold_out(ds: Any, names: list[str], source: str) -> tuple[Any, Any, Any]:

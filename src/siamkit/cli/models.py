@@ -207,6 +207,7 @@ def evaluate(
     k_shot: int = typer.Option(1, "--k-shot", help="Supports per class in an episode."),
     train_run: Optional[Path] = typer.Option(None, "--train-run", help="The training run folder (its split.json); default: the folder holding MODEL, if it has one."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a test folder that shares classes with training (marked in the report)."),
+    retrieval_queries: int = typer.Option(10_000, "--retrieval-queries", help="Retrieval metrics from at most this many query images (a seeded subsample, each ranked against every image; 0 = all: time O(N^2))."),
     runs: Optional[Path] = typer.Option(None, "--runs", help="Also score Lake et al.'s official one-shot runs in this folder (Omniglot's one_shot_runs: runNN/training, test, class_labels.txt), with the model's input recipe and TTA."),
     protocol: str = typer.Option("pairs", "--protocol", help="pairs (all pairs of a class folder or a pair CSV) or signatures (WRITER/genuine + WRITER/forged, writer-independent: genuine-genuine = same, genuine-skilled forgery = different; pooled and per-writer EER, shortcut probes, random forgeries apart)."),
 ) -> None:
@@ -223,6 +224,8 @@ def evaluate(
         return evaluate_text(model, data, out)
     if k_shot < 1:
         fail(f"--k-shot must be >= 1, got {k_shot}")
+    if retrieval_queries < 0:
+        fail(f"--retrieval-queries must be >= 0 (0 = all), got {retrieval_queries}")
     net = load_model(model)
     cal = Calibrator.load(model, expected_fingerprint=net.fingerprint)
     if cal is not None:
@@ -236,7 +239,7 @@ def evaluate(
     from ..data.images import layout_note
 
     scored, ds = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
-                        n_way=[n_way] if n_way is not None else None, k_shot=k_shot)
+                        n_way=[n_way] if n_way is not None else None, k_shot=k_shot, retrieval_queries=retrieval_queries or None)
     scored.split.update(notes)
     if runs is not None:
         from ..evaluation.protocols import score_one_shot_runs

@@ -304,17 +304,19 @@ def rules_doc(res: dict[str, Any]) -> str:
     cols = [f"K={k}" for k in KS]
     lines = [
         f"`nice -n 10 python bench/bench_signatures_cli.py --folds {res['n_folds']} --epochs {res['epochs']} --steps {res['steps']} "
-        f"--name {res['name']}`. {machine_line(res['machine'])} Load average {res['load_start']:.1f} at the start, "
+        + "".join(f"--only {i} " for i in res.get("only") or []) + f"--name {res['name']}`. {machine_line(res['machine'])} Load average {res['load_start']:.1f} at the start, "
         f"{res['load_end']:.1f} at the end (shared machine).",
         "",
         ("**Reduced training** (" if reduced else "Training: ") + f"{res['epochs']} epochs x {res['steps']} steps of 64 per fold"
         + (", against 12 x 10 in the section above: the model is weaker; the comparison of the rules is on the same model, "
            "trials and thresholds). " if reduced else ". ")
-        + f"{len(runs)} writer-disjoint fold(s) of the CEDAR writers as above; `gallery calibrate-references --k 1,3,5` fits, on "
+        + (f"Fold(s) {', '.join(str(r['fold']) for r in runs)} of the {res['n_folds']} writer-disjoint folds" if res.get("only")
+           else f"{len(runs)} writer-disjoint folds") + f" of the CEDAR writers as above ({len(runs[0]['test_writers'])} test writers); `gallery calibrate-references --k 1,3,5` fits, on "
         "the 5 validation writers' trials, the threshold of each rule and, for `learned`, the rule itself (scikit-learn "
         "logistic regression on the closest, mean and farthest of the K distances, stored as JSON numbers); the test writers' "
         f"trials ({DRAWS} reference draws per writer; other genuine = same, skilled forgeries = different) are scored by all "
-        "three rules in the same run. EER is threshold-free; FAR / FRR are at the validation threshold. Mean ± sd over folds.",
+        "three rules in the same run. EER is threshold-free; FAR / FRR are at the validation threshold"
+        + (". Mean ± sd over folds." if len(runs) > 1 else "; one fold, so no spread over folds: the differences are those of one split."),
         "",
         "| rule | " + " | ".join(f"{c} EER" for c in cols) + " | " + " | ".join(f"{c} FAR / FRR" for c in cols) + " |",
         "|---|" + "---|" * (2 * len(cols)),
@@ -343,7 +345,8 @@ def main() -> None:
     ap.add_argument("--docs-only", action="store_true", help="rewrite the docs section from bench/results/signatures_cli.json")
     ap.add_argument("--work", type=Path, default=None,
                     help="a work folder kept between invocations (finished folds' training, evaluation and calibration are reused)")
-    ap.add_argument("--only", type=int, action="append", default=None, help="run only this fold index (repeatable); no output written")
+    ap.add_argument("--only", type=int, action="append", default=None,
+                    help="run only this fold index (repeatable); no output written unless --name is given")
     ap.add_argument("--epochs", type=int, default=None, help="reduced training: epochs (default 12)")
     ap.add_argument("--steps", type=int, default=None, help="reduced training: steps per epoch (default 10)")
     ap.add_argument("--name", default="signatures_cli", help="the results file's stem; another name writes only the rules section")
@@ -361,11 +364,11 @@ def main() -> None:
         for r in runs:  # the same measure for every fold, however many invocations it took
             log = work / f"fold{r['fold']}" / "run" / "metrics.jsonl"
             r["epoch_seconds"] = sum(json.loads(ln)["seconds"] for ln in log.read_text().splitlines())
-    if args.only is not None:
+    if args.only is not None and args.name == "signatures_cli":
         return
     res = {"machine": {**machine(), "torch_threads": 1}, "load_start": load_start, "load_end": os.getloadavg()[0],
            "wall_seconds": time.perf_counter() - t0, "quick": args.quick, "epochs": epochs, "steps": steps,
-           "folds": runs, "finding": finding(runs), "n_folds": args.folds, "name": args.name}
+           "folds": runs, "finding": finding(runs), "n_folds": args.folds, "name": args.name, "only": args.only}
     print(res["finding"])
     if args.quick:
         return

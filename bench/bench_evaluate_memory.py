@@ -9,7 +9,8 @@ git revision REF (checked out with ``git worktree add`` into a temporary folder,
 afterwards) under an address-space limit (``--before-limit-gb``) so that a run that would
 need more memory fails instead of swamping the machine.
 
-Run: ``PYTHONPATH=src python bench/bench_evaluate_memory.py [--before 73b09d3]``.
+Run: ``PYTHONPATH=src python bench/bench_evaluate_memory.py [--before 73b09d3]``; one case into the
+existing results: ``--cases 2 --variants baseline --merge`` (the 100,000-image folder).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ CASES = [("720 images, 75x110", 60, 12, 75, 110), ("10,000 images, 28x28", 500, 
          ("100,000 images, 28x28", 5000, 20, 28, 28)]
 GOAL_MB = 2048
 NOTE = (
+    "At 100,000 images: the retrieval metrics take a seeded subsample of `--retrieval-queries` (10,000) queries, each ranked "
+    "against all 100,000 embeddings in chunks (all queries would be 1e10 distances), and the raw-pixel few-shot baseline "
+    "converts only the rows each episode draws (a float copy of the set would be 313 MB). "
     "What remains at 75x110 is `embed_all`'s batch of 256 images through conv4 (64 channels at full resolution), the same for any number of images. The pairs (at most `--max-pairs`) are drawn without listing all N^2 of them (before: all 50M pairs of 10,000 images were listed, 4.9 GB) and the raw-pixel distances are computed 8M values at a time (before: every pair's pixel rows at once, 258,840 x 8,250 floats = 8.0 GB per side, so `--no-baseline` died too: it only skipped the plot)."
 )
 
@@ -133,7 +137,11 @@ def main() -> None:
     ap.add_argument("--cases", type=int, nargs="+", default=None, help="indices of CASES to run (default: all)")
     ap.add_argument("--variants", nargs="+", default=["baseline", "no_baseline"], choices=["baseline", "no_baseline"])
     ap.add_argument("--merge", action="store_true", help="keep the rows of bench/results/evaluate_memory.json for the cases not run")
+    ap.add_argument("--doc-only", action="store_true", help="rewrite the docs section from bench/results/evaluate_memory.json")
     args = ap.parse_args()
+    if args.doc_only:
+        write_doc(json.loads((RESULTS / "evaluate_memory.json").read_text()))
+        return
     cases = [CASES[i] for i in args.cases] if args.cases is not None else CASES
     out: dict[str, Any] = {"machine": machine(), "goal_mb": GOAL_MB, "rows": []}
     if args.merge and (RESULTS / "evaluate_memory.json").is_file():
@@ -155,13 +163,18 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "before")], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     write_json("evaluate_memory", out)
+    write_doc(out)
+
+
+def write_doc(out: dict[str, Any]) -> None:
+    """The docs section from the results (``--doc-only``: from bench/results/evaluate_memory.json)."""
     before = {r["case"]: r for r in out.get("before", [])}
     lines = [
         "`bench/bench_evaluate_memory.py`: peak resident memory of `siamkit evaluate MODEL --data FOLDER` "
         "(default `--max-pairs 500000`) on synthetic folders, an untrained conv4 (64-d) saved with "
         "`save_model`; the child process's `ru_maxrss` (`os.wait4`). Goal: under 2 GB."
         + (f" \"Before\" is revision `{out['before_rev']}` run under an address-space limit of "
-           f"{args.before_limit_gb:g} GB." if args.before else ""),
+           f"{out['before'][0]['baseline']['address_space_limit_gb']:g} GB." if out.get("before") else ""),
         "",
         "| folder | measured | pairs scored | with raw-pixel baseline | `--no-baseline` |" + (" before, with baseline | before, `--no-baseline` |" if before else ""),
         "|---|---|---|---|---|" + ("---|---|" if before else ""),

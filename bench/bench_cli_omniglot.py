@@ -89,7 +89,9 @@ def doc_body(out: dict[str, Any]) -> str:
     reduced = out["steps"] is not None
     label = (f"**Reduced run**: {out['steps']} steps of 256 (the full recipe is 6,083 steps; its figures are in the section "
              "above), both paths at the same steps, so the comparison is like for like; the absolute accuracies are those "
-             "of the reduced run, not the documented 97.0%.") if reduced else "The full recipe (6,083 steps of 256)."
+             "of the reduced run, not the documented 97.0%. The full run is `python bench/bench_cli_omniglot.py` (no `--steps`); "
+             "not run here: its library path trained 21.5 min on the idle machine, and under this load 500 steps took "
+             "23 min per path.") if reduced else "The full recipe (6,083 steps of 256)."
     steps = f" --steps-per-epoch {out['steps']}" if reduced else ""
     lines = [
         "`nice -n 10 python bench/bench_cli_omniglot.py" + (f" --steps {out['steps']}`" if reduced else "`") + " runs exactly:", "",

@@ -280,7 +280,7 @@ def main() -> None:
     m = machine()
     m["load_avg_start"] = os.getloadavg()[0]
     t_load = time.perf_counter()
-    bg = load_omniglot(ROOT, split="background", image_size=args.side, rotations=(0, 90, 180, 270))
+    bg = load_omniglot(ROOT, split="background", image_size=args.side, rotations=SHIPPED.rotations)
     if args.validate:
         names = bg.alphabets
         g = torch.Generator().manual_seed(args.seed)
@@ -380,6 +380,10 @@ def doc_body(out: dict) -> str:
             f"{r['random_5way']:.4f} ± {r['random_5way_ci95']:.4f} | {s / 60:.1f} min |\n"
             for name, r, s in rows
         )
+        + "\nThrough the command line (`siamkit train --recipe omniglot --data ../shared/data/omniglot/images_background` + "
+        "`siamkit evaluate MODEL --data ../shared/data/omniglot/images_evaluation --n-way 20 --runs ../shared/data/omniglot/one_shot_runs`): "
+        "section \"Omniglot 20-way one-shot through the command line\" (`bench/bench_cli_omniglot.py`; the same numbers as this "
+        "script's path at equal steps).\n"
         + "\nAnchors: Koch et al. 2015 92.0% (20-way, their protocol); humans 95.5%, BPL 96.7% on the official runs "
         "(Lake et al. 2015); a plain Prototypical Network measured on this CPU (issue 3): 90.75% official, 92.3% random.\n\n"
         "| goal | plain | with shift TTA |\n|---|---|---|\n"

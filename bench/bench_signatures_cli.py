@@ -42,12 +42,14 @@ import torch
 
 torch.set_num_threads(1)
 
-from _common import RESULTS, ROOT, SHARED_DATA, machine, replace_doc_section, write_json  # noqa: E402
+from _common import RESULTS, ROOT, SHARED_DATA, machine, machine_line, replace_doc_section, write_json  # noqa: E402
 
 from siamkit.calibration import Calibrator  # noqa: E402
 from siamkit.data.signatures import load_signatures  # noqa: E402
 from siamkit.evaluation.protocols import raw_pair_distances  # noqa: E402
-from siamkit.evaluation.references import REFERENCE_RULES, reference_trials, trial_distances, writer_dependent_report  # noqa: E402
+from siamkit.evaluation.references import (  # noqa: E402
+    ALL_RULES, REFERENCE_RULES, combine, reference_trials, trial_distance_matrix, writer_dependent_report,
+)
 from siamkit.evaluation.signatures import probe_distances, probe_features  # noqa: E402
 from siamkit.evaluation.verification import confusion_at_threshold  # noqa: E402
 from siamkit.gallery.references import ReferenceCalibration  # noqa: E402
@@ -115,10 +117,13 @@ def writer_dependent(model_dir: Path, test_dir: Path, seed: int) -> dict[str, An
     out: dict[str, Any] = {}
     for k in KS:
         trials = reference_trials(sigs.writer_labels, sigs.is_genuine, k, draws=DRAWS, seed=seed)
-        for rule in REFERENCE_RULES:
+        mats = {name: trial_distance_matrix(trials, fn) for name, fn in dists.items()}
+        for rule in ALL_RULES:
             row: dict[str, Any] = {}
-            for name, fn in dists.items():
-                d = trial_distances(trials, fn, rule)
+            for name, mat in mats.items():
+                if rule == "learned" and name != "model":
+                    continue  # the learned rule is fitted on the model's distances (calibrate-references)
+                d = combine(mat, rule) if rule != "learned" else torch.from_numpy(cal.rule_distance("learned", mat.numpy(), k))
                 row[name] = writer_dependent_report(trials, d, sigs.writers)
                 if name == "model":
                     c: Calibrator = cal.for_k(rule, k)[0]
@@ -148,9 +153,11 @@ def cli_spot_check(model_dir: Path, test_dir: Path, tmp: Path) -> dict[str, Any]
         qi = (idx if probe.parent.name == "genuine" else fidx)[probe.name]
         ri = torch.tensor([idx[r.name] for r in refs])
         lib = pair_distances_of_embeddings(net, e, torch.full_like(ri, qi), ri).double()
-        for rule in REFERENCE_RULES:
+        cal = ReferenceCalibration.load(model_dir)
+        assert cal is not None
+        for rule in ALL_RULES:
             got = json.loads(cli("gallery", "verify", writer, probe, "-g", g, "-m", model_dir, "--rule", rule, "--json")[0])
-            want = float(lib.min() if rule == "best" else lib.mean())
+            want = float(cal.rule_distance(rule, lib[None].numpy(), len(refs))[0])
             worst = max(worst, abs(got["distance"] - want))
     return {"writer": writer, "references": 3, "probes": len(probes), "max_abs_difference": worst}
 
@@ -246,7 +253,7 @@ def doc_body(res: dict[str, Any]) -> str:
         lines.append(f"| {LABELS[mth]} | {_ms([s['roc_auc'] for s in sk])} | {_ms([s['eer'] for s in sk])} | "
                      f"{_ms([s['per_writer_eer']['mean'] for s in sk])} | {_ms([s['per_writer_eer']['worst'] for s in sk])} | "
                      f"{_ms(rnd) if rnd else '-'} |")
-    cols = [f"K={k} {rule}" for k in KS for rule in REFERENCE_RULES]
+    cols = [f"K={k} {rule}" for k in KS for rule in REFERENCE_RULES if f"K={k} {rule}" in runs[0]["dependent"]]
     lines += ["", "Writer-dependent (K enrolled genuine references; pooled EER over the test writers' questioned signatures):", "",
               "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for mth in METHODS:
@@ -287,6 +294,57 @@ def finding(runs: list[dict[str, Any]]) -> str:
     return text
 
 
+RULES_SECTION = "K-reference rules on CEDAR: best, mean and learned (writer-dependent, through the CLI)"
+
+
+def rules_doc(res: dict[str, Any]) -> str:
+    """The section comparing the three rules of ``gallery verify --rule`` on the same trials."""
+    runs = res["folds"]
+    reduced = (res["epochs"], res["steps"]) != (12, 10)
+    cols = [f"K={k}" for k in KS]
+    lines = [
+        f"`nice -n 10 python bench/bench_signatures_cli.py --folds {res['n_folds']} --epochs {res['epochs']} --steps {res['steps']} "
+        + "".join(f"--only {i} " for i in res.get("only") or []) + f"--name {res['name']}`. {machine_line(res['machine'])} Load average {res['load_start']:.1f} at the start, "
+        f"{res['load_end']:.1f} at the end (shared machine).",
+        "",
+        ("**Reduced training** (" if reduced else "Training: ") + f"{res['epochs']} epochs x {res['steps']} steps of 64 per fold"
+        + (", against 12 x 10 in the section above: the model is weaker; the comparison of the rules is on the same model, "
+           "trials and thresholds). " if reduced else ". ")
+        + (f"Fold(s) {', '.join(str(r['fold']) for r in runs)} of the {res['n_folds']} writer-disjoint folds" if res.get("only")
+           else f"{len(runs)} writer-disjoint folds") + f" of the CEDAR writers as above ({len(runs[0]['test_writers'])} test writers); `gallery calibrate-references --k 1,3,5` fits, on "
+        "the 5 validation writers' trials, the threshold of each rule and, for `learned`, the rule itself (scikit-learn "
+        "logistic regression on the closest, mean and farthest of the K distances, stored as JSON numbers); the test writers' "
+        f"trials ({DRAWS} reference draws per writer; other genuine = same, skilled forgeries = different) are scored by all "
+        "three rules in the same run. EER is threshold-free; FAR / FRR are at the validation threshold"
+        + (". Mean ± sd over folds." if len(runs) > 1 else "; one fold, so no spread over folds: the differences are those of one split."),
+        "",
+        "| rule | " + " | ".join(f"{c} EER" for c in cols) + " | " + " | ".join(f"{c} FAR / FRR" for c in cols) + " |",
+        "|---|" + "---|" * (2 * len(cols)),
+    ]
+    for rule in ALL_RULES:
+        eers = [_ms([r["dependent"][f"{c} {rule}"]["model"]["eer"] for r in runs]) for c in cols]
+        at = [r_at(runs, f"{c} {rule}") for c in cols]
+        lines.append(f"| {rule} | " + " | ".join(eers) + " | " + " | ".join(at) + " |")
+    spot = max(r["cli_spot_check"]["max_abs_difference"] for r in runs)
+    k5 = {rule: statistics.mean(r["dependent"][f"K={KS[-1]} {rule}"]["model"]["eer"] for r in runs) for rule in ALL_RULES}
+    gap = min(k5["best"], k5["mean"]) - k5["learned"]
+    lines += ["", f"`gallery verify --rule best|mean|learned` on one enrolled test writer per fold gives the library's distance "
+              f"to {spot:.2g}.", "",
+              f"Finding: with K={KS[-1]} the learned rule's EER is {k5['learned']:.3f} against {k5['best']:.3f} (best) and "
+              f"{k5['mean']:.3f} (mean): " + (f"{gap:.3f} lower than the better fixed rule, " if gap > 0 else "not lower, ")
+              + "a difference of the size that one split's reference draws move (with K=1 the three rules are the same "
+              "decision: min = mean = max). The FRR at the validation threshold is far from the test EER point: "
+              "thresholds fitted on 5 validation writers do not carry over to other writers at this training budget.", ""]
+    return "\n".join(lines)
+
+
+def r_at(runs: list[dict[str, Any]], col: str) -> str:
+    """FAR / FRR of the model at the validation threshold, mean over folds."""
+    far = statistics.mean(r["dependent"][col]["model"]["at_val_threshold"]["far"] for r in runs)
+    frr = statistics.mean(r["dependent"][col]["model"]["at_val_threshold"]["frr"] for r in runs)
+    return f"{far:.3f} / {frr:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--folds", type=int, default=3)
@@ -294,12 +352,16 @@ def main() -> None:
     ap.add_argument("--docs-only", action="store_true", help="rewrite the docs section from bench/results/signatures_cli.json")
     ap.add_argument("--work", type=Path, default=None,
                     help="a work folder kept between invocations (finished folds' training, evaluation and calibration are reused)")
-    ap.add_argument("--only", type=int, action="append", default=None, help="run only this fold index (repeatable); no output written")
+    ap.add_argument("--only", type=int, action="append", default=None,
+                    help="run only this fold index (repeatable); no output written unless --name is given")
+    ap.add_argument("--epochs", type=int, default=None, help="reduced training: epochs (default 12)")
+    ap.add_argument("--steps", type=int, default=None, help="reduced training: steps per epoch (default 10)")
+    ap.add_argument("--name", default="signatures_cli", help="the results file's stem; another name writes only the rules section")
     args = ap.parse_args()
     if args.docs_only:
         replace_doc_section(SECTION, doc_body(json.loads((RESULTS / "signatures_cli.json").read_text())))
         return
-    epochs, steps = (2, 3) if args.quick else (12, 10)
+    epochs, steps = (2, 3) if args.quick else (args.epochs or 12, args.steps or 10)
     load_start, t0 = os.getloadavg()[0], time.perf_counter()
     parts = folds(args.folds)[: 2 if args.quick else None]
     todo = [i for i in range(len(parts)) if args.only is None or i in args.only]
@@ -309,16 +371,18 @@ def main() -> None:
         for r in runs:  # the same measure for every fold, however many invocations it took
             log = work / f"fold{r['fold']}" / "run" / "metrics.jsonl"
             r["epoch_seconds"] = sum(json.loads(ln)["seconds"] for ln in log.read_text().splitlines())
-    if args.only is not None:
+    if args.only is not None and args.name == "signatures_cli":
         return
     res = {"machine": {**machine(), "torch_threads": 1}, "load_start": load_start, "load_end": os.getloadavg()[0],
            "wall_seconds": time.perf_counter() - t0, "quick": args.quick, "epochs": epochs, "steps": steps,
-           "folds": runs, "finding": finding(runs)}
+           "folds": runs, "finding": finding(runs), "n_folds": args.folds, "name": args.name, "only": args.only}
     print(res["finding"])
     if args.quick:
         return
-    print(f"wrote {write_json('signatures_cli', res)}")
-    replace_doc_section(SECTION, doc_body(res))
+    print(f"wrote {write_json(args.name, res)}")
+    if args.name == "signatures_cli":
+        replace_doc_section(SECTION, doc_body(res))
+    replace_doc_section(RULES_SECTION, rules_doc(res))
 
 
 if __name__ == "__main__":

@@ -290,3 +290,30 @@ def test_onnx_export_runtime(world: SimpleNamespace, tmp_path: Path) -> None:
         assert v.verify_files(files[0], files[1]).distance == pytest.approx(want, abs=1e-4)
         r = json.loads(_cli("compare", out, files[0], files[1], "--json", "--runtime", "onnx").stdout)
         assert r["distance"] == pytest.approx(want, abs=1e-4)
+
+
+def test_official_one_shot_runs(world: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate --runs: the runs' files are prepared by the model's recipe and embedded with its TTA."""
+    import siamkit.evaluation.protocols as protocols
+
+    net, ref = _reference(world.face_model, world.face_files)
+    run_dir = tmp_path / "runs" / "run01"
+    picked: list[Path] = []
+    for kind, shot, name in (("training", 0, "class"), ("test", 1, "item")):
+        (run_dir / kind).mkdir(parents=True)
+        for i in range(3):
+            src = world.faces / f"id{i}" / f"{shot}.pgm"
+            shutil.copy(src, run_dir / kind / f"{name}{i + 1:02d}.pgm")
+            picked.append(src)
+    lines = [f"run01/test/item{i + 1:02d}.pgm run01/training/class{i + 1:02d}.pgm" for i in range(3)]
+    (run_dir / "class_labels.txt").write_text("\n".join(lines) + "\n")
+    seen: list[torch.Tensor] = []
+    real = protocols.official_one_shot_accuracy
+
+    def spy(embed_fn: Any, runs: Any, distance: Any = "euclidean") -> Any:
+        return real(lambda x: seen.append(embed_fn(x)) or seen[-1], runs, distance=distance)
+
+    monkeypatch.setattr(protocols, "official_one_shot_accuracy", spy)
+    r = protocols.score_one_shot_runs(net, tmp_path / "runs", baseline=False)
+    want = ref[[world.face_files.index(p) for p in picked]]
+    assert torch.allclose(seen[0], want, atol=1e-5) and r["tta"] == "flip"

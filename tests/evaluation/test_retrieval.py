@@ -47,6 +47,22 @@ def test_separate_references_match_naive(seed):
     _assert_same(got, ref)
 
 
+@pytest.mark.parametrize("seed", [0, 4])
+def test_query_subsample_matches_naive(seed, monkeypatch):
+    emb, labels = _data(seed, 50, 5)
+    rows = torch.randperm(50, generator=torch.Generator().manual_seed(seed))[:17]
+    ref = naive.retrieval(emb.tolist(), labels.tolist(), query_rows=set(rows.tolist()))
+    _assert_same(retrieval_metrics(emb, labels, query_rows=rows), ref)
+    monkeypatch.setattr(retrieval_module, "_CHUNK_ELEMENTS", 60)  # several chunks of the subsample
+    _assert_same(retrieval_metrics(emb, labels, query_rows=torch.cat([rows, rows[:3]])), ref)  # repeats count once
+    assert ref["num_queries"] + ref["num_skipped_queries"] == 17
+    assert retrieval_metrics(emb, labels, query_rows=torch.arange(50)) == retrieval_metrics(emb, labels)
+    with pytest.raises(DataError, match="query_rows"):
+        retrieval_metrics(emb, labels, emb, labels, query_rows=rows)
+    with pytest.raises(DataError, match="query_rows"):
+        retrieval_metrics(emb, labels, query_rows=torch.tensor([50]))
+
+
 def test_hand_computed():
     # one dimension; query 0 (class 0) sees, in order: 1 (class 1), 2 (class 0), 3 (class 0)
     emb = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]], dtype=torch.float64)

@@ -132,14 +132,18 @@ def retrieval(
     ref_labels: Sequence[int] | None = None,
     distance: str = "euclidean",
     exclude_self: bool = True,
+    query_rows: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """P@1, R-precision and MAP@R (Musgrave et al. 2020), ties broken by reference index."""
+    """P@1, R-precision and MAP@R (Musgrave et al. 2020), ties broken by reference index;
+    ``query_rows``: only these queries (of the same set) are evaluated."""
     same_set = refs is None
     if same_set:
         refs, ref_labels = queries, query_labels
     p1 = rp = mapr = 0.0
     evaluated = skipped = 0
     for qi, (q, ql) in enumerate(zip(queries, query_labels)):
+        if query_rows is not None and qi not in query_rows:
+            continue
         ranking = []
         for ri, (r, rl) in enumerate(zip(refs, ref_labels)):
             if same_set and exclude_self and ri == qi:

@@ -74,14 +74,16 @@ def enroll(
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object kept with the identity."),
     scoring: Optional[str] = typer.Option(None, "--scoring", help="A new gallery's default rule: best or mean."),
     dim: Optional[int] = DIM,
-    preprocess: str = typer.Option("none", "--preprocess", help="none (the model's plain loader) or signature (scans: crop to the ink, pad, invert, as --task signatures trains; recorded, and every probe of the identity is prepared the same way)."),
+    preprocess: str = typer.Option("none", "--preprocess", help="none (the model's plain loader) or signature (scans: crop to the ink, pad, invert, as --task signatures trains; recorded, and every probe of the identity is prepared the same way). A model that records its input recipe prepares files by it either way."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Enrol a new identity from images (creates the gallery file if needed)."""
-    from ..gallery.references import enroll_references
+    from ..gallery.references import enroll_references, model_prepares
 
     with _open(gallery, model, create=True, scoring=scoring, dim=dim) as g:
         meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
+        if preprocess == "signature" and g.network is not None and model_prepares(g.network):
+            typer.echo("note: the model records its input recipe; the files are prepared by it (--preprocess signature gives way)", err=True)
         r = g.enroll(identity, list(images), metadata=meta) if preprocess == "none" else enroll_references(
             g, identity, list(images), preprocess=preprocess, metadata=meta)
     _echo_record(r, as_json, "enrolled ")
@@ -147,7 +149,7 @@ def verify(
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     scoring: Optional[str] = SCORING,
-    rule: Optional[str] = typer.Option(None, "--rule", help="Decide from the K enrolled references: best (closest) or mean (mean distance), at the threshold `gallery calibrate-references` fitted for the rule and K; default: the gallery's scoring at the model's pair threshold."),
+    rule: Optional[str] = typer.Option(None, "--rule", help="Decide from the K enrolled references: best (closest), mean (mean distance) or learned (a logistic rule on the closest, mean and farthest distance, fitted by calibrate-references), at the threshold `gallery calibrate-references` fitted for the rule and K; default: the gallery's scoring at the model's pair threshold."),
     dim: Optional[int] = DIM,
     as_json: bool = JSON_OUT,
 ) -> None:
@@ -265,8 +267,9 @@ def calibrate_references(
     target_far: float = typer.Option(1e-3, help="False accept rate for --method far."),
     seed: int = typer.Option(0, help="Seed of the reference draws."),
 ) -> None:
-    """Fit the threshold of each `verify --rule` (best, mean) for each K on held-out writers'
-    genuine vs skilled forgery decisions; save MODEL/reference_calibration.json."""
+    """Fit the threshold of each `verify --rule` (best, mean, learned) for each K on held-out
+    writers' genuine vs skilled forgery decisions (and, for learned, the logistic rule
+    itself); save MODEL/reference_calibration.json."""
     from ..data.signatures import load_signatures
     from ..errors import ClassOverlapError, SiamkitError
     from ..gallery.references import fit_reference_calibration

@@ -220,6 +220,8 @@ def evaluate(
     train_run: Optional[Path] = typer.Option(None, "--train-run", help="The training run folder (its split.json); default: the folder holding MODEL, if it has one."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Score a test folder that shares classes with training (marked in the report)."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Embedding sizes (Matryoshka prefixes), e.g. 16,32,64,128 or all: one table of ROC AUC / EER / one-shot per size (and the adaptive cascade of `calibrate --dims`), OUT/sizes.md; an image folder."),
+    retrieval_queries: int = typer.Option(10_000, "--retrieval-queries", help="Retrieval metrics from at most this many query images (a seeded subsample, each ranked against every image; 0 = all: time O(N^2))."),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Also score Lake et al.'s official one-shot runs in this folder (Omniglot's one_shot_runs: runNN/training, test, class_labels.txt), with the model's input recipe and TTA."),
     protocol: str = typer.Option("pairs", "--protocol", help="pairs (all pairs of a class folder or a pair CSV) or signatures (WRITER/genuine + WRITER/forged, writer-independent: genuine-genuine = same, genuine-skilled forgery = different; pooled and per-writer EER, shortcut probes, random forgeries apart)."),
 ) -> None:
     """Score a test split: ROC, EER, TAR@FAR, DET, confusion at the calibrated threshold,
@@ -235,6 +237,8 @@ def evaluate(
         return evaluate_text(model, data, out)
     if k_shot < 1:
         fail(f"--k-shot must be >= 1, got {k_shot}")
+    if retrieval_queries < 0:
+        fail(f"--retrieval-queries must be >= 0 (0 = all), got {retrieval_queries}")
     net = load_model(model)
     cal = Calibrator.load(model, expected_fingerprint=net.fingerprint)
     if cal is not None:
@@ -250,9 +254,16 @@ def evaluate(
         return _evaluate_signatures(net, data, out, baseline, seed, check, cal, notes)
     if protocol != "pairs":
         fail(f"--protocol must be pairs or signatures, got {protocol!r}")
-    scored, _ = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
-                        n_way=[n_way] if n_way is not None else None, k_shot=k_shot)
+    from ..data.images import layout_note
+
+    scored, ds = _scored(net, data, max_pairs, seed, baseline=baseline, check_classes=check,
+                        n_way=[n_way] if n_way is not None else None, k_shot=k_shot, retrieval_queries=retrieval_queries or None)
     scored.split.update(notes)
+    if runs is not None:
+        from ..evaluation.protocols import score_one_shot_runs
+
+        scored.extra["official_one_shot_runs"] = r = score_one_shot_runs(net, runs, baseline=baseline)
+        scored.split["official_one_shot_runs"] = f"{r['runs']} runs x {r['queries'] // r['runs']} queries, {r['n_way']}-way, from {runs}"
     from .calibration import domain_check
 
     if (dom := domain_check(cal, scored, f"{data.name} (its impostor pairs)")) is not None:
@@ -264,6 +275,8 @@ def evaluate(
         extra=scored.extra, baseline=("raw pixels", scored.baseline) if scored.baseline is not None else None,
     )
     v, t = m["verification"], m["at_threshold"]
+    typer.echo(f"{scored.split['images']:,} images of {scored.split['classes']:,} classes" + layout_note(ds.classes) + f"; TTA {net.input_spec.tta or 'none'}"
+               if ds is not None else f"{scored.split['pairs']:,} pairs from {data.name}")
     typer.echo(f"ROC AUC {v['roc_auc']:.4f}   EER {v['eer']:.4f}   accuracy {t['accuracy']:.4f} at threshold {t['threshold']:.4g} ({t['source']})")
     for k, val in scored.extra.items():
         if "accuracy" in val:

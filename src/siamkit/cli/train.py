@@ -37,7 +37,7 @@ def _preprocessor(config: Any) -> Any:
     return InputSpec().with_recipe(config.preprocess).preprocessor()
 
 
-def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int], config: Any) -> Any:
+def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int], config: Any, class_depth: Optional[int] = None) -> Any:
     """The training images, prepared by the config's input recipe exactly as every later
     caller will prepare raw files: one class per sub-folder, (``signatures``) the CEDAR layout
     with its forgeries kept apart, or (``signatures-genuine``) the genuine signatures of each
@@ -48,7 +48,7 @@ def _load_train_data(data: Path, task: str, size: Any, channels: Optional[int], 
 
     if task == "classes":
         return ImageFolderDataset.from_folder(data, image_size=size, channels=channels, min_per_class=2,
-                                              preprocess=_preprocessor(config))
+                                              preprocess=_preprocessor(config), class_depth=class_depth)
     if task == "signatures":
         from ..data.signature_sets import load_signature_task
 
@@ -81,7 +81,6 @@ def _task_fit_options(val_ds: Any) -> dict[str, Any]:
 def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[Path], config: Any) -> tuple[Any, Any, Any]:
     """(training set, validation set or None, the split record) from the options; a run
     that is resumed reuses its recorded split."""
-    from ..data.images import ImageFolderDataset
     from ..data.splits import split_by_class
     from ..training.split_record import SplitRecord
 
@@ -94,8 +93,7 @@ def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[P
             names = recorded.val_classes
             return _hold_out(ds, names, recorded.source)
     if val_data is not None:
-        val = ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2,
-                                             preprocess=_preprocessor(config))
+        val = _load_val(val_data, ds, config)
         common = sorted(set(val.classes) & set(ds.classes))
         if common:
             fail(f"--val-data {val_data} shares {len(common)} class(es) with --data (e.g. {common[0]!r}); validation classes must be unseen")
@@ -116,6 +114,28 @@ def _split(ds: Any, out: Path, val_data: Optional[Path], val_classes: Optional[P
     return _hold_out(ds, names, f"--val-fraction {fraction}, seed {seed}")
 
 
+def _load_val(val_data: Path, ds: Any, config: Any) -> Any:
+    """``--val-data`` read as the training data was: a class folder, or for the signature
+    tasks the ``WRITER/genuine|forged`` layout (validation: its genuine vs skilled forgery
+    pairs; ``signatures-genuine``: its genuine signatures)."""
+    from ..data.images import ImageFolderDataset
+    from ..data.signature_sets import SignatureTrainingSet, load_signature_task
+
+    if isinstance(ds, SignatureTrainingSet):
+        return load_signature_task(val_data, ds.image_size, preprocess=_preprocessor(config))
+    if any(p["kind"] == "signature" for p in config.preprocess) and _is_signature_layout(val_data):
+        from ..data.signatures import load_signatures
+
+        return load_signatures(val_data, image_size=ds.image_size, require_forged=False, preprocess=_preprocessor(config)).genuine_only()
+    return ImageFolderDataset.from_folder(val_data, image_size=ds.image_size, channels=ds.channels, min_per_class=2,
+                                          preprocess=_preprocessor(config))
+
+
+def _is_signature_layout(folder: Path) -> bool:
+    """Whether the folder's sub-folders hold ``genuine`` folders (the CEDAR layout)."""
+    return folder.is_dir() and any((d / "genuine").is_dir() for d in folder.iterdir() if d.is_dir())
+
+
 def _hold_out(ds: Any, names: list[str], source: str) -> tuple[Any, Any, Any]:
     from ..training.split_record import SplitRecord
 
@@ -126,6 +146,38 @@ def _hold_out(ds: Any, names: list[str], source: str) -> tuple[Any, Any, Any]:
         fail(f"holding out {len(val_ids)} classes leaves {len(train_ids)} to train on (at least 2 needed)")
     train, val = ds.subset(train_ids), ds.subset(val_ids) if val_ids else None
     return train, val, SplitRecord(list(train.classes), list(val.classes) if val is not None else [], source)
+
+
+def _rotations(recipe: Optional[str], flag: Optional[str], out: Path, resume: bool, task: str) -> tuple[int, ...]:
+    """The rotations trained on as new classes: the run's recorded ones (resume), else
+    ``--rotations``, else the recipe's ``[data] rotations``, else none."""
+    from ..data.class_rotations import check_rotations
+    from ..training.recipes import load_recipe
+    from ..training.split_record import SplitRecord
+
+    if resume:
+        rec = SplitRecord.load(out)
+        return tuple(rec.rotations) if rec is not None else (0,)
+    if flag is None:
+        return load_recipe(recipe).rotations if recipe is not None else (0,)
+    try:
+        rots = check_rotations([int(v) for v in flag.replace(" ", "").split(",") if v])
+    except ValueError as e:
+        fail(f"--rotations {flag!r}: {e}")
+    if rots != (0,) and task != "classes":
+        fail(f"--rotations works with --task classes, not {task}")
+    return rots
+
+
+def _rotated_training(train_ds: Any, rots: tuple[int, ...]) -> Any:
+    """The training set with each rotation of a class as a new class (and a line saying so)."""
+    from ..data.class_rotations import with_rotated_classes
+
+    if rots == (0,):
+        return train_ds
+    out = with_rotated_classes(train_ds, rots)
+    typer.echo(f"rotations {', '.join(map(str, rots))} as new classes: {len(out.classes)} training classes, {len(out)} images")
+    return out
 
 
 def _encoder_kwargs(width: Optional[int], grid: Optional[int], dropout: Optional[float]) -> dict[str, Any]:
@@ -269,7 +321,9 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Fraction of classes held out for validation and early stopping (names saved in OUT/split.json)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="A separate validation folder (other classes); nothing is then held out from --data."),
     val_classes: Optional[Path] = typer.Option(None, "--val-classes", help="A file of class names, one per line, held out from --data for validation."),
-    task: str = typer.Option("classes", help="classes (one sub-folder per class); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded); text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
+    rotations: Optional[str] = typer.Option(None, "--rotations", help="Degrees, e.g. 0,90,180,270: each rotation of a training class is a new class (default: the recipe's [data] rotations, else none; validation classes are not rotated)."),
+    class_depth: Optional[int] = typer.Option(None, "--class-depth", help="1: classes are the sub-folders of --data; 2: their sub-folders (GROUP/CLASS, e.g. Omniglot's ALPHABET/CHARACTER); default: 2 when every sub-folder holds only folders of images, else 1 (the summary line says which)."),
+    task: str = typer.Option("classes", help="classes (one sub-folder per class, or GROUP/CLASS: see --class-depth); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded); text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--task text: a pretrained sentence encoder (local folder or hub name) to fine-tune; default: a from-scratch twin."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="A pretrained image backbone to fine-tune as the twin: a local transformers model folder (config.json + model.safetensors [+ preprocessor_config.json]); the encoder becomes hf_image, the input size and crop its processor's (unless --image-size), lr 1e-4 unless given."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="--task text: the most tokens per text (default 128)."),
@@ -320,13 +374,18 @@ def train(
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        ds = _load_train_data(data, task, size, channels, config)
+        ds = _load_train_data(data, task, size, channels, config, class_depth)
+    from ..data.images import layout_note
+
+    rots = _rotations(recipe, rotations, out, resume, task)
     typer.echo(f"{len(ds)} images of {len(ds.classes)} classes, {ds.channels}x{ds.image_size[0]}x{ds.image_size[1]}"
-               + (f" (recipe {recipe})" if recipe else ""))
+               + (f" (recipe {recipe})" if recipe else "") + layout_note(ds.classes))
     train_ds, val_ds, record = _split(ds, out, val_data, val_classes, config)
+    record.rotations = list(rots)
     split_path = record.save(out)
     typer.echo(f"training on {len(record.train_classes)} classes, validating on {len(record.val_classes)} "
                f"({record.source}); class names in {split_path}")
+    train_ds = _rotated_training(train_ds, rots)
     result = fit(train_ds.images, train_ds.labels, config, out_dir=out, resume=resume,
                  val_x=val_ds.images if val_ds is not None else None, val_y=val_ds.labels if val_ds is not None else None,
                  callbacks=[lambda r: typer.echo(summarize(r))], **_task_fit_options(val_ds))

@@ -19,7 +19,10 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError
 from .prepare import MAX_PIXELS, decode_path, image_channels
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "load_image", "ImageFolderDataset", "to_float", "remap_classes"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "MAX_PIXELS", "load_image", "ImageFolderDataset", "to_float", "remap_classes", "detect_class_depth",
+    "layout_note",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +150,9 @@ class ImageFolderDataset:
         preprocess: Callable[[Image.Image], Image.Image] | None = None,
         min_per_class: int = 1,
         on_error: str = "raise",
-        class_depth: int = 1,
+        class_depth: int | None = None,
     ) -> "ImageFolderDataset":
-        """Read ``root/CLASS/**/image.ext``.
+        """Read ``root/CLASS/**/image.ext`` (or the two-level ``root/GROUP/CLASS/image.ext``).
 
         Args:
             root: the folder of class folders.
@@ -161,7 +164,10 @@ class ImageFolderDataset:
             min_per_class: refuse classes with fewer images (2 for pair training).
             on_error: "raise" on an unreadable image, or "skip" it with a warning.
             class_depth: 1 = classes are the sub-folders of root; 2 = classes are
-                sub-sub-folders (e.g. Omniglot's ``ALPHABET/characterNN``).
+                sub-sub-folders (e.g. Omniglot's ``ALPHABET/characterNN``); None = 2 when
+                every sub-folder of root holds only folders of images (never one class per
+                alphabet), else 1 (see :func:`detect_class_depth`). The depth shows in the
+                class names (``"GROUP/CLASS"``).
 
         Returns:
             The dataset: images uint8 (N, C, H, W), labels (N,), classes = the class
@@ -178,12 +184,17 @@ class ImageFolderDataset:
             raise DataError(f"{root} is not a folder")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        class_dirs = sorted(p for p in root.glob("/".join(["*"] * class_depth)) if p.is_dir())
-        if not class_dirs:
+        top = sorted(p for p in root.iterdir() if p.is_dir())
+        if not top:
             loose = _list_images(root)
             hint = " (the images must sit in one sub-folder per class)" if loose else ""
             raise DataError(f"data folder {root} has no class sub-folders{hint}")
-        _refuse_signature_layout(root, class_dirs)
+        _refuse_signature_layout(root, top)
+        if class_depth is None:
+            class_depth = detect_class_depth(root)
+        class_dirs = sorted(p for p in root.glob("/".join(["*"] * class_depth)) if p.is_dir())
+        if not class_dirs:
+            raise DataError(f"data folder {root} has no class folders {class_depth} level(s) down")
         files: list[tuple[Path, int]] = []
         names: list[str] = []
         for d in class_dirs:
@@ -230,6 +241,50 @@ class ImageFolderDataset:
 
 #: the sub-folders of a writer in the signature layout (``WRITER/genuine``, ``WRITER/forged``)
 SIGNATURE_SUBFOLDERS = ("genuine", "forged")
+
+
+def detect_class_depth(root: str | Path) -> int:
+    """How deep the class folders of ``root`` are: 2 when every (visible) sub-folder holds
+    only folders, and those hold the images (Omniglot's ``ALPHABET/CHARACTER``); else 1
+    (classes are the sub-folders; images in deeper folders count for their top folder).
+
+    Args:
+        root: the data folder.
+
+    Returns:
+        1 or 2.
+    """
+    top = [p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not top:
+        return 1
+    for d in top:
+        inside = [p for p in d.iterdir() if not p.name.startswith(".")]
+        if any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in inside):
+            return 1
+        subs = [p for p in inside if p.is_dir()]
+        if not subs or not any(_has_image(s) for s in subs):
+            return 1
+    return 2
+
+
+def _has_image(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
+def layout_note(classes: Sequence[str]) -> str:
+    """A few words on how a folder's classes were read, for a command's summary line:
+    ``""`` for one sub-folder per class, else the two-level layout and its group count.
+
+    Args:
+        classes: the dataset's class names (``"GROUP/CLASS"`` in the two-level layout).
+
+    Returns:
+        The note (empty, or starting with ``"; "``).
+    """
+    if not classes or any("/" not in c for c in classes):
+        return ""
+    groups = {c.split("/", 1)[0] for c in classes}
+    return f"; two-level layout: class = GROUP/CLASS folder (e.g. {classes[0]}), {len(groups)} groups"
 
 
 def _refuse_signature_layout(root: Path, class_dirs: list[Path]) -> None:

@@ -27,12 +27,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 
 from ..errors import DataError
 from ._files import as_size, decode_files, images_in, is_image, natural_key, select_named, subfolders
+from .class_rotations import check_rotations, rotated_copies
 from .images import IMAGE_EXTENSIONS, ImageFolderDataset, remap_classes
 
 __all__ = [
@@ -45,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_ROTATIONS = (0, 90, 180, 270)
 _DRAWER_RE = re.compile(r"_(\d+)$")
 
 
@@ -187,9 +188,7 @@ def load_omniglot(
         DataError: missing folder or split, unknown alphabet names, no character
             folders, images not inside character folders, an unreadable image.
     """
-    rotations = tuple(int(r) for r in rotations)
-    if not rotations or any(r not in _ROTATIONS for r in rotations) or len(set(rotations)) != len(rotations):
-        raise ValueError(f"rotations must be distinct values among {_ROTATIONS}, got {rotations}")
+    rotations = check_rotations(rotations)
     size = as_size(image_size)
     if size is not None and size[0] != size[1] and any(r in (90, 270) for r in rotations):
         raise ValueError(f"rotations by 90/270 degrees need a square image_size, got {size}")
@@ -212,7 +211,7 @@ def load_omniglot(
     labels = torch.cat([labels0 + r_i * n_cls for r_i in range(len(rotations))])
     logger.info("Omniglot %s: %d images, %d classes, %d alphabets", folder.name, len(labels), len(classes), len(chars.alphabets))
     return OmniglotDataset(
-        images=_rotated(base, rotations),
+        images=rotated_copies(base, rotations),
         labels=labels,
         classes=classes,
         paths=chars.files * len(rotations),
@@ -264,18 +263,6 @@ def _list_characters(folder: Path, alpha_dirs: list[Path]) -> _Characters:
     return out
 
 
-def _rotated(base: torch.Tensor, rotations: tuple[int, ...]) -> torch.Tensor:
-    """``base`` once per rotation, rotation-major: image ``r * n + i`` is rotation
-    ``rotations[r]`` of image ``i``."""
-    if len(rotations) == 1 and rotations[0] == 0:
-        return base
-    n = base.shape[0]
-    images = torch.empty((n * len(rotations), *base.shape[1:]), dtype=torch.uint8)
-    for r_i, r in enumerate(rotations):
-        images[r_i * n : (r_i + 1) * n] = torch.rot90(base, k=r // 90, dims=(-2, -1)) if r else base
-    return images
-
-
 # --------------------------------------------------------------------------- official runs
 
 
@@ -314,6 +301,7 @@ def load_official_one_shot_runs(
     *,
     channels: int | None = 1,
     labels_file: str = "class_labels.txt",
+    preprocess: Callable[[Image.Image], Image.Image] | None = None,
 ) -> list[OneShotRun]:
     """Read Lake et al.'s one-shot runs ``runs_dir/runNN/{training,test,class_labels.txt}``.
 
@@ -329,6 +317,8 @@ def load_official_one_shot_runs(
         image_size: side or (H, W) to resize to; None = the files' size (105).
         channels: 1 (default; the files are 1-bit greyscale) or 3, or None for the files'.
         labels_file: name of the answer file in each run.
+        preprocess: optional function on each PIL image before resizing (a model's
+            ``input_spec.preprocessor()``).
 
     Shapes:
         each run: support (S, C, H, W), query (Q, C, H, W), answer (Q,); the official
@@ -385,7 +375,7 @@ def load_official_one_shot_runs(
         missing = [query_paths[i].name for i, a in enumerate(answer) if a == -1]
         if missing:
             raise DataError(f"{label_path} gives no answer for {len(missing)} test image(s): {missing[:5]}")
-        imgs = decode_files(support_paths + query_paths, size=size, channels=channels, workers=1)
+        imgs = decode_files(support_paths + query_paths, size=size, channels=channels, workers=1, preprocess=preprocess)
         if size is None:
             size = (int(imgs.shape[2]), int(imgs.shape[3]))
         if channels is None:

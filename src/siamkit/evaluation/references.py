@@ -6,7 +6,10 @@ it a questioned "different". A questioned signature's distance to the writer is 
 distances to the references combined by a *rule*:
 
 - ``"best"``: the smallest (the closest reference);
-- ``"mean"``: the mean of the K distances.
+- ``"mean"``: the mean of the K distances;
+- ``"learned"``: a logistic regression on the closest, mean and farthest distance, fitted on
+  held-out writers' trials (:mod:`siamkit.evaluation.reference_rule`; it lives in the
+  reference calibration, so :func:`combine` takes only the fixed rules).
 
 The same rules decide ``siamkit gallery verify --rule`` (:mod:`siamkit.gallery.references`),
 and the threshold of a rule is fitted on held-out writers' trials
@@ -34,12 +37,17 @@ from ..errors import DataError
 from .signatures import per_writer_eer
 from .verification import verification_report
 
-__all__ = ["REFERENCE_RULES", "ReferenceTrials", "combine", "reference_trials", "trial_distances", "writer_dependent_report"]
+__all__ = [
+    "ALL_RULES", "REFERENCE_RULES", "ReferenceTrials", "combine", "reference_trials", "trial_distance_matrix", "trial_distances",
+    "writer_dependent_report",
+]
 
 logger = logging.getLogger(__name__)
 
 #: how the K distances to the references become one
 REFERENCE_RULES = ("best", "mean")
+#: the fixed rules and the learned one (fitted with the reference calibration)
+ALL_RULES = (*REFERENCE_RULES, "learned")
 
 
 def combine(distances: torch.Tensor, rule: str) -> torch.Tensor:
@@ -149,12 +157,28 @@ def trial_distances(
     Returns:
         The distances, lower = more likely genuine.
     """
+    return combine(trial_distance_matrix(trials, pair_distance), rule)
+
+
+def trial_distance_matrix(trials: ReferenceTrials, pair_distance: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
+    """The distances of every questioned sample to each of its trial's K references.
+
+    Args:
+        trials: from :func:`reference_trials`.
+        pair_distance: ``(a, b) -> distances`` of index pairs (a tensor or an array).
+
+    Shapes:
+        -> (M, K) float64.
+
+    Returns:
+        The distances (what a rule combines).
+    """
     k = trials.k
     a = trials.questioned.repeat_interleave(k)
     b = trials.refs[trials.trial].reshape(-1)
     out = pair_distance(a, b)
     d = out.detach().double() if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out, dtype=np.float64))
-    return combine(d.reshape(-1, k), rule)
+    return d.reshape(-1, k)
 
 
 def writer_dependent_report(

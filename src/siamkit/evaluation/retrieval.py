@@ -92,6 +92,7 @@ def retrieval_metrics(
     ref_labels: torch.Tensor | None = None,
     distance: str | BaseDistance = "euclidean",
     exclude_self: bool = True,
+    query_rows: torch.Tensor | None = None,
 ) -> dict[str, float | int]:
     """Precision@1, R-precision and MAP@R of nearest-neighbour retrieval.
 
@@ -104,6 +105,9 @@ def retrieval_metrics(
         exclude_self: when the queries are the references (``ref_emb`` is None), leave
             each query out of its own ranking and of its R. Ignored when ``ref_emb`` is
             given (a reference equal to a query then counts like any other).
+        query_rows: with ``ref_emb`` None, evaluate only these rows as queries (each
+            still ranked against the whole set, itself excluded): a seeded subsample
+            keeps the time O(len(query_rows) * N) on a large set. None = every row.
 
     Shapes:
         query_emb (N, D), query_labels (N,), ref_emb (M, D), ref_labels (M,).
@@ -145,6 +149,15 @@ def retrieval_metrics(
     if drop_self:
         big_r = big_r - 1
     valid = big_r > 0
+    order = torch.arange(n, device=q.device)
+    if query_rows is not None:
+        if not same_set:
+            raise DataError("query_rows selects queries of the reference set itself: give it without ref_emb")
+        order = torch.unique(torch.as_tensor(query_rows, dtype=torch.long, device=q.device))
+        if order.numel() and (int(order.min()) < 0 or int(order.max()) >= n):
+            raise DataError(f"query_rows must index the {n} embeddings")
+        valid = valid & torch.zeros(n, dtype=torch.bool, device=q.device).index_fill_(0, order, True)
+        n = int(order.numel())
     n_valid = int(valid.sum())
     n_skipped = n - n_valid
     if n_valid == 0:
@@ -161,7 +174,7 @@ def retrieval_metrics(
     chunk = max(1, _CHUNK_ELEMENTS // max(1, m))
     with torch.no_grad():
         for start in range(0, n, chunk):
-            rows = torch.arange(start, min(start + chunk, n), device=q.device)
+            rows = order[start : start + chunk]
             keep = valid[rows]
             if not keep.any():
                 continue

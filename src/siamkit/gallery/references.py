@@ -40,7 +40,8 @@ from ..calibration import Calibrator
 from ..data.images import load_image
 from ..data.signatures import SignatureDataset, SignaturePreprocess
 from ..errors import DataError, GalleryError, ModelFileError
-from ..evaluation.references import REFERENCE_RULES, combine, reference_trials, trial_distances
+from ..evaluation.reference_rule import LearnedReferenceRule
+from ..evaluation.references import ALL_RULES, combine, reference_trials, trial_distance_matrix
 from ..inference import embed_all, network_pairwise, pair_distances_of_embeddings
 from ..io import check_fingerprint, read_versioned_json
 from .inputs import embed_batch, is_pathlike, prepare_inputs
@@ -53,6 +54,7 @@ __all__ = [
     "enroll_references",
     "enrolled_preprocess",
     "fit_reference_calibration",
+    "model_prepares",
     "probe_input",
     "verify_references",
 ]
@@ -87,7 +89,9 @@ def enroll_references(
         identity: the new identity (e.g. the account holder).
         paths: the reference images.
         preprocess: ``"none"`` (the model's plain loader, as ``gallery enroll`` does) or
-            ``"signature"`` (crop to the ink, pad to aspect, bright ink on black).
+            ``"signature"`` (crop to the ink, pad to aspect, bright ink on black) for a
+            model that records no input recipe; a model that records one prepares the
+            files by it either way (:func:`model_prepares`), the recorded kind is kept.
         metadata: kept with the identity.
 
     Returns:
@@ -98,12 +102,27 @@ def enroll_references(
     """
     if not paths:
         raise GalleryError("enroll: give at least one reference image")
-    if preprocess == "none":
-        inputs: Any = [Path(p) for p in paths]
+    if preprocess not in PREPROCESS:
+        raise DataError(f"unknown preprocessing {preprocess!r}; choose one of {', '.join(PREPROCESS)}")
+    if preprocess == "none" or model_prepares(_network(gallery, "enroll")):
+        inputs: Any = [Path(p) for p in paths]  # the one prepare function, with the model's recorded input recipe
     else:
         inputs = _load(_network(gallery, "enroll"), paths, preprocess)
     sample_meta = [{"preprocess": preprocess, "file": Path(p).name} for p in paths]
     return gallery.enroll(identity, inputs, metadata=metadata, sample_metadata=sample_meta)
+
+
+def model_prepares(network: Any) -> bool:
+    """Whether the model records its own preprocessing steps (its input recipe): then every
+    file is prepared by them, and ``preprocess="signature"`` gives way to the recipe.
+
+    Args:
+        network: the model.
+
+    Returns:
+        True when its input spec has preprocessing steps.
+    """
+    return bool(getattr(network.input_spec, "preprocess", ()))
 
 
 def _network(gallery: Any, what: str) -> Any:
@@ -145,7 +164,7 @@ def probe_input(gallery: Any, identity: str, probe: Any) -> Any:
         The path itself, or the prepared uint8 (1, C, H, W) image.
     """
     kind = enrolled_preprocess(gallery, identity)
-    if kind == "none" or not is_pathlike(probe):
+    if kind == "none" or not is_pathlike(probe) or model_prepares(_network(gallery, "verify")):
         return probe
     return _load(_network(gallery, "verify"), [probe], kind)
 
@@ -155,14 +174,43 @@ class ReferenceCalibration:
     """Thresholds of the reference rules, per rule and K, fitted on held-out writers.
 
     Attributes:
-        calibrators: ``{rule: {k: Calibrator}}``.
+        calibrators: ``{rule: {k: Calibrator}}`` (the ``learned`` rule's threshold too).
         fitted_on: what the trials came from (data, writers, draws, seed).
         model_fingerprint: the model the distances came from.
+        learned: ``{k: LearnedReferenceRule}``, the learned rule fitted for each K (its
+            threshold is ``calibrators["learned"][k]``).
     """
 
     calibrators: dict[str, dict[int, Calibrator]]
     fitted_on: dict[str, Any] = field(default_factory=dict)
     model_fingerprint: str | None = None
+    learned: dict[int, LearnedReferenceRule] = field(default_factory=dict)
+
+    def rule_distance(self, rule: str, distances: Any, k: int | None = None) -> np.ndarray:
+        """One distance per row of K reference distances, by ``rule`` (for ``learned``, the
+        rule fitted for the K nearest ``k``, default the rows' own K).
+
+        Args:
+            rule: one of ``best``, ``mean``, ``learned``.
+            distances: (M, K) distances to the references.
+            k: the K whose learned rule to use (default: ``distances.shape[1]``).
+
+        Shapes:
+            distances (M, K) -> (M,).
+
+        Returns:
+            float64 distances, lower = more likely genuine.
+
+        Raises:
+            DataError: an unknown rule. GalleryError: ``learned`` without a fitted rule.
+        """
+        d = torch.as_tensor(np.asarray(distances, dtype=np.float64))
+        if rule != "learned":
+            return combine(d, rule).numpy()
+        if not self.learned:
+            raise GalleryError("this reference calibration has no learned rule; run `siamkit gallery calibrate-references` again")
+        kk = k if k is not None else int(d.shape[1])
+        return self.learned[min(self.learned, key=lambda c: (abs(c - kk), c))].distance(d.numpy())
 
     def for_k(self, rule: str, k: int) -> tuple[Calibrator, int]:
         """The calibrator of ``rule`` for ``k`` references: the one fitted for ``k``, else
@@ -200,7 +248,9 @@ class ReferenceCalibration:
         write_json_atomic(path, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "siamkit_version": __version__,
             "model_fingerprint": self.model_fingerprint, "fitted_on": self.fitted_on,
-            "rules": {r: {str(k): c.to_dict() for k, c in per.items()} for r, per in self.calibrators.items()},
+            "rules": {r: {str(k): c.to_dict() for k, c in per.items()} for r, per in self.calibrators.items() if r != "learned"},
+            "learned": {str(k): {"rule": rule.to_dict(), "calibration": self.calibrators["learned"][k].to_dict()}
+                        for k, rule in self.learned.items()},
         })
         return path
 
@@ -226,9 +276,13 @@ class ReferenceCalibration:
             check_fingerprint(d.get("model_fingerprint"), expected_fingerprint, where=str(path), hint="; run calibrate-references again")
         try:
             cals = {str(r): {int(k): Calibrator.from_dict(c) for k, c in per.items()} for r, per in d["rules"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            learned_doc = d.get("learned") or {}
+            learned = {int(k): LearnedReferenceRule.from_dict(v["rule"]) for k, v in learned_doc.items()}
+            if learned:
+                cals["learned"] = {int(k): Calibrator.from_dict(v["calibration"]) for k, v in learned_doc.items()}
+        except (KeyError, TypeError, ValueError, AttributeError, ModelFileError) as e:
             raise ModelFileError(f"{path} is damaged ({e})") from None
-        return cls(cals, dict(d.get("fitted_on") or {}), d.get("model_fingerprint"))
+        return cls(cals, dict(d.get("fitted_on") or {}), d.get("model_fingerprint"), learned)
 
 
 def fit_reference_calibration(
@@ -236,7 +290,7 @@ def fit_reference_calibration(
     sigs: SignatureDataset,
     ks: Sequence[int] = (1, 3, 5),
     *,
-    rules: Sequence[str] = REFERENCE_RULES,
+    rules: Sequence[str] = ALL_RULES,
     draws: int = 5,
     seed: int = 0,
     threshold_method: str = "eer",
@@ -250,7 +304,8 @@ def fit_reference_calibration(
         sigs: held-out writers (genuine and skilled forgeries), prepared as the network
             was trained; never writers that will be enrolled.
         ks: the reference counts to calibrate.
-        rules: the rules to calibrate.
+        rules: the rules to calibrate (``learned``: fit the logistic rule on the same trials,
+            then its threshold on its distances).
         draws: reference draws per writer and K.
         seed: seeds the draws.
         threshold_method: the :class:`~siamkit.calibration.Calibrator` method (eer,
@@ -266,18 +321,26 @@ def fit_reference_calibration(
     def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return pair_distances_of_embeddings(network, e, a, b)
 
+    unknown = [r for r in rules if r not in ALL_RULES]
+    if unknown:
+        raise DataError(f"unknown reference rule {unknown[0]!r}; choose among {', '.join(ALL_RULES)}")
     cals: dict[str, dict[int, Calibrator]] = {r: {} for r in rules}
+    learned: dict[int, LearnedReferenceRule] = {}
     for k in sorted({int(k) for k in ks}):
         trials = reference_trials(sigs.writer_labels, sigs.is_genuine, k, draws=draws, seed=seed)
+        m, same = trial_distance_matrix(trials, dist), trials.same.numpy()
         for rule in rules:
-            d = trial_distances(trials, dist, rule)
+            if rule == "learned":
+                learned[k] = LearnedReferenceRule().fit(m.numpy(), same)
+                d = learned[k].distance(m.numpy())
+            else:
+                d = combine(m, rule).numpy()
             cal = Calibrator(threshold_method=threshold_method, target_far=target_far)
-            cals[rule][k] = cal.fit(d.numpy(), trials.same.numpy(), split_name=f"{source} (K={k}, rule {rule})",
-                                    model_fingerprint=network.fingerprint)
+            cals[rule][k] = cal.fit(d, same, split_name=f"{source} (K={k}, rule {rule})", model_fingerprint=network.fingerprint)
     fitted_on = {"data": source, "writers": list(sigs.writers), "draws": draws, "seed": seed, "ks": sorted({int(k) for k in ks}),
                  "protocol": "per writer and draw: K random genuine references; the writer's other genuine "
                              "signatures = same, its skilled forgeries = different"}
-    return ReferenceCalibration(cals, fitted_on, network.fingerprint)
+    return ReferenceCalibration(cals, fitted_on, network.fingerprint, learned)
 
 
 @dataclass
@@ -316,8 +379,9 @@ def verify_references(gallery: Any, identity: str, probe: Any, *, rule: str, cal
         gallery: an open gallery with its model.
         identity: the claimed identity.
         probe: an image path (prepared as the identity's samples were) or a uint8 image.
-        rule: ``"best"`` or ``"mean"``.
-        calibration: thresholds per rule and K (None: distances only, no decision).
+        rule: ``"best"``, ``"mean"`` or ``"learned"`` (which needs ``calibration``).
+        calibration: thresholds per rule and K, and the learned rule (None: distances
+            only, no decision).
 
     Returns:
         :class:`ReferenceVerification`.
@@ -326,8 +390,10 @@ def verify_references(gallery: Any, identity: str, probe: Any, *, rule: str, cal
         UnknownIdentityError: not enrolled. DataError: unknown rule, unreadable probe.
         ModelMismatchError: the gallery holds another model's embeddings.
     """
-    if rule not in REFERENCE_RULES:
-        raise DataError(f"unknown reference rule {rule!r}; choose one of {', '.join(REFERENCE_RULES)}")
+    if rule not in ALL_RULES:
+        raise DataError(f"unknown reference rule {rule!r}; choose one of {', '.join(ALL_RULES)}")
+    if rule == "learned" and (calibration is None or not calibration.learned):
+        raise GalleryError("--rule learned is fitted by `siamkit gallery calibrate-references` (no learned rule for this model yet)")
     kind = enrolled_preprocess(gallery, identity)
     x = probe_input(gallery, identity, probe)
     gallery.verify(identity, x)  # the gallery's own checks: model, identity, probe shape
@@ -338,7 +404,7 @@ def verify_references(gallery: Any, identity: str, probe: Any, *, rule: str, cal
     code = snap.identities.index(identity)
     rows = np.flatnonzero(snap.codes == code)
     d = network_pairwise(net, q, torch.from_numpy(np.ascontiguousarray(snap.embeddings[rows])))[0].double()
-    dist = float(combine(d[None], rule)[0])
+    dist = float(combine(d[None], rule)[0]) if rule != "learned" else float(calibration.rule_distance(rule, d[None].numpy())[0])  # type: ignore[union-attr]
     same = conf = thr = None
     ck: int | None = None
     note = ""

@@ -14,6 +14,8 @@ own file has the same form::
     channels = 1
     preprocess = [ { kind = "crop", fraction = 0.9 } ]   # ordered steps, [] = resize only
     tta = "none"                # or "shift" / "flip" / "shift+flip"
+    [data]                      # optional: how the training folder is read
+    rotations = [0, 90, 180, 270]   # each 90-degree rotation of a class is a new class
     [train]
     encoder = "conv4"           # any TrainConfig field
     encoder_kwargs = { width = 32 }
@@ -48,7 +50,8 @@ __all__ = [
 
 #: what ``siamkit train --task`` takes (and a recipe's ``task``)
 TASKS = ("classes", "signatures", "signatures-genuine")
-_SECTIONS = {"recipe": ("name", "description", "task"), "input": ("image_size", "channels", "preprocess", "tta")}
+_SECTIONS = {"recipe": ("name", "description", "task"), "input": ("image_size", "channels", "preprocess", "tta"),
+             "data": ("rotations",)}
 _INPUT_FIELDS = ("preprocess", "tta")  # TrainConfig fields that live in [input]
 
 
@@ -80,6 +83,8 @@ class Recipe:
         input: the ``[input]`` table.
         train: the training options (the input's ``preprocess`` and ``tta`` included).
         source: the file it was read from.
+        rotations: ``[data] rotations``: the training classes once per rotation, each a new
+            class (``(0,)``: none; :mod:`siamkit.data.class_rotations`).
     """
 
     name: str
@@ -88,6 +93,7 @@ class Recipe:
     input: RecipeInput
     train: TrainConfig
     source: Path = field(default_factory=Path)
+    rotations: tuple[int, ...] = (0,)
 
     def input_spec(self) -> InputSpec:
         """The input spec a model trained with this recipe gets (when the size is set)."""
@@ -261,7 +267,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise RecipeError(f"{where} is a text recipe: it runs with `siamkit train --recipe` (load_text_recipe)")
     for table in doc:
         if table not in (*_SECTIONS, "train"):
-            raise RecipeError(f"unknown table [{table}] in {where}; a recipe has [recipe], [input] and [train]")
+            raise RecipeError(f"unknown table [{table}] in {where}; a recipe has [recipe], [input], [data] and [train]")
         if not isinstance(doc[table], dict):
             raise RecipeError(f"{table} in {where} must be a table ([{table}])")
     for table, keys in _SECTIONS.items():
@@ -274,7 +280,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise RecipeError(f"[recipe] task {task!r} in {where}; choose one of {', '.join(TASKS)}")
     train = _parse_train(doc.get("train", {}), inp, where)
     name = meta.get("name", path.stem if path is not None else str(name_or_path))
-    return Recipe(str(name), str(meta.get("description", "")), task, inp, train, path or Path())
+    rotations = _parse_rotations(doc.get("data", {}).get("rotations", [0]), where)
+    return Recipe(str(name), str(meta.get("description", "")), task, inp, train, path or Path(), rotations)
+
+
+def _parse_rotations(value: Any, where: str) -> tuple[int, ...]:
+    from ..data.class_rotations import check_rotations
+
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise RecipeError(f"[data] rotations in {where} must be a list of degrees, e.g. [0, 90, 180, 270], got {value!r}")
+    try:
+        return check_rotations(value)
+    except ValueError as e:
+        raise RecipeError(f"[data] of {where}: {e}") from None
 
 
 def _parse_input(d: dict[str, Any], where: str) -> RecipeInput:

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,12 +40,15 @@ class SplitRecord:
         source: how the validation classes were chosen (e.g. ``"val_fraction 0.2, seed 0"``,
             ``"--val-classes FILE"``, ``"--val-data DIR"``).
         val_data: the separate validation folder, when there was one.
+        rotations: the rotations of every training class trained on as new classes
+            (``[0]``: none); the class names above are the folder's own.
     """
 
     train_classes: list[str]
     val_classes: list[str]
     source: str
     val_data: str | None = None
+    rotations: list[int] = field(default_factory=lambda: [0])
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/split.json`` atomically.
@@ -60,7 +63,7 @@ class SplitRecord:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "siamkit_version": __version__,
                                  "train_classes": self.train_classes, "val_classes": self.val_classes,
-                                 "source": self.source, "val_data": self.val_data})
+                                 "source": self.source, "val_data": self.val_data, "rotations": list(self.rotations)})
         return path
 
     @classmethod
@@ -80,7 +83,8 @@ class SplitRecord:
         if not path.is_file():
             return None
         d: dict[str, Any] = read_versioned_json(path, fmt=FORMAT, version=FORMAT_VERSION, what="split record")
-        return cls([str(c) for c in d["train_classes"]], [str(c) for c in d["val_classes"]], str(d["source"]), d.get("val_data"))
+        return cls([str(c) for c in d["train_classes"]], [str(c) for c in d["val_classes"]], str(d["source"]), d.get("val_data"),
+                   [int(r) for r in d.get("rotations", [0])])
 
     def overlap(self, classes: Sequence[str]) -> list[str]:
         """The given class names that were trained on, sorted.

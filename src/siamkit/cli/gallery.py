@@ -48,6 +48,13 @@ def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring:
     return Gallery.open(gallery, model, create=create, scoring=scoring, index=index)
 
 
+def _inputs(g: Any, values: List[str]) -> List[Any]:
+    """The command line's inputs: texts for a text model, else image paths."""
+    from ..text.inputs import text_input_of
+
+    return list(values) if text_input_of(g.network) is not None else [Path(v) for v in values]
+
+
 def _record_line(r: Any) -> str:
     meta = f"  {json.dumps(r.metadata, sort_keys=True)}" if r.metadata else ""
     return f"{r.identity}: {r.n_samples} sample{'s' if r.n_samples != 1 else ''}{meta}"
@@ -65,7 +72,7 @@ def _echo_record(r: Any, as_json: bool, head: str) -> None:
 @clean_errors
 def enroll(
     identity: str = typer.Argument(..., help="The new identity's name."),
-    images: List[Path] = typer.Argument(..., help="One or more images of it."),
+    images: List[str] = typer.Argument(..., help="One or more images of it (texts, for a text model).", metavar="IMAGES|TEXTS..."),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object kept with the identity."),
@@ -78,8 +85,8 @@ def enroll(
 
     with _open(gallery, model, create=True, scoring=scoring) as g:
         meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
-        r = g.enroll(identity, list(images), metadata=meta) if preprocess == "none" else enroll_references(
-            g, identity, list(images), preprocess=preprocess, metadata=meta)
+        r = g.enroll(identity, _inputs(g, images), metadata=meta) if preprocess == "none" else enroll_references(
+            g, identity, _inputs(g, images), preprocess=preprocess, metadata=meta)
     _echo_record(r, as_json, "enrolled ")
 
 
@@ -87,14 +94,14 @@ def enroll(
 @clean_errors
 def add(
     identity: str = typer.Argument(..., help="An enrolled identity."),
-    images: List[Path] = typer.Argument(..., help="More images of it."),
+    images: List[str] = typer.Argument(..., help="More images of it (texts, for a text model).", metavar="IMAGES|TEXTS..."),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     as_json: bool = JSON_OUT,
 ) -> None:
     """Add samples to an enrolled identity."""
     with _open(gallery, model) as g:
-        r = g.add_samples(identity, list(images))
+        r = g.add_samples(identity, _inputs(g, images))
     _echo_record(r, as_json, f"added {len(images)}: ")
 
 
@@ -138,7 +145,7 @@ def list_(
 @clean_errors
 def verify(
     identity: str = typer.Argument(..., help="The claimed identity."),
-    image: Path = typer.Argument(..., help="The probe image."),
+    image: str = typer.Argument(..., help="The probe image (a text, for a text model).", metavar="IMAGE|TEXT"),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     scoring: Optional[str] = SCORING,
@@ -149,9 +156,10 @@ def verify(
     from ..gallery.references import probe_input
 
     with _open(gallery, model, scoring=scoring) as g:
+        probe = _inputs(g, [image])[0]
         if rule is not None:
-            return _verify_references(g, model, identity, image, rule, as_json)
-        r = g.verify(identity, probe_input(g, identity, image))
+            return _verify_references(g, model, identity, probe, rule, as_json)
+        r = g.verify(identity, probe_input(g, identity, probe))
     if as_json:
         echo_json(r.to_dict())
         return
@@ -186,7 +194,7 @@ def _echo_identification(r: Any) -> None:
 @gallery_app.command()
 @clean_errors
 def identify(
-    image: Path = typer.Argument(..., help="The probe image."),
+    image: str = typer.Argument(..., help="The probe image (a text, for a text model).", metavar="IMAGE|TEXT"),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     k: int = typer.Option(5, "-k", "--top", help="Candidates to show."),
@@ -200,7 +208,7 @@ def identify(
     if k < 1:
         raise SiamkitError(f"-k must be >= 1, got {k}")
     with _open(gallery, model, scoring=scoring, index=index) as g:
-        r = g.identify(image, k=k)
+        r = g.identify(_inputs(g, [image])[0], k=k)
     if as_json:
         echo_json(r.to_dict())
     else:

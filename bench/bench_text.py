@@ -9,6 +9,8 @@ Parts (bench/results/text.json: accuracy; text_speed.json: speed):
     HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text.py --part accuracy
     # speed (under the timing lock)
     HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=2 python bench/bench_text.py --part speed
+    # the int8 / fp32 ONNX path vs sentence-transformers (under the timing lock; text_onnx.json)
+    HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=2 python bench/bench_text.py --part onnx --sentences 256
     # the docs table from what was measured
     python bench/bench_text.py --part doc
 """
@@ -228,6 +230,22 @@ def doc(res: dict[str, Any]) -> None:
                   f"| siamkit `TextTwin.encode` | {sp['siamkit_per_s']:.1f} |",
                   f"| sentence-transformers `encode` (same model, same run) | {sp['sentence_transformers_per_s']:.1f} |",
                   f"| ratio | {sp['ratio']:.2f} (goal >= 1.0) |"]
+    ox = res.get("onnx")
+    if ox:
+        ps, rv, acc = ox["per_s"], ox["ratio_vs_st"], ox["sts_test"]
+        lines += ["", f"ONNX export (`siamkit export MODEL --quantize int8`, `siamkit.export.text_runtime.OnnxTextEncoder`; "
+                  f"under the timing lock, {ox['threads']} threads, batch {ox['batch_size']}, {ox['sentences']} STS-B test "
+                  f"sentences, median of {ox['rounds']} interleaved rounds, load average {ox['load_avg_before'][0]:.1f} before / "
+                  f"{ox['load_avg_after'][0]:.1f} after; {ox['machine']['date']}; STS-B test Spearman on all 1,379 pairs):", "",
+                  "| encoder | sentences/s | vs sentence-transformers | STS-B test Spearman |", "|---|---|---|---|"]
+        names = {"sentence_transformers": "sentence-transformers `encode`", "siamkit_torch": "siamkit `TextTwin.encode` (torch)",
+                 "onnx_fp32": "ONNX fp32 (onnxruntime)", "onnx_int8": "ONNX int8 (dynamic quantization)"}
+        spear = {"siamkit_torch": acc["torch"]["spearman"], "onnx_fp32": acc["onnx_fp32"]["spearman"],
+                 "onnx_int8": acc["onnx_int8"]["spearman"]}
+        for k, label in names.items():
+            lines.append(f"| {label} | {ps[k]:.1f} | {rv[k]:.2f}x | {_f(spear[k]) if k in spear else 'same weights as torch'} |")
+        lines += ["", f"int8 Spearman drop: {ox['spearman_drop_int8']:+.4f} (torch minus int8); goal of the int8 path: >= 2.5x "
+                  f"sentence-transformers ({'reached' if rv['onnx_int8'] >= 2.5 else 'not reached'} here)."]
     replace_doc_section("Text pairs: STS Benchmark", "\n".join(lines))
 
 
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         print(write_json(SPEED, speed_part(args.sentences, args.rounds)))
     elif args.part == "onnx":
         print(write_json(ONNX, onnx_part(args.sentences, args.rounds)))
-    doc({**_load_results(NAME), "speed": _load_results(SPEED) or None})
+    doc({**_load_results(NAME), "speed": _load_results(SPEED) or None, "onnx": _load_results(ONNX) or None})
 
 
 if __name__ == "__main__":

@@ -100,6 +100,8 @@ def test_text_recipe_runs_with_train_recipe(tiny_bert, tmp_path):
     rec = json.loads((out / "train_text.json").read_text())
     assert rec["train"]["epochs"] == 1 and rec["train"]["weight_decay"] == 0.01 and rec["train"]["loss"] == "cosent"
     assert rec["train"]["lr"] == 2e-5  # the recipe's, not the from-scratch default
+    assert rec["train"]["eval_every"] == 90 and rec["train"]["eval_at_start"] is True
+    assert "carving 10% of it instead" in res.output  # validation = "dev" needs a dataset folder
     bad = tmp_path / "bad.toml"
     bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nbogus = 1\n')
     res = run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2")

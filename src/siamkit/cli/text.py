@@ -109,6 +109,9 @@ def train_text(
     pairs = load_text_pairs(data, split="train")
     if validation not in (None, "dev"):
         fail(f"validation = {validation!r}: use \"dev\" (the dataset's dev split) or val_fraction")
+    if validation == "dev" and not data.is_dir():
+        typer.echo(f"{data} is one file, not a dataset folder with a dev split: carving {val_fraction:.0%} of it instead")
+        validation = None
     if validation == "dev":
         train, val = pairs, load_text_pairs(data, split="dev")
     else:

@@ -23,13 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from .._atomic import write_bytes_atomic, write_json_atomic
 from ..calibration import Calibrator
 from ..errors import ExportError
 from ..text.model import TextTwin
-from .runtime import FORMAT, FORMAT_VERSION, MANIFEST, MODEL_FILES, OUTPUT_NAME
-from .writer import OPSET, quantize_int8
+from .runtime import MANIFEST, MODEL_FILES, OUTPUT_NAME
+from .writer import OPSET, onnx_manifest, quantize_int8
 
 __all__ = ["export_text_onnx", "TEXT_INPUT_NAME", "TOKENIZER_FILE"]
 
@@ -63,30 +62,14 @@ def _text_onnx_bytes(twin: TextTwin) -> bytes:
 
 
 def _text_manifest(twin: TextTwin, cal: Calibrator | None, files: dict[str, str], quantize: str | None) -> dict[str, Any]:
+    """The image manifest with the text input: token ids and the tokenizer beside them."""
     net = twin.network
-    calibration = None
-    if cal is not None:
-        c = cal.to_dict()
-        calibration = {k: c[k] for k in ("threshold", "method", "confidence", "fitted_on", "model_fingerprint")}
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "siamkit_version": __version__,
+        **onnx_manifest(net, cal, files, quantize),
         "kind": "text",
-        "fingerprint": getattr(net, "fingerprint", None),
-        "input_spec": net.input_spec.to_dict(),
         "input": {"name": TEXT_INPUT_NAME, "dtype": "int64", "axes": ["batch", "tokens"]},
         "text": {"tokenizer": TOKENIZER_FILE, "max_length": twin.max_length,
                  "pad_token_id": int(getattr(net.encoder, "pad_token_id", 0)), "pretrained": twin.pretrained},
-        "output": {"name": OUTPUT_NAME, "final": True},
-        "embedding_dim": net.embedding_dim,
-        "distance": net.distance.name,
-        "normalize": net.normalize,
-        "head": None,
-        "calibration": calibration,
-        "models": files,
-        "opset": OPSET,
-        "quantization": None if quantize is None else {"kind": quantize, "method": "onnxruntime.quantize_dynamic"},
     }
 
 

@@ -83,9 +83,6 @@ def _quantize_int8(fp32: bytes) -> bytes:
         return dst.read_bytes()
 
 
-quantize_int8 = _quantize_int8  # public for export/text_writer.py
-
-
 def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, str], quantize: str | None) -> dict[str, Any]:
     head = None
     if network.pair_head is not None:
@@ -115,6 +112,11 @@ def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, 
         "opset": OPSET,
         "quantization": None if quantize is None else {"kind": quantize, "method": "onnxruntime.quantize_dynamic"},
     }
+
+
+# public for export/text_writer.py (the text export's graph and manifest differ only in the input)
+quantize_int8 = _quantize_int8
+onnx_manifest = _manifest
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> Path:

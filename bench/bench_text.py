@@ -201,23 +201,29 @@ def _run_line(name: str, label: str, metric: str) -> list[str]:
     extra = ""
     if metric == "accuracy" and "f1" in t:
         extra = f" F1 {t['f1']:.4f} (zero-shot {z['f1']:.4f})" if z and "f1" in z else f" F1 {t['f1']:.4f}"
-    return [f"| {label} ({how}) | {zs} | {_f(t[metric])}{extra} |"]
+    note = f"; {r['note']}" if r.get("note") else ""
+    return [f"| {label} ({how}{note}) | {zs} | {_f(t[metric])}{extra} |"]
 
 
 def finetune_lines() -> list[str]:
     """The zero-shot vs fine-tuned table of the other runs (STS-B with dev selection, SICK-R, MRPC)."""
-    rows = (_run_line("text_finetune_sts_diag", "STS-B, dev-selected", "spearman")
+    rows = (_run_line("text_finetune_sts_diag", "STS-B test Spearman, CoSENT, dev-selected", "spearman")
+            + _run_line("text_finetune_sts_cosine", "STS-B test Spearman, cosine-similarity loss, dev-selected", "spearman")
             + _run_line("text_finetune_sick", "SICK-R test Spearman, trained on SICK train, selected on SICK trial", "spearman")
             + _run_line("text_finetune_mrpc", "MRPC test accuracy at the threshold fitted on 10% of train", "accuracy"))
     if not rows:
         return []
     lines = ["", "Zero-shot vs fine-tuned all-MiniLM-L6-v2 (`bench/bench_text_finetune.py`, 1 thread, niced; the "
              "validation pairs are never test pairs):", "", "| run | zero-shot | fine-tuned |", "|---|---|---|", *rows]
-    diag = RESULTS / "text_finetune_sts_diag.json"
-    if diag.is_file():
-        evals = [e for h in json.loads(diag.read_text())["history"] for e in h.get("evals", [])]
+    for name in ("text_finetune_sts_diag", "text_finetune_sts_cosine"):
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        evals = [{"step": 0, "val_score": r["start_val_score"]}] if r.get("start_val_score") is not None else []
+        evals += [e for h in r["history"] for e in h.get("evals", [])]
         if evals:
-            lines += ["", "STS-B dev Spearman (the run's validation pairs) by step: "
+            lines += ["", f"{r['config']['loss']}: validation Spearman ({r['val_pairs']} sts-dev pairs) by step: "
                       + ", ".join(f"{e['step']}: {e['val_score']:.4f}" for e in evals) + "."]
     return lines
 

@@ -27,6 +27,7 @@ from _common import machine, write_json
 from siamkit.calibration import Calibrator
 from siamkit.data.text import TextPairs, load_text_pairs
 from siamkit.evaluation.text import text_pair_metrics
+from siamkit.io import read_config
 from siamkit.text import TextTwin, pretrained_twin
 from siamkit.training.text import TextTrainConfig, fit_text_pairs
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=20.0)
     ap.add_argument("--eval-every", type=int, default=None, help="score the validation pairs every N steps, keep the best")
     ap.add_argument("--val", default="none", help="validation pairs: none, dev (the dataset's dev file) or a fraction of train")
-    ap.add_argument("--val-subset", type=int, default=None, help="score only the first N validation pairs (diagnostics)")
+    ap.add_argument("--val-subset", type=int, default=None, help="score a random N of the validation pairs (diagnostics)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--freeze-embeddings", action="store_true")
     ap.add_argument("--test-subset", type=int, default=None, help="score only the first N test pairs (a reduced run)")
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         val = load_text_pairs(args.data, split="dev")
     elif args.val != "none":
         train, val = train.split(float(args.val), seed=args.seed)
-    if val is not None and args.val_subset:
-        val = val.subset(np.arange(min(args.val_subset, len(val))))
+    if val is not None and args.val_subset:  # a random sample: the STS-B files are ordered by genre
+        val = val.subset(np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.val_subset]))
     test = load_text_pairs(args.data, split="test")
     if args.test_subset:
         test = test.subset(np.arange(min(args.test_subset, len(test))))
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                              on_epoch=lambda r: print("epoch", r, flush=True))
     train_s = time.perf_counter() - t0
     reloaded = TextTwin.load(out_dir / "model")  # the saved folder, not the in-memory net
+    saved_evals = (read_config(out_dir / "model").get("extra") or {}).get("evals") or []
     tuned = scores(reloaded, test, val)
     print("fine-tuned", tuned, flush=True)
     result = {
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "zero_shot_seconds": round(zero_s, 1),
         "fine_tuned_test": tuned,
         "history": history,
+        "start_val_score": saved_evals[0]["val_score"] if saved_evals and saved_evals[0]["step"] == 0 else None,
         "train_seconds": round(train_s, 1),
         "threads": args.threads,
         "load_avg": os.getloadavg(),

@@ -24,7 +24,7 @@ def gallery_location(value: str) -> Any:
     return parse(value)
 
 
-gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
+gallery_app = command_group("Enrol identities and verify / identify images (texts, with a text model) against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
 
 GALLERY = typer.Option(
     ..., "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",

@@ -289,7 +289,8 @@ def doc(res: dict[str, Any]) -> None:
         for k, label in names.items():
             lines.append(f"| {label} | {ps[k]:.1f} | {rv[k]:.2f}x | {_f(spear[k]) if k in spear else 'same weights as torch'} |")
         lines += ["", f"int8 Spearman drop: {ox['spearman_drop_int8']:+.4f} (torch minus int8); goal of the int8 path: >= 2.5x "
-                  f"sentence-transformers ({'reached' if rv['onnx_int8'] >= 2.5 else 'not reached'} here)."]
+                  f"sentence-transformers ({'reached' if rv['onnx_int8'] >= 2.5 else 'not reached'} here)."
+                  + (f" Note: {ox['note']}" if ox.get("note") else "")]
     replace_doc_section("Text pairs: STS Benchmark", "\n".join(lines))
 
 

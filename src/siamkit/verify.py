@@ -73,7 +73,9 @@ class Verifier:
         Returns:
             The verifier.
         """
-        network = load_model(model_dir).at_dim(dim)
+        from .text.inputs import attach_text_input  # a text model takes texts: its tokenizer
+
+        network = attach_text_input(load_model(model_dir).at_dim(dim), model_dir)
         cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None), dim=network.dim)
         return cls(network, cal)
 

@@ -77,7 +77,7 @@ def test_split_is_disjoint_and_seeded(sts_csv):
 @pytest.mark.skipif(not (SHARED_DATA / "stsbenchmark").is_dir(), reason="../shared/data is not here")
 @pytest.mark.parametrize("name,split,n,binary", [
     ("stsbenchmark", "train", 5749, False), ("stsbenchmark", "dev", 1500, False), ("stsbenchmark", "test", 1379, False),
-    ("sick", "train", 4500, False), ("sick", "test", 4927, False),
+    ("sick", "train", 4500, False), ("sick", "dev", 500, False), ("sick", "test", 4927, False),
     ("mrpc", "train", 4076, True), ("mrpc", "test", 1725, True),
 ])
 def test_real_files(name, split, n, binary):
@@ -87,3 +87,9 @@ def test_real_files(name, split, n, binary):
         assert int(pairs.targets.sum()) == {"train": 2753, "test": 1147}[split]
     assert all(t.strip() for t in pairs.texts_a + pairs.texts_b)
     assert np.isfinite(pairs.targets).all()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mrpc").is_dir(), reason="../shared/data is not here")
+def test_mrpc_has_no_dev_split():
+    with pytest.raises(DataError, match="carve a validation split"):
+        load_text_pairs(SHARED_DATA / "mrpc", split="dev")

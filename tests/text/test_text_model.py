@@ -115,3 +115,32 @@ def test_too_few_pairs(tiny_bert, sts_csv):
     twin = scratch_twin(pairs.texts_a, embedding_dim=8)
     with pytest.raises(DataError, match="fewer than one batch"):
         fit_text_pairs(twin, pairs.subset(np.arange(3)), config=TextTrainConfig(batch_size=8), progress=False)
+
+
+def test_step_evaluation_keeps_the_best_weights_including_the_start(tiny_bert, sts_csv, tmp_path):
+    """eval_every scores the validation pairs every N steps; eval_at_start makes the
+    starting weights a candidate, so a run that only hurts returns them unchanged."""
+    from siamkit.evaluation.text import text_pair_metrics
+
+    pairs = read_pair_csv(sts_csv)  # 24 pairs: 3 steps of 8 per epoch
+    twin = pretrained_twin(str(tiny_bert), max_length=16)
+    start = {k: v.clone() for k, v in twin.network.state_dict().items()}
+    start_score = text_pair_metrics(twin.similarity(pairs.texts_a, pairs.texts_b), pairs)["spearman"]
+    # the validation targets reversed: learning the training pairs can only lower this score
+    flipped = type(pairs)(pairs.texts_a, pairs.texts_b, 5.0 - pairs.targets, pairs.binary)
+    config = TextTrainConfig(epochs=3, batch_size=8, lr=5e-3, warmup=0.0, eval_every=2, eval_at_start=True,
+                             freeze_embeddings=True)
+    history = fit_text_pairs(twin, pairs, config=config, val=flipped, out_dir=tmp_path, progress=False)
+    evals = [e for h in history for e in h["evals"]]
+    assert [e["step"] for e in evals] == [2, 3, 4, 6, 8, 9]  # every 2 steps and each epoch's end
+    assert history[-1]["loss"] < history[0]["loss"]  # it did learn the training pairs
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["extra"]["evals"]
+    assert saved[0] == {"step": 0, "val_score": pytest.approx(-start_score)}
+    final = text_pair_metrics(twin.similarity(flipped.texts_a, flipped.texts_b), flipped)["spearman"]
+    assert final == pytest.approx(max(e["val_score"] for e in saved))  # the best candidate's weights
+    if max(e["val_score"] for e in evals) <= -start_score:
+        for k, v in twin.network.state_dict().items():  # the start was best: its weights come back
+            torch.testing.assert_close(v, start[k])
+    assert all(p.requires_grad for p in twin.network.parameters())  # frozen for the run only
+    with pytest.raises(DataError):
+        TextTrainConfig(eval_every=0)

@@ -24,7 +24,7 @@ def gallery_location(value: str) -> Any:
     return parse(value)
 
 
-gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
+gallery_app = command_group("Enrol identities and verify / identify images (texts, with a text model) against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
 
 GALLERY = typer.Option(
     ..., "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",
@@ -51,6 +51,13 @@ def _open(gallery: Any, model: Optional[Path], *, create: bool = False, scoring:
     return Gallery.open(gallery, model_at_dim(model, dim), create=create, scoring=scoring, index=index)
 
 
+def _inputs(g: Any, values: List[str]) -> List[Any]:
+    """The command line's inputs: texts for a text model, else image paths."""
+    from ..text.inputs import text_input_of
+
+    return list(values) if text_input_of(g.network) is not None else [Path(v) for v in values]
+
+
 def _record_line(r: Any) -> str:
     meta = f"  {json.dumps(r.metadata, sort_keys=True)}" if r.metadata else ""
     return f"{r.identity}: {r.n_samples} sample{'s' if r.n_samples != 1 else ''}{meta}"
@@ -68,7 +75,7 @@ def _echo_record(r: Any, as_json: bool, head: str) -> None:
 @clean_errors
 def enroll(
     identity: str = typer.Argument(..., help="The new identity's name."),
-    images: List[Path] = typer.Argument(..., help="One or more images of it."),
+    images: List[str] = typer.Argument(..., help="One or more images of it (texts, for a text model).", metavar="IMAGES|TEXTS..."),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     metadata: Optional[str] = typer.Option(None, "--metadata", help="JSON object kept with the identity."),
@@ -84,8 +91,8 @@ def enroll(
         meta = None if metadata is None else parse_json_object(metadata, option="--metadata", example=METADATA_EXAMPLE)
         if preprocess == "signature" and g.network is not None and model_prepares(g.network):
             typer.echo("note: the model records its input recipe; the files are prepared by it (--preprocess signature gives way)", err=True)
-        r = g.enroll(identity, list(images), metadata=meta) if preprocess == "none" else enroll_references(
-            g, identity, list(images), preprocess=preprocess, metadata=meta)
+        r = g.enroll(identity, _inputs(g, images), metadata=meta) if preprocess == "none" else enroll_references(
+            g, identity, _inputs(g, images), preprocess=preprocess, metadata=meta)
     _echo_record(r, as_json, "enrolled ")
 
 
@@ -93,7 +100,7 @@ def enroll(
 @clean_errors
 def add(
     identity: str = typer.Argument(..., help="An enrolled identity."),
-    images: List[Path] = typer.Argument(..., help="More images of it."),
+    images: List[str] = typer.Argument(..., help="More images of it (texts, for a text model).", metavar="IMAGES|TEXTS..."),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     dim: Optional[int] = DIM,
@@ -101,7 +108,7 @@ def add(
 ) -> None:
     """Add samples to an enrolled identity."""
     with _open(gallery, model, dim=dim) as g:
-        r = g.add_samples(identity, list(images))
+        r = g.add_samples(identity, _inputs(g, images))
     _echo_record(r, as_json, f"added {len(images)}: ")
 
 
@@ -145,7 +152,7 @@ def list_(
 @clean_errors
 def verify(
     identity: str = typer.Argument(..., help="The claimed identity."),
-    image: Path = typer.Argument(..., help="The probe image."),
+    image: str = typer.Argument(..., help="The probe image (a text, for a text model).", metavar="IMAGE|TEXT"),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     scoring: Optional[str] = SCORING,
@@ -157,9 +164,10 @@ def verify(
     from ..gallery.references import probe_input
 
     with _open(gallery, model, scoring=scoring, dim=dim) as g:
+        probe = _inputs(g, [image])[0]
         if rule is not None:
-            return _verify_references(g, model, identity, image, rule, as_json)
-        r = g.verify(identity, probe_input(g, identity, image))
+            return _verify_references(g, model, identity, probe, rule, as_json)
+        r = g.verify(identity, probe_input(g, identity, probe))
     if as_json:
         echo_json(r.to_dict())
         return
@@ -194,7 +202,7 @@ def _echo_identification(r: Any) -> None:
 @gallery_app.command()
 @clean_errors
 def identify(
-    image: Path = typer.Argument(..., help="The probe image."),
+    image: str = typer.Argument(..., help="The probe image (a text, for a text model).", metavar="IMAGE|TEXT"),
     gallery: Path = GALLERY,
     model: Optional[Path] = MODEL,
     k: int = typer.Option(5, "-k", "--top", help="Candidates to show."),
@@ -209,7 +217,7 @@ def identify(
     if k < 1:
         raise SiamkitError(f"-k must be >= 1, got {k}")
     with _open(gallery, model, scoring=scoring, index=index, dim=dim) as g:
-        r = g.identify(image, k=k)
+        r = g.identify(_inputs(g, [image])[0], k=k)
     if as_json:
         echo_json(r.to_dict())
     else:

@@ -25,7 +25,8 @@ TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrained": {"epochs": 1, "batch_size": 16, "lr": 2e-5, "loss": "cosent"},
     "scratch": {"epochs": 10, "batch_size": 32, "lr": 1e-3, "loss": "cosent"},
 }
-_FORWARDED = ("epochs", "batch_size", "lr", "loss", "encoder", "val_fraction", "seed", "embedding_dim", "progress")
+_FORWARDED = ("epochs", "batch_size", "lr", "loss", "encoder", "val_fraction", "validation", "seed", "embedding_dim",
+              "progress")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -84,6 +85,7 @@ def train_text(
     loss: Optional[str] = None,
     encoder: Optional[str] = None,
     val_fraction: float = 0.1,
+    validation: Optional[str] = None,
     seed: int = 0,
     embedding_dim: Optional[int] = None,
     progress: Optional[bool] = None,
@@ -92,9 +94,10 @@ def train_text(
     """Train a text twin on pairs; writes OUT/model (and its calibration for binary pairs).
     ``extra``: further :class:`~siamkit.training.text.TextTrainConfig` fields (a recipe's).
 
-    The validation split is carved from the training pairs (``val_fraction``): the best
-    epoch is kept on it and, for binary pairs, the decision threshold is fitted on it
-    (never on test data).
+    The validation split is carved from the training pairs (``val_fraction``), or is the
+    dataset's own dev split (``validation="dev"``: STS-B ``sts-dev.csv``, SICK
+    ``SICK_trial.txt``): the best validation score's weights are kept and, for binary
+    pairs, the decision threshold is fitted on it (never on test data).
     """
     from ..calibration import Calibrator
     from ..data.text import load_text_pairs
@@ -104,7 +107,15 @@ def train_text(
     if (out / "model").exists():
         fail(f"{out} already holds a model; choose another --out")
     pairs = load_text_pairs(data, split="train")
-    train, val = pairs.split(val_fraction, seed=seed) if val_fraction > 0 else (pairs, None)
+    if validation not in (None, "dev"):
+        fail(f"validation = {validation!r}: use \"dev\" (the dataset's dev split) or val_fraction")
+    if validation == "dev" and not data.is_dir():
+        typer.echo(f"{data} is one file, not a dataset folder with a dev split: carving {val_fraction:.0%} of it instead")
+        validation = None
+    if validation == "dev":
+        train, val = pairs, load_text_pairs(data, split="dev")
+    else:
+        train, val = pairs.split(val_fraction, seed=seed) if val_fraction > 0 else (pairs, None)
     if pairs.binary and val is None:
         fail("binary pairs need a validation split to fit the decision threshold: give --val-fraction > 0")
     defaults = TEXT_DEFAULTS["pretrained" if pretrained else "scratch"]
@@ -114,7 +125,8 @@ def train_text(
     )
     twin = _build_twin(pretrained, encoder, train.texts_a + train.texts_b, max_length, embedding_dim, seed)
     kind = "binary (same / different)" if pairs.binary else "graded"
-    typer.echo(f"{len(train)} {kind} training pairs, {len(val) if val else 0} validation pairs (carved from {data.name})")
+    source = "the dev split" if validation == "dev" else f"carved from {data.name}"
+    typer.echo(f"{len(train)} {kind} training pairs, {len(val) if val else 0} validation pairs ({source})")
     history = fit_text_pairs(twin, train, config=config, val=val, out_dir=out, progress=progress,
                              on_epoch=lambda r: typer.echo(_epoch_line(r, pairs.binary)))
     model_dir = out / "model"

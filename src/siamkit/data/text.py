@@ -241,9 +241,10 @@ def read_mrpc(path: str | Path) -> TextPairs:
     return _read_headed(Path(path), ("#1 String", "#2 String", "Quality"), encoding="utf-8-sig", binary=True)
 
 
+_DEV = {"sts-train.csv": "sts-dev.csv", "SICK_train.txt": "SICK_trial.txt"}  # MRPC has no dev file
 _FOLDERS = {  # a dataset folder: (train file, test file, reader)
     "sts": ("sts-train.csv", "sts-test.csv", read_sts),
-    "sick": ("SICK_train.txt", "SICK_test_annotated.txt", read_sick),
+    "sick": ("SICK_train.txt", "SICK_test_annotated.txt", read_sick),  # dev: SICK_trial.txt
     "mrpc": ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", read_mrpc),
 }
 
@@ -252,7 +253,7 @@ def load_text_pairs(path: str | Path, *, split: str = "train") -> TextPairs:
     """Text pairs from a file or a dataset folder.
 
     A folder holding the STS Benchmark, SICK or MRPC files gives its ``split`` (train or
-    test; STS also dev). A file is read by its layout: ``sts-*.csv`` (STS Benchmark),
+    test; STS and SICK also dev: ``sts-dev.csv``, ``SICK_trial.txt``). A file is read by its layout: ``sts-*.csv`` (STS Benchmark),
     ``SICK_*.txt``, ``msr_paraphrase_*.txt``, else a ``text_a, text_b, label_or_score``
     CSV/TSV.
 
@@ -272,7 +273,9 @@ def load_text_pairs(path: str | Path, *, split: str = "train") -> TextPairs:
             raise DataError(f"split {split!r}; choose train, test or dev")
         for train_name, test_name, reader in _FOLDERS.values():
             if (path / train_name).is_file():
-                name = {"train": train_name, "test": test_name, "dev": "sts-dev.csv"}[split]
+                if split == "dev" and train_name not in _DEV:
+                    raise DataError(f"{path} has no dev split; carve a validation split from train")
+                name = {"train": train_name, "test": test_name, "dev": _DEV.get(train_name, "")}[split]
                 if not (path / name).is_file():
                     raise DataError(f"{path} has no {split} file ({name})")
                 return reader(path / name)

@@ -416,3 +416,6 @@ def _open_session(path: Path, threads: int | None) -> Any:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own (non-public) exception types
         raise ModelFileError(f"{path} is not a loadable ONNX model ({type(e).__name__}: {e})") from None
+
+
+open_session = _open_session  # public for export/text_runtime.py

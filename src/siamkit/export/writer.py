@@ -114,6 +114,11 @@ def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, 
     }
 
 
+# public for export/text_writer.py (the text export's graph and manifest differ only in the input)
+quantize_int8 = _quantize_int8
+onnx_manifest = _manifest
+
+
 def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> Path:
     """Export a model folder to ``out``: ``model.onnx`` (+ ``model.int8.onnx``) and
     ``siamkit-onnx.json`` (written last, so a folder with a manifest is complete).
@@ -136,6 +141,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)} or None, got {quantize!r}")
+    from ..text import is_text_model
+
+    if is_text_model(model_dir):  # token ids in, the tokenizer beside the graph
+        from .text_writer import export_text_onnx
+
+        return export_text_onnx(model_dir, out, quantize=quantize)
     network = load_model(model_dir).eval()
     cal = Calibrator.load(model_dir, expected_fingerprint=getattr(network, "fingerprint", None))
     shape = tuple(network.input_spec.shape)

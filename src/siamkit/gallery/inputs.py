@@ -1,5 +1,7 @@
 """From what callers pass to what the model takes, and back from what the gallery kept.
 
+Texts, for a text model, are handled by :mod:`siamkit.text.inputs` (token ids, kept as UTF-8).
+
 :func:`prepare_inputs` turns image paths (one or a list), arrays or tensors (one sample
 or a batch) into the network's input batch and the :class:`StoredSample` kept of each
 (the file's bytes, or the raw array), so that :func:`embed_stored` can embed them again
@@ -20,6 +22,7 @@ from ..data.decode import decode_image_bytes, sniff_image_format
 from ..data.images import MAX_PIXELS
 from ..errors import DataError, GalleryError
 from ..inference import embed_all
+from ..text.inputs import embed_stored_texts, embed_token_ids, prepare_texts, text_input_of
 from ..verify import load_image_for
 from .store_schema import StoredSample
 
@@ -55,6 +58,9 @@ def prepare_inputs(inputs: Any, network: Any, *, what: str = "inputs") -> tuple[
         GalleryError: empty, or neither paths nor arrays.
         DataError: unreadable images, wrong shapes, dtypes or NaN values.
     """
+    texts = prepare_texts(inputs, network, what=what)  # a text model: texts -> token ids
+    if texts is not None:
+        return texts
     if is_pathlike(inputs):
         inputs = [inputs]
     if isinstance(inputs, (list, tuple)):
@@ -137,6 +143,8 @@ def embed_batch(network: Any, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     Raises:
         DataError: the model produced NaN or infinite embeddings.
     """
+    if text_input_of(network) is not None:
+        return embed_token_ids(network, x, batch_size)
     e = embed_all(network, x, batch_size=batch_size).detach().cpu().float()
     if not torch.isfinite(e).all():
         raise DataError("the model produced NaN or infinite embeddings for these inputs")
@@ -204,6 +212,8 @@ def embed_stored(store: Any, network: Any, batch_size: int) -> tuple[np.ndarray,
         GalleryError: some samples were enrolled without keeping their input, or one
             does not fit the new model.
     """
+    if text_input_of(network) is not None:
+        return embed_stored_texts(store, network, batch_size)
     ids: list[int] = []
     parts: list[torch.Tensor] = []
     missing = 0

@@ -59,6 +59,7 @@ from .deps import ServiceState
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .middleware import GuardMiddleware
 from .routers import console, feedback, gallery, ops, verify
+from .routers.text import build_text_router
 from .schemas import ErrorResponse
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .settings import ServiceSettings
@@ -110,6 +111,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(gallery.build_router(state.limits))
     app.include_router(feedback.router)
     app.include_router(console.router)  # /console and the endpoints it needs (routers/console_api.py)
+    app.include_router(build_text_router())  # JSON bodies, for a text model
     return app
 
 

@@ -75,8 +75,8 @@ class ServiceState:
         self.limits = settings.limits
         self.verifier = Verifier.from_dir(settings.model)
         net = self.verifier.network
-        try:
-            self.spec = net.input_spec.require_image()
+        try:  # a text model (its tokenizer attached) takes texts: the /v1/text endpoints
+            self.spec = None if getattr(net, "text_input", None) is not None else net.input_spec.require_image()
         except ValueError as e:
             raise SiamkitError(f"cannot serve {settings.model}: {e}") from None
         self.fingerprint: str | None = getattr(net, "fingerprint", None)
@@ -148,6 +148,8 @@ class ServiceState:
         Raises:
             UploadError: 400 / 413 / 415 (see :mod:`siamkit.service.images`).
         """
+        if self.spec is None:
+            raise ApiError(415, "unsupported_media_type", "this service's model takes texts: send JSON to the /v1/text endpoints")
         return decode_image(data, self.spec, self.limits, what=what)
 
     def run_inference(self, fn: Callable[..., Any], *args: Any) -> Any:

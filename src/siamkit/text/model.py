@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..errors import DataError, ModelFileError
 from ..io import load_model, read_config, save_model
 from ..network import SiameseNetwork
+from .inputs import TextInput
 from .tokenizer import TextTokenizer, load_tokenizer
 
 __all__ = ["TextTwin", "is_text_model", "pretrained_twin", "scratch_twin", "text_settings"]
@@ -69,6 +70,7 @@ class TextTwin:
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.pretrained = pretrained
+        network.text_input = TextInput(tokenizer, max_length=self.max_length)  # a gallery on this network takes texts
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Padded token ids (B, L) of ``texts``."""

@@ -176,7 +176,7 @@ class TextRecipe:
 
 
 _TEXT_INPUT = ("max_length", "pretrained")
-_TEXT_EXTRA = ("val_fraction", "encoder", "embedding_dim")
+_TEXT_EXTRA = ("val_fraction", "validation", "encoder", "embedding_dim")
 
 
 def load_text_recipe(name_or_path: str | Path) -> TextRecipe:

@@ -10,6 +10,7 @@ the losses of :mod:`siamkit.losses`, the progress bar, and the model folder writ
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,8 @@ __all__ = ["TextTrainConfig", "TEXT_LOSSES", "fit_text_pairs", "text_pair_loss",
 
 TEXT_LOSSES = ("cosent", "angle", "cosine", "mnr", "contrastive")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TextTrainConfig:
@@ -54,6 +57,13 @@ class TextTrainConfig:
         margin: the contrastive margin on the cosine distance.
         grad_clip: max gradient norm (None = off).
         max_steps: stop after this many steps (None = all epochs; for short timing runs).
+        eval_every: with validation pairs, also score them every this many steps (None:
+            after every epoch only); the best-scoring weights are kept either way.
+        eval_at_start: with validation pairs, score the starting weights too, so that a
+            fine-tune that only lowers the validation score returns the starting model.
+        freeze_embeddings: keep the token / position embedding tables fixed (every
+            ``nn.Embedding``): fewer parameters to move (faster steps on a CPU, and the
+            vocabulary the pretrained model learnt is not drifted by a small data set).
         seed: shuffling and initialisation seed.
     """
 
@@ -68,6 +78,9 @@ class TextTrainConfig:
     margin: float = 0.5
     grad_clip: float | None = 1.0
     max_steps: int | None = None
+    eval_every: int | None = None
+    eval_at_start: bool = False
+    freeze_embeddings: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +90,8 @@ class TextTrainConfig:
             raise DataError(f"epochs must be >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
         if not 0 <= self.warmup < 1 or self.lr <= 0:
             raise DataError(f"warmup must be in [0, 1) and lr > 0, got {self.warmup}, {self.lr}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise DataError(f"eval_every must be >= 1 step, got {self.eval_every}")
 
 
 def warmup_linear_schedule(opt: torch.optim.Optimizer, *, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -156,6 +171,36 @@ def validation_score(twin: TextTwin, pairs: TextPairs) -> float:
     return float(metrics["roc_auc"] if pairs.binary else metrics["spearman"])
 
 
+class _BestKeeper:
+    """Scores the validation pairs, keeps the best weights and writes them to ``out_dir``."""
+
+    def __init__(self, twin: TextTwin, val: TextPairs | None, out_dir: str | Path | None, config: TextTrainConfig) -> None:
+        self.twin, self.val, self.config = twin, val, config
+        self.out = None if out_dir is None else Path(out_dir) / "model"
+        self.best: tuple[float, dict[str, torch.Tensor]] | None = None
+        self.evals: list[dict[str, Any]] = []
+
+    def score(self, step: int, history: list[dict[str, Any]]) -> float | None:
+        """Score the current weights (None without validation pairs); keep and save them when best."""
+        if self.val is None:
+            return None
+        value = validation_score(self.twin, self.val)
+        self.evals.append({"step": step, "val_score": value})
+        logger.info("step %d: validation score %.4f", step, value)
+        if self.best is None or value > self.best[0]:
+            self.best = (value, copy.deepcopy(self.twin.network.state_dict()))
+            self.save(history)
+        return value
+
+    def save(self, history: list[dict[str, Any]]) -> None:
+        if self.out is not None:
+            self.twin.save(self.out, extra={"train": asdict(self.config), "history": history, "evals": self.evals})
+
+    def restore(self) -> None:
+        if self.best is not None:
+            self.twin.network.load_state_dict(self.best[1])
+
+
 def fit_text_pairs(
     twin: TextTwin,
     train: TextPairs,
@@ -166,21 +211,23 @@ def fit_text_pairs(
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fine-tune (or train) ``twin`` on text pairs; keeps the best validation epoch.
+    """Fine-tune (or train) ``twin`` on text pairs; keeps the best validation score's weights.
 
     Args:
-        twin: the model, trained in place (its network's weights end as the best epoch's
-            when ``val`` is given, else the last epoch's).
+        twin: the model, trained in place (its network's weights end as the best
+            validation score's when ``val`` is given, else the last step's).
         train: the training pairs.
-        config: the options.
+        config: the options (``eval_every``: also score ``val`` every N steps;
+            ``eval_at_start``: score the starting weights too).
         val: validation pairs (Spearman or ROC AUC after every epoch), or None.
-        out_dir: when given, the best model so far is written to ``out_dir/model`` after
-            every epoch (atomic files: an interrupted run leaves the last good epoch).
+        out_dir: when given, the best model so far is written to ``out_dir/model`` (after
+            every epoch without ``val``; atomic files: an interrupted run leaves the last good one).
         progress: show a progress bar (None = on a terminal).
         on_epoch: called with each epoch's record.
 
     Returns:
-        One record per epoch: epoch, loss (mean), val_score, seconds, steps.
+        One record per epoch: epoch, loss (mean), val_score (the epoch's last), seconds,
+        steps; with ``eval_every``, the epoch's scores as ``evals`` [{step, val_score}].
 
     Raises:
         DataError: too few pairs, or a loss that does not fit the targets.
@@ -191,25 +238,30 @@ def fit_text_pairs(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = twin.network
-    opt = make_optimizer(net.parameters(), optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
+    frozen = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding) and m.weight.requires_grad] \
+        if config.freeze_embeddings else []
+    for w in frozen:
+        w.requires_grad_(False)
+    opt = make_optimizer([p for p in net.parameters() if p.requires_grad], optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train) // config.batch_size
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
     sched = warmup_linear_schedule(opt, total_steps=total, warmup=config.warmup)
     targets = torch.as_tensor(_scaled_targets(train))
     history: list[dict[str, Any]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    keeper = _BestKeeper(twin, val, out_dir, config)
+    if config.eval_at_start:
+        keeper.score(0, history)
     step = 0
     with ProgressBar(progress) as bar:
         for epoch in range(1, config.epochs + 1):
             if step >= total:
                 break
-            t0, losses = time.perf_counter(), []
+            t0, losses, first_eval = time.perf_counter(), [], len(keeper.evals)
             net.train()
             perm = rng.permutation(len(train))
-            task = bar.task(f"epoch {epoch}/{config.epochs}", min(steps_per_epoch, total - step))
-            for b in range(steps_per_epoch):
-                if step >= total:
-                    break
+            n_batches = min(steps_per_epoch, total - step)
+            task = bar.task(f"epoch {epoch}/{config.epochs}", n_batches)
+            for b in range(n_batches):
                 idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
                 ids = twin.tokenize([train.texts_a[i] for i in idx] + [train.texts_b[i] for i in idx])
                 e = net.embed(ids)
@@ -225,20 +277,23 @@ def fit_text_pairs(
                 step += 1
                 losses.append(loss.item())
                 bar.advance(task, f"loss {np.mean(losses[-50:]):.4f}")
+                if config.eval_every and step % config.eval_every == 0 and b < n_batches - 1:
+                    keeper.score(step, history)
+                    net.train()
             record: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": step}
-            if val is not None:
-                record["val_score"] = validation_score(twin, val)
-                if best is None or record["val_score"] > best[0]:
-                    best = (record["val_score"], copy.deepcopy(net.state_dict()))
-                    if out_dir is not None:
-                        twin.save(Path(out_dir) / "model", extra={"train": asdict(config), "history": history + [record]})
-            elif out_dir is not None:
-                twin.save(Path(out_dir) / "model", extra={"train": asdict(config), "history": history + [record]})
+            value = keeper.score(step, history + [record])
+            if value is not None:
+                record["val_score"] = value
+                if config.eval_every:
+                    record["evals"] = keeper.evals[first_eval:]
             record["seconds"] = round(time.perf_counter() - t0, 2)
             history.append(record)
+            if val is None:
+                keeper.save(history)
             if on_epoch is not None:
                 on_epoch(record)
-    if best is not None:
-        net.load_state_dict(best[1])
+    keeper.restore()
+    for w in frozen:  # frozen for this run only
+        w.requires_grad_(True)
     net.eval()
     return history

@@ -11,17 +11,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import JSON_OUT, clean_errors, command_group, echo_json, parse_json_object
+from ._common import JSON_OUT, clean_errors, command_group, echo_json, gallery_location, parse_json_object
 
 __all__ = ["gallery_app", "gallery_location"]
-
-
-def gallery_location(value: str) -> Any:
-    """``--gallery``: a PostgreSQL URL as given, else a file Path (the library's rule,
-    imported only when the option is parsed: ``--help`` stays light)."""
-    from ..gallery.backend import gallery_location as parse
-
-    return parse(value)
 
 
 gallery_app = command_group("Enrol identities and verify / identify images against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")

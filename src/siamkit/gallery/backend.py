@@ -22,13 +22,12 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .._pg import DATABASE_SCHEMES, is_database_url
 from .snapshot import Snapshot
 from .store_schema import StoredSample
 
 __all__ = ["GalleryBackend", "DATABASE_SCHEMES", "is_database_url", "gallery_location", "open_store"]
 
-#: URL schemes of a PostgreSQL gallery
-DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 @runtime_checkable
@@ -132,18 +131,6 @@ class GalleryBackend(Protocol):
         ...
 
     def set_meta(self, updates: dict[str, Any]) -> None: ...
-
-
-def is_database_url(location: Any) -> bool:
-    """Whether a gallery location names a PostgreSQL database rather than a file.
-
-    Args:
-        location: a path or a string.
-
-    Returns:
-        True for ``postgresql://...`` / ``postgres://...`` strings.
-    """
-    return isinstance(location, str) and location.lower().startswith(DATABASE_SCHEMES)
 
 
 def gallery_location(value: str) -> Path | str:

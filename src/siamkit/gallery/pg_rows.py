@@ -6,34 +6,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .._pg import first_line, redact_url
 from ..errors import GalleryFileError
 from .pg_schema import KEEP_CHANGES, NOTIFY_CHANNEL, check_meta, init_meta_rows, migrate
 from .snapshot import Snapshot
 
 __all__ = ["Change", "finish_write", "gallery_id_of", "redact_url", "first_line", "write_meta", "init_database", "read_snapshot", "read_changes", "rows_to_snapshot", "rows_to_changes"]
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password (for messages and logs).
-
-    Args:
-        url: ``postgresql://user:password@host:port/db?...``.
-
-    Returns:
-        The URL with the password replaced by ``***``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 @dataclass
@@ -53,11 +36,6 @@ class Change:
     identity: str | None
     sample_ids: list[int]
     embeddings: np.ndarray | None = None
-
-
-def first_line(e: BaseException) -> str:
-    """A driver error's first line (at most 300 characters)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def write_meta(cur: Any, updates: dict[str, Any]) -> None:

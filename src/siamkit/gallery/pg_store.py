@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .._pg import CONNECT_TIMEOUT, POOL_SIZE, make_pool
 from ..errors import (
     GalleryError,
     GalleryFileError,
@@ -45,7 +46,7 @@ from .store_schema import (
 
 try:
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import PoolTimeout
 except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
@@ -53,10 +54,6 @@ __all__ = ["PgGalleryStore", "Change", "redact_url"]
 
 logger = logging.getLogger(__name__)
 
-#: most connections one process's pool opens
-POOL_SIZE = 8
-#: seconds one connection attempt may take
-CONNECT_TIMEOUT = 3
 #: seconds a call waits for a pooled connection (while the server is down: then unavailable)
 CHECKOUT_TIMEOUT = 3.0
 #: gallery id -> the newest generation a handle of this process committed (read-your-writes
@@ -119,17 +116,7 @@ class PgGalleryStore:
             raise GalleryUnavailableError(f"cannot reach the gallery database {where}: {first_line(e)}") from None
         except psycopg.Error as e:
             raise GalleryFileError(f"{where} is not a usable siamkit gallery ({first_line(e)})") from None
-        lock_ms = int(timeout * 1000)
-
-        def configure(con: Any) -> None:
-            con.execute(f"SET lock_timeout = {lock_ms}")
-
-        pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, timeout=timeout, open=False, configure=configure,
-            check=ConnectionPool.check_connection, reconnect_timeout=365 * 86400.0,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, name="siamkit-gallery",
-        )
-        pool.open(wait=False)
+        pool = make_pool(url, timeout=timeout, name="siamkit-gallery", max_size=POOL_SIZE)
         return cls(url, pool, timeout)
 
     # ----------------------------------------------------------------- plumbing

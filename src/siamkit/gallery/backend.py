@@ -38,6 +38,9 @@ class GalleryBackend(Protocol):
 
     #: names the gallery in messages (a file path, or a URL without its password)
     path: Path | str
+    #: the model hash every write of embeddings must find stored (None: not checked);
+    #: set from ``init_meta`` on opening and by ``replace_embeddings`` (see model_guard)
+    model_hash: str | None
 
     @property
     def closed(self) -> bool: ...

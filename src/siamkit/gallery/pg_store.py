@@ -39,6 +39,7 @@ from ..errors import (
     UnknownIdentityError,
 )
 from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
+from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
     StoredSample, audit_record, check_identity, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
@@ -81,6 +82,8 @@ class PgGalleryStore:
         self._pool: Any = pool
         self._listener: Any = None
         self._gid = ""
+        #: the model hash writes of embeddings must match (None: not checked); see model_guard
+        self.model_hash: str | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -116,8 +119,9 @@ class PgGalleryStore:
             raise GalleryUnavailableError(f"cannot reach the gallery database {where}: {first_line(e)}") from None
         except psycopg.Error as e:
             raise GalleryFileError(f"{where} is not a usable siamkit gallery ({first_line(e)})") from None
-        pool = make_pool(url, timeout=timeout, name="siamkit-gallery", max_size=POOL_SIZE)
-        return cls(url, pool, timeout)
+        store = cls(url, make_pool(url, timeout=timeout, name="siamkit-gallery", max_size=POOL_SIZE), timeout)
+        store.model_hash = (init_meta or {}).get("model_hash")
+        return store
 
     # ----------------------------------------------------------------- plumbing
 
@@ -346,6 +350,7 @@ class PgGalleryStore:
         meta_json = json_object(metadata, "identity metadata")
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
         with self._write() as (cur, gen):
+            check_in_transaction(cur, self.model_hash, self.path)
             cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
             n_old = cur.fetchone()[0]
             cur.execute("SELECT 1 FROM identities WHERE id = %s", (identity,))
@@ -382,6 +387,7 @@ class PgGalleryStore:
         """
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._write() as (cur, gen):
+            check_in_transaction(cur, self.model_hash, self.path)
             cur.execute("UPDATE identities SET updated = %s WHERE id = %s", (time.time(), identity))
             if cur.rowcount == 0:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")
@@ -450,7 +456,9 @@ class PgGalleryStore:
             )
             write_meta(cur, meta_updates)
             detail = {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")}
-            return self._commit(cur, gen, "reembed", None, len(sample_ids), detail)
+            done = self._commit(cur, gen, "reembed", None, len(sample_ids), detail)
+        self.model_hash = meta_updates.get("model_hash", self.model_hash)
+        return done
 
     def set_meta(self, updates: dict[str, Any]) -> None:
         """Update meta values in one transaction (bumps the generation)."""

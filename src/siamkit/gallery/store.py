@@ -29,6 +29,7 @@ import numpy as np
 
 from .._sqlite import connect, immediate_transaction
 from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
+from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
     SCHEMA_VERSION,
@@ -82,6 +83,8 @@ class GalleryStore:
         self.path = path
         self._con: sqlite3.Connection | None = connection
         self._lock = threading.RLock()
+        #: the model hash writes of embeddings must match (None: not checked); see model_guard
+        self.model_hash: str | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -135,6 +138,7 @@ class GalleryStore:
         except BaseException:
             con.close()
             raise
+        store.model_hash = (init_meta or {}).get("model_hash")
         return store
 
     def _init_schema(self, init_meta: dict[str, Any] | None) -> None:
@@ -340,6 +344,7 @@ class GalleryStore:
         meta_json = json_object(metadata, "identity metadata")
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
         with self._transaction() as cur:
+            check_in_transaction(cur, self.model_hash, self.path)
             n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
                 raise IdentityExistsError(
@@ -377,6 +382,7 @@ class GalleryStore:
         """
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._transaction() as cur:
+            check_in_transaction(cur, self.model_hash, self.path)
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")
             ids = self._insert_sample_rows(cur, rows)
@@ -459,6 +465,7 @@ class GalleryStore:
             write_meta(cur, meta_updates)
             old, new = self._bump(cur)
             insert_audit(cur, "reembed", None, len(sample_ids), {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")})
+        self.model_hash = meta_updates.get("model_hash", self.model_hash)
         return old, new
 
     def set_meta(self, updates: dict[str, Any]) -> None:

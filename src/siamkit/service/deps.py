@@ -21,12 +21,13 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import SiamkitError
+from ..errors import GalleryModelChangedError, SiamkitError
 from ..verify import Verifier
 from .errors import ApiError, library_error
 from ..feedback import FeedbackStore, default_feedback_path, open_feedback
 from .images import UploadError, decode_image
 from .metrics import ServiceMetrics
+from .model_reload import ModelFollower
 from .ratelimit import KdfGate
 from .pg_keys import open_keys
 from .security import KeyStore, Principal
@@ -103,6 +104,7 @@ class ServiceState:
         self.inference = threading.BoundedSemaphore(max(1, int(n)))
         self.write_lock = threading.Lock()
         self.metrics = ServiceMetrics()
+        self.model_follower = ModelFollower()
 
     def close(self) -> None:
         """Close the gallery and the feedback store (errors are ignored)."""
@@ -180,7 +182,12 @@ class ServiceState:
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], *, write: bool) -> Any:
         with self.write_lock if write else contextlib.nullcontext(), self.inference:
             try:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except GalleryModelChangedError:  # re-embedded elsewhere: our model folder may hold the new model
+                    if not self.model_follower.adopt(self):
+                        raise
+                    return fn(*args)
             except (UploadError, HTTPException):
                 raise
             except SiamkitError as e:

@@ -75,6 +75,33 @@ def enroll(
     _echo_record(r, as_json, "enrolled ")
 
 
+@gallery_app.command("enroll-folder")
+@clean_errors
+def enroll_folder(
+    folder: Path = typer.Argument(..., help="One sub-folder of images per new identity (the sub-folder's name is its name)."),
+    gallery: Path = GALLERY,
+    model: Optional[Path] = MODEL,
+    batch: int = typer.Option(1000, "--batch", help="Identities per transaction (a batch is written whole or not at all)."),
+) -> None:
+    """Enrol many new identities at once (a bulk load): one embedding call and one transaction per --batch identities."""
+    from ..data._files import images_in
+    from ..errors import SiamkitError
+    from ..gallery.bulk import enroll_many
+
+    if not folder.is_dir():
+        raise SiamkitError(f"{folder} is not a folder of identity sub-folders")
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subs:
+        raise SiamkitError(f"{folder} has no identity sub-folders")
+    items = [(p.name, [str(f) for f in images_in(p)]) for p in subs]
+    empty = [name for name, files in items if not files]
+    if empty:
+        raise SiamkitError(f"{len(empty)} identity sub-folder(s) hold no image, e.g. {empty[0]!r}")
+    with _open(gallery, model, create=True) as g:
+        n = enroll_many(g, items, batch=batch)
+    typer.echo(f"enrolled {n} identities")
+
+
 @gallery_app.command()
 @clean_errors
 def add(

@@ -87,6 +87,17 @@ class GalleryBackend(Protocol):
         """
         ...
 
+    def add_identities(self, entries: Sequence[Any]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in one transaction (all or none).
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each.
+
+        Returns:
+            Per identity: (generation before, after, its new sample ids); one generation each.
+        """
+        ...
+
     def add_samples(
         self,
         identity: str,

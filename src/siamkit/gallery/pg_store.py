@@ -39,6 +39,7 @@ from ..errors import (
     UnknownIdentityError,
 )
 from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
+from .bulk_rows import EnrolEntry, enrol_rows, exists_error
 from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
@@ -82,6 +83,7 @@ class PgGalleryStore:
         self._pool: Any = pool
         self._listener: Any = None
         self._gid = ""
+        self._mine = threading.local()  # .generation: what this thread's write transaction reached
         #: the model hash writes of embeddings must match (None: not checked); see model_guard
         self.model_hash: str | None = None
 
@@ -157,14 +159,16 @@ class PgGalleryStore:
             with con.transaction(), con.cursor() as cur:
                 cur.execute("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE")
                 gen = int(json.loads(cur.fetchone()[0]))
+                self._mine.generation = gen + 1
                 yield cur, gen
         with _WRITTEN_LOCK:  # committed: every handle of this process sees it at once
-            _WRITTEN[self._gid] = max(_WRITTEN.get(self._gid, -1), gen + 1)
+            _WRITTEN[self._gid] = max(_WRITTEN.get(self._gid, -1), self._mine.generation)
 
     def _commit(self, cur: Any, old: int, action: str, identity: str | None, n: int, detail: dict[str, Any] | None = None,
                 ids: Sequence[int] = ()) -> tuple[int, int]:
         """The end of every write (:func:`~siamkit.gallery.pg_rows.finish_write`)."""
         self._gid = finish_write(cur, old, action, identity, n, detail, ids)
+        self._mine.generation = old + 1  # this thread's transaction (a bulk write commits several)
         return old, old + 1
 
     def subscribe(self, callback: Callable[[int | None], None]) -> None:
@@ -346,24 +350,34 @@ class PgGalleryStore:
         Raises:
             IdentityExistsError: the identity is already enrolled (nothing is written).
         """
-        check_identity(identity)
-        meta_json = json_object(metadata, "identity metadata")
-        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
+        return self.add_identities([(identity, embeddings, samples, metadata, sample_metadata)])[0]
+
+    def add_identities(self, entries: Sequence[EnrolEntry]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in ONE transaction, all or none (see
+        :meth:`siamkit.gallery.store.GalleryStore.add_identities`).
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each.
+
+        Returns:
+            Per identity: (generation before, after, new sample ids); one generation each.
+        """
+        prepared = [enrol_rows(*e) for e in entries]
         with self._write() as (cur, gen):
             check_in_transaction(cur, self.model_hash, self.path)
-            cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
-            n_old = cur.fetchone()[0]
-            cur.execute("SELECT 1 FROM identities WHERE id = %s", (identity,))
-            if cur.fetchone() is not None:
-                raise IdentityExistsError(
-                    f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
-                    "add_samples (`siamkit gallery add`), or remove it first"
-                )
-            now = time.time()
-            cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (%s, %s, %s, %s)", (identity, meta_json, now, now))
-            ids = self._insert_sample_rows(cur, rows)
-            old, new = self._commit(cur, gen, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]}, ids)
-        return old, new, ids
+            done = []
+            for identity, meta_json, rows in prepared:
+                cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
+                n_old = cur.fetchone()[0]
+                cur.execute("SELECT 1 FROM identities WHERE id = %s", (identity,))
+                if cur.fetchone() is not None:
+                    raise exists_error(identity, n_old)
+                now = time.time()
+                cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (%s, %s, %s, %s)", (identity, meta_json, now, now))
+                ids = self._insert_sample_rows(cur, rows)
+                done.append((*self._commit(cur, gen, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]}, ids), ids))
+                gen += 1
+        return done
 
     def add_samples(
         self,

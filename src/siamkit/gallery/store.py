@@ -29,6 +29,7 @@ import numpy as np
 
 from .._sqlite import connect, immediate_transaction
 from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
+from .bulk_rows import EnrolEntry, enrol_rows, exists_error
 from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
@@ -340,23 +341,36 @@ class GalleryStore:
         Raises:
             IdentityExistsError: the identity is already enrolled (nothing is written).
         """
-        check_identity(identity)
-        meta_json = json_object(metadata, "identity metadata")
-        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
+        return self.add_identities([(identity, embeddings, samples, metadata, sample_metadata)])[0]
+
+    def add_identities(self, entries: Sequence[EnrolEntry]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in ONE transaction (a bulk load): all or none.
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each, as
+                for :meth:`add_identity`.
+
+        Returns:
+            Per identity, in order: (generation before, after, new sample ids); every
+            identity is its own generation, so followers apply them one by one.
+
+        Raises:
+            IdentityExistsError: one of them is enrolled already (nothing is written).
+        """
+        prepared = [enrol_rows(*e) for e in entries]
         with self._transaction() as cur:
             check_in_transaction(cur, self.model_hash, self.path)
-            n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
-            if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
-                raise IdentityExistsError(
-                    f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
-                    "add_samples (`siamkit gallery add`), or remove it first"
-                )
-            now = time.time()
-            cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (?, ?, ?, ?)", (identity, meta_json, now, now))
-            ids = self._insert_sample_rows(cur, rows)
-            old, new = self._bump(cur)
-            insert_audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
-        return old, new, ids
+            done = []
+            for identity, meta_json, rows in prepared:
+                n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
+                if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
+                    raise exists_error(identity, n_old)
+                now = time.time()
+                cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (?, ?, ?, ?)", (identity, meta_json, now, now))
+                ids = self._insert_sample_rows(cur, rows)
+                done.append((*self._bump(cur), ids))
+                insert_audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
+        return done
 
     def add_samples(
         self,

@@ -157,7 +157,9 @@ def _fill(store: FeedbackStore) -> list[int]:
 
 
 def _comparable(store: FeedbackStore) -> dict[str, Any]:
-    strip = lambda rs: [{k: v for k, v in r.summary().items() if k not in ("id", "created")} for r in rs]  # noqa: E731
+    def strip(rs: list[Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.summary().items() if k not in ("id", "created")} for r in rs]
+
     return {
         "all": strip(store.list()), "used": strip(store.list(status="used")), "page": strip(store.list(limit=2, offset=1)),
         "counts": (store.count(), store.count("new"), store.count("used")),

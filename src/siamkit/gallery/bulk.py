@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GalleryError
+from .bulk_rows import check_distinct
 from .inputs import embed_batch, prepare_inputs
 from .store_schema import check_identity
 
@@ -63,8 +64,7 @@ def enroll_many(gallery: Any, items: Iterable[tuple[str, Any]], *, batch: int = 
     done = 0
     for chunk in _chunks(items, batch):
         names = [check_identity(name) for name, _ in chunk]
-        if len(set(names)) != len(names):
-            raise GalleryError(f"an identity is named twice in one batch: {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+        check_distinct(names)
         prepared = [prepare_inputs(inputs, net, what=f"samples of {name!r}") for name, inputs in chunk]
         emb = embed_batch(net, torch.cat([x for x, _ in prepared]), gallery.settings.batch_size).numpy()
         bounds = np.cumsum([0] + [x.shape[0] for x, _ in prepared])

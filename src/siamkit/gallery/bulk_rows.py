@@ -7,10 +7,10 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import IdentityExistsError
+from ..errors import GalleryError, IdentityExistsError
 from .store_schema import StoredSample, check_identity, json_object, new_sample_rows
 
-__all__ = ["EnrolEntry", "enrol_rows", "exists_error"]
+__all__ = ["EnrolEntry", "check_distinct", "enrol_rows", "exists_error"]
 
 #: (identity, embeddings (N, D) float32, kept samples, metadata, sample_metadata)
 EnrolEntry = Tuple[str, np.ndarray, Sequence[StoredSample | None], "dict[str, Any] | None", "Sequence[dict[str, Any] | None] | None"]
@@ -54,3 +54,12 @@ def exists_error(identity: str, n_old: int) -> IdentityExistsError:
         f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
         "add_samples (`siamkit gallery add`), or remove it first"
     )
+
+
+def check_distinct(names: Sequence[str]) -> None:
+    """Refuse a batch that names one identity twice (GalleryError)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise GalleryError(f"an identity is named twice in one batch: {n!r}")
+        seen.add(n)

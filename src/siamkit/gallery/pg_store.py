@@ -35,15 +35,17 @@ from ..errors import (
     GalleryFileError,
     GalleryLockedError,
     GalleryUnavailableError,
-    IdentityExistsError,
     UnknownIdentityError,
 )
-from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
-from .bulk_rows import EnrolEntry, enrol_rows, exists_error
+from .pg_rows import (
+    Change, finish_write, first_line, gallery_id_of, init_database, insert_identities, insert_samples, read_changes, read_snapshot,
+    redact_url, write_meta,
+)
+from .bulk_rows import EnrolEntry, check_distinct, enrol_rows
 from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
-    StoredSample, audit_record, check_identity, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
+    StoredSample, audit_record, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
 )
 
 try:
@@ -314,19 +316,8 @@ class PgGalleryStore:
     # ----------------------------------------------------------------- writes
 
     def _insert_sample_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[int]:
-        """Insert sample rows (identity, embedding, sample, format, shape, metadata, created);
-        returns their new ids (increasing)."""
-        cur.executemany(
-            "INSERT INTO samples(identity_id, embedding, sample, sample_format, sample_shape, metadata, created) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            rows, returning=True,
-        )
-        ids = []
-        while True:
-            ids.append(int(cur.fetchone()[0]))
-            if not cur.nextset():
-                break
-        return ids
+        """Insert sample rows; returns their new ids (increasing)."""
+        return insert_samples(cur, rows)
 
     def add_identity(
         self,
@@ -363,20 +354,13 @@ class PgGalleryStore:
             Per identity: (generation before, after, new sample ids); one generation each.
         """
         prepared = [enrol_rows(*e) for e in entries]
+        check_distinct([p[0] for p in prepared])
+        if not prepared:
+            return []
         with self._write() as (cur, gen):
             check_in_transaction(cur, self.model_hash, self.path)
-            done = []
-            for identity, meta_json, rows in prepared:
-                cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
-                n_old = cur.fetchone()[0]
-                cur.execute("SELECT 1 FROM identities WHERE id = %s", (identity,))
-                if cur.fetchone() is not None:
-                    raise exists_error(identity, n_old)
-                now = time.time()
-                cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (%s, %s, %s, %s)", (identity, meta_json, now, now))
-                ids = self._insert_sample_rows(cur, rows)
-                done.append((*self._commit(cur, gen, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]}, ids), ids))
-                gen += 1
+            self._gid, done = insert_identities(cur, gen, prepared, self._insert_sample_rows)
+            self._mine.generation = gen + len(prepared)
         return done
 
     def add_samples(

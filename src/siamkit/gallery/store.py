@@ -29,7 +29,7 @@ import numpy as np
 
 from .._sqlite import connect, immediate_transaction
 from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
-from .bulk_rows import EnrolEntry, enrol_rows, exists_error
+from .bulk_rows import EnrolEntry, check_distinct, enrol_rows, exists_error
 from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
@@ -358,6 +358,7 @@ class GalleryStore:
             IdentityExistsError: one of them is enrolled already (nothing is written).
         """
         prepared = [enrol_rows(*e) for e in entries]
+        check_distinct([p[0] for p in prepared])
         with self._transaction() as cur:
             check_in_transaction(cur, self.model_hash, self.path)
             done = []

@@ -10,18 +10,18 @@ network's. Per backend and gallery size N:
   enroll-folder`` is its CLI): one embedding call and one transaction per 1,000
   identities; identities/s;
 - new instance: open the gallery and build its FAISS index from the store (every
-  embedding read), seconds; and over HTTP, the seconds from starting ``siamkit serve`` to
-  its first answered identification (process start, model, gallery, index);
+  embedding read), seconds; and over HTTP, the seconds from starting two ``siamkit serve``
+  processes to both answering an identification (process start, model, gallery, index);
 - library, one instance: ``--enrols`` single enrolments (each its own transaction:
   SQLite ``synchronous=FULL``, PostgreSQL with fsync on) and ``--queries`` single-probe
   identifications (FAISS flat, k=5): per second, p50 / p99;
-- library, two instances: two processes enrolling ``--n2`` each at once (aggregate
-  enrolments/s), then two identifying while a third enrols (p50 / p99);
+- library, two instances: two processes started together, each enrolling ``--n2`` then
+  identifying ``--queries`` (aggregate enrolments/s; identify per process, p50 / p99);
 - HTTP: ``siamkit serve`` processes (uvicorn, 1 worker, ``--torch-threads 1``) on
   loopback: ``--http-enrols`` ``POST /v1/identities`` and ``--http-queries``
   ``POST /v1/identify`` (one PNG each) from ``--concurrency`` client threads (httpx, on
-  the same machine: the client takes CPU from the servers), round-robin over one or two
-  instances: requests/s, p50 / p99, errors.
+  the same machine: the client takes CPU from the servers), to one instance, then
+  round-robin over both: requests/s, p50 / p99, errors.
 
 PostgreSQL is a throw-away cluster (``tests/postgres_cluster.py``, durable settings) on
 this machine unless ``--postgres-url`` names an empty database. Run alone, under the
@@ -118,24 +118,25 @@ def identify(location: Any, queries: int, seed: int) -> list[float]:
     return out
 
 
-def _worker(args: tuple[str, Any, str, int, int, Any]) -> Any:
-    kind, location, prefix, n, seed, start = args
-    start.wait(300)
-    return enrol(location, prefix, n, seed) if kind == "enrol" else identify(location, n, seed)
+def _worker(args: tuple[Any, str, int, int, int, Any]) -> Any:
+    location, prefix, n_enrol, n_identify, seed, start = args
+    start.wait(600)
+    t0 = time.perf_counter()
+    e = enrol(location, prefix, n_enrol, seed)
+    return e, time.perf_counter() - t0, identify(location, n_identify, seed)
 
 
-def run_parallel(jobs: list[tuple[str, Any, str, int, int]]) -> tuple[list[Any], float]:
-    """Run jobs in spawned processes that start together; (their results, wall seconds)."""
+def run_parallel(jobs: list[tuple[Any, str, int, int, int]]) -> list[Any]:
+    """Processes that start together, each enrolling then identifying; their
+    (enrol latencies, enrol wall seconds, identify latencies)."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         start = manager.Event()
         with ctx.Pool(len(jobs)) as pool:
             res = pool.map_async(_worker, [(*j, start) for j in jobs])
-            time.sleep(10.0)  # let every process import torch and siamkit
-            t0 = time.perf_counter()
+            time.sleep(15.0)  # let every process import torch and siamkit
             start.set()
-            out = res.get(3600)
-            return out, time.perf_counter() - t0
+            return res.get(3600)
 
 
 def latency_row(seconds: list[float], wall: float | None = None) -> dict[str, float]:
@@ -239,9 +240,9 @@ def http_rows(model: Path, keys: Path, location: Any, args: argparse.Namespace, 
     x = images(7, 2 * args.http_enrols)
     probes = [png(a) for a in images(0, 256)]
     out: dict[str, Any] = {}
-    for n in (1, 2):
-        procs, urls, ready = start_servers(model, keys, location, n, tmp)
-        try:
+    procs, urls, ready = start_servers(model, keys, location, 2, tmp)
+    try:
+        for n in (1, 2):
             off = 0 if n == 1 else args.http_enrols
             enrol_png = [png(x[off + i]) for i in range(args.http_enrols)]
 
@@ -252,13 +253,13 @@ def http_rows(model: Path, keys: Path, location: Any, args: argparse.Namespace, 
                 return c.post("/v1/identify", params={"k": 5}, files={"image": ("p.png", probes[i % len(probes)])})
 
             out[f"{n}_instance"] = {
-                "ready_s": ready,
-                "enrol": http_load(urls, post_enrol, args.http_enrols, args.concurrency),
-                "identify": http_load(urls, post_identify, args.http_queries, args.concurrency),
+                "enrol": http_load(urls[:n], post_enrol, args.http_enrols, args.concurrency),
+                "identify": http_load(urls[:n], post_identify, args.http_queries, args.concurrency),
                 "load": os.getloadavg(),
             }
-        finally:
-            stop_servers(procs)
+        out["ready_s"] = ready
+    finally:
+        stop_servers(procs)
     return out
 
 
@@ -276,13 +277,9 @@ def bench_size(location: Any, size: int, have: int, args: argparse.Namespace, mo
     row["new_instance_s"] = time.perf_counter() - t0
     row["identify"] = latency_row(identify(location, args.queries, 1))
     row["enrol"] = latency_row(enrol(location, f"one{size}_", args.enrols, 2))
-    (a, b), wall = run_parallel([("enrol", location, f"a{size}_", args.n2, 3), ("enrol", location, f"b{size}_", args.n2, 4)])
-    row["two_enrol"] = latency_row(a + b, wall)
-    lat, wall = run_parallel([
-        ("identify", location, "", args.queries, 5), ("identify", location, "", args.queries, 6),
-        ("enrol", location, f"c{size}_", args.n2, 8),
-    ])
-    row["two_identify_while_enrolling"] = latency_row(lat[0] + lat[1])
+    (ea, wa, ia), (eb, wb, ib) = run_parallel([(location, f"a{size}_", args.n2, args.queries, 3), (location, f"b{size}_", args.n2, args.queries, 4)])
+    row["two_enrol"] = latency_row(ea + eb, max(wa, wb))
+    row["two_identify"] = latency_row(ia + ib)
     if not args.no_http:
         row["http"] = http_rows(model, keys, location, args, tmp, size)
     row["load_after"] = os.getloadavg()
@@ -310,12 +307,12 @@ def _lat(r: dict[str, Any]) -> str:
 
 def tables(results: dict[str, Any]) -> str:
     lines = [
-        "| backend | identities | bulk load, identities/s | new instance: open + index (library) | new `serve`: start to first answer |",
+        "| backend | identities | bulk load, identities/s | new instance: open + index (library) | two new `serve`s: start to first answer |",
         "|---|---|---|---|---|",
     ]
     for name, sizes in results.items():
         for size, r in sizes.items():
-            ready = r.get("http", {}).get("1_instance", {}).get("ready_s")
+            ready = r.get("http", {}).get("ready_s")
             lines.append(f"| {name} | {int(size):,} | {r['bulk_per_s']:,.0f} | {r['new_instance_s']:.2f} s | "
                          + (f"{ready:.1f} s |" if ready is not None else "- |"))
     lines += [
@@ -327,10 +324,12 @@ def tables(results: dict[str, Any]) -> str:
         for size, r in sizes.items():
             n = f"{int(size):,}"
             lines.append(f"| {name} | {n} | library | 1 | {_lat(r['enrol'])} | {_lat(r['identify'])} |")
-            two = r["two_identify_while_enrolling"]
-            lines.append(f"| {name} | {n} | library | 2 (+1 enrolling) | {_lat(r['two_enrol'])} | {two['per_s'] * 2:.0f} | "
+            two = r["two_identify"]
+            lines.append(f"| {name} | {n} | library | 2 | {_lat(r['two_enrol'])} | {two['per_s'] * 2:.0f} | "
                          f"{two['p50_ms']:.1f} / {two['p99_ms']:.1f} |")
             for k, h in r.get("http", {}).items():
+                if k == "ready_s":
+                    continue
                 errs = h["enrol"]["errors"] + h["identify"]["errors"]
                 lines.append(f"| {name} | {n} | HTTP | {k[0]} | {_lat(h['enrol'])} | {_lat(h['identify'])} |" + (f" ({errs} errors)" if errs else ""))
     return "\n".join(lines)
@@ -390,8 +389,8 @@ def doc_body(out: dict[str, Any], args: argparse.Namespace) -> str:
         "microseconds, so the figures are the storage's, the search's and the service's). Bulk load: `enroll_many` "
         "(`siamkit gallery enroll-folder`), 1,000 identities per transaction. Enrol: one identity, one sample, one "
         "transaction each (SQLite `synchronous=FULL`; PostgreSQL 15 with fsync on, same disk, loopback TCP). Identify: "
-        "single probes, FAISS flat, k=5. Library: the gallery in the timing process (two instances: two processes at once; "
-        "their identify row is two processes identifying while a third enrols, identify/s summed). HTTP: `siamkit serve` "
+        "single probes, FAISS flat, k=5. Library: the gallery in the timing process (two instances: two processes started "
+        "together, each enrolling then identifying; identify/s summed). HTTP: two `siamkit serve` "
         f"processes, {args.concurrency} client threads round-robin over them, {args.http_enrols} enrolments then "
         f"{args.http_queries} identifications per row, the client on the same machine. Counts per row: {args.enrols} "
         f"enrolments and {args.queries} identifications (library), {args.n2} per process (two instances).",

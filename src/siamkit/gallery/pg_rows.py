@@ -233,8 +233,15 @@ def finish_write(
 
 
 def insert_samples(cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[int]:
-    """Insert sample rows (identity, embedding, sample, format, shape, metadata, created),
-    pipelined; returns their new ids (increasing, in order)."""
+    """Insert sample rows, pipelined.
+
+    Args:
+        cur: a write transaction's cursor.
+        rows: (identity, embedding, sample, format, shape, metadata, created) each.
+
+    Returns:
+        Their new ids (increasing, in order).
+    """
     cur.executemany(
         "INSERT INTO samples(identity_id, embedding, sample, sample_format, sample_shape, metadata, created) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",

@@ -25,10 +25,12 @@ __all__ = [
     "GalleryLockedError",
     "GalleryUnavailableError",
     "ModelMismatchError",
+    "GalleryModelChangedError",
     "UnknownIdentityError",
     "IdentityExistsError",
     "FeedbackError",
     "FeedbackLockedError",
+    "FeedbackUnavailableError",
     "KeyFileError",
     "FinetuneRefused",
     "TrainingDivergedError",
@@ -89,6 +91,12 @@ class ModelMismatchError(GalleryError):
     """The gallery (or detector) was built with another model than the one given."""
 
 
+class GalleryModelChangedError(ModelMismatchError):
+    """Another process re-embedded the gallery with a new model since this handle opened
+    it: its model's embeddings no longer compare with the stored ones. Reopen it (or
+    :meth:`~siamkit.gallery.Gallery.adopt_model`) with the gallery's new model."""
+
+
 class UnknownIdentityError(GalleryError):
     """The identity is not enrolled."""
 
@@ -103,6 +111,10 @@ class FeedbackError(SiamkitError):
 
 class FeedbackLockedError(FeedbackError):
     """Another process holds the feedback store's write lock for longer than the timeout."""
+
+
+class FeedbackUnavailableError(FeedbackLockedError):
+    """The feedback store's database server cannot be reached now; try again."""
 
 
 class KeyFileError(SiamkitError):

@@ -25,6 +25,7 @@ __all__ = [
     "command_group",
     "echo_json",
     "fail",
+    "gallery_location",
     "parse_json_object",
     "parse_shape",
     "parse_size",
@@ -36,7 +37,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The ``--json`` flag of the commands that can print JSON instead of text.
 JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 #: ``--feedback``: the feedback store of ``siamkit feedback ...`` and ``siamkit finetune``.
-FEEDBACK_STORE = typer.Option(..., "--feedback", help="The feedback store (SQLite; created if missing).")
+def gallery_location(value: str) -> Any:
+    """``--gallery`` / ``--feedback`` / ``--keys``: a PostgreSQL URL as given, else a file
+    Path (the library's rule, imported only when the option is parsed: ``--help`` stays light)."""
+    from ..gallery.backend import gallery_location as parse
+
+    return parse(value)
+
+
+FEEDBACK_STORE = typer.Option(
+    ..., "--feedback", parser=gallery_location, metavar="FILE|URL",
+    help="The feedback store (a SQLite file, created if missing, or postgresql://...).",
+)
 
 
 def command_group(help: str) -> typer.Typer:

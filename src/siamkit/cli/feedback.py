@@ -66,7 +66,7 @@ def feedback_add(
     model_checked: bool = typer.Option(True, "--check-images/--no-check-images", help="Decode the images with --model's input spec."),
 ) -> None:
     """Record a reported mistake (and its audit entry) in the feedback store."""
-    from ..feedback import FeedbackStore
+    from ..feedback import open_feedback
 
     a = _image_arg(image_a, "--image-a")
     b = _image_arg(image_b, "--image-b") if image_b is not None else None
@@ -75,7 +75,7 @@ def feedback_add(
     fingerprint = None
     if model is not None:
         fingerprint = _model_fingerprint(model, [(a, "--image-a"), (b, "--image-b")], model_checked)
-    with FeedbackStore.open(feedback) as store:
+    with open_feedback(feedback) as store:
         fid = store.add(
             actor=f"cli:{reporter}", kind=kind, image_a=a, image_b=b, identity=identity, predicted=pred, truth=truth,
             reporter=reporter, note=note, model_fingerprint=fingerprint,
@@ -91,9 +91,9 @@ def feedback_list(
     as_json: bool = JSON_OUT,
 ) -> None:
     """List the reported mistakes (without the images)."""
-    from ..feedback import FeedbackStore
+    from ..feedback import open_feedback
 
-    with FeedbackStore.open(feedback, create=False) as store:
+    with open_feedback(feedback, create=False) as store:
         rows = [r.summary() for r in store.list(status=status)]
     if as_json:
         echo_json(rows)
@@ -110,9 +110,9 @@ def feedback_stats(
     as_json: bool = JSON_OUT,
 ) -> None:
     """Reports by status (new / used / rejected / held), by kind and by identity."""
-    from ..feedback import FeedbackStore
+    from ..feedback import open_feedback
 
-    with FeedbackStore.open(feedback, create=False) as store:
+    with open_feedback(feedback, create=False) as store:
         st = store.stats(top=top)
     if as_json:
         echo_json(st)
@@ -134,9 +134,9 @@ def feedback_review(
 ) -> None:
     """Settle a report: --accept it (reports that contradict it are rejected, it may teach
     again) or --reject it."""
-    from ..feedback import FeedbackStore, review_report
+    from ..feedback import open_feedback, review_report
 
-    with FeedbackStore.open(feedback, create=False) as store:
+    with open_feedback(feedback, create=False) as store:
         changed = review_report(store, feedback_id, accept=accept, actor=f"cli:{reviewer}")
     typer.echo(f"back to new: {changed['new'] or 'none'}; rejected: {changed['rejected'] or 'none'}")
 

@@ -11,20 +11,12 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import JSON_OUT, clean_errors, command_group, echo_json, parse_json_object
+from ._common import JSON_OUT, clean_errors, command_group, echo_json, gallery_location, parse_json_object
 
 __all__ = ["gallery_app", "gallery_location"]
 
 
-def gallery_location(value: str) -> Any:
-    """``--gallery``: a PostgreSQL URL as given, else a file Path (the library's rule,
-    imported only when the option is parsed: ``--help`` stays light)."""
-    from ..gallery.backend import gallery_location as parse
-
-    return parse(value)
-
-
-gallery_app = command_group("Enrol identities and verify / identify images (texts, with a text model) against them (a SQLite gallery file); writer-dependent signature verification (calibrate-references, verify --rule).")
+gallery_app = command_group("Enrol identities and verify / identify images (texts, with a text model) against them (a SQLite gallery file or a PostgreSQL database); writer-dependent signature verification (calibrate-references, verify --rule).")
 
 GALLERY = typer.Option(
     ..., "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",
@@ -94,6 +86,33 @@ def enroll(
         r = g.enroll(identity, _inputs(g, images), metadata=meta) if preprocess == "none" else enroll_references(
             g, identity, _inputs(g, images), preprocess=preprocess, metadata=meta)
     _echo_record(r, as_json, "enrolled ")
+
+
+@gallery_app.command("enroll-folder")
+@clean_errors
+def enroll_folder(
+    folder: Path = typer.Argument(..., help="One sub-folder of images per new identity (the sub-folder's name is its name)."),
+    gallery: Path = GALLERY,
+    model: Optional[Path] = MODEL,
+    batch: int = typer.Option(1000, "--batch", help="Identities per transaction (a batch is written whole or not at all)."),
+) -> None:
+    """Enrol many new identities at once (a bulk load): one embedding call and one transaction per --batch identities."""
+    from ..data._files import images_in
+    from ..errors import SiamkitError
+    from ..gallery.bulk import enroll_many
+
+    if not folder.is_dir():
+        raise SiamkitError(f"{folder} is not a folder of identity sub-folders")
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subs:
+        raise SiamkitError(f"{folder} has no identity sub-folders")
+    items = [(p.name, [str(f) for f in images_in(p)]) for p in subs]
+    empty = [name for name, files in items if not files]
+    if empty:
+        raise SiamkitError(f"{len(empty)} identity sub-folder(s) hold no image, e.g. {empty[0]!r}")
+    with _open(gallery, model, create=True) as g:
+        n = enroll_many(g, items, batch=batch)
+    typer.echo(f"enrolled {n} identities")
 
 
 @gallery_app.command()

@@ -16,18 +16,27 @@ from .gallery import gallery_location
 __all__ = ["keys_app", "serve"]
 
 keys_app = command_group("API keys of the HTTP service (stored hashed).")
-KEYS = typer.Option(..., "--keys", help="The keys file (JSON; created if missing).")
+KEYS = typer.Option(
+    ..., "--keys", parser=gallery_location, metavar="FILE|URL",
+    help="The keys file (JSON; created if missing), or postgresql://... (a table in that database, shared by every instance).",
+)
 
 
 @clean_errors
 def serve(
     model: Path = typer.Option(..., "--model", "-m", help="The model folder (with calibration.json for decisions)."),
-    keys: Path = typer.Option(..., "--keys", help="The API keys file (create keys with `siamkit keys add`)."),
+    keys: Path = typer.Option(
+        ..., "--keys", parser=gallery_location, metavar="FILE|URL",
+        help="The API keys: a file, or postgresql://... shared by every instance (create keys with `siamkit keys add`).",
+    ),
     gallery: Optional[Path] = typer.Option(
         None, "--gallery", "-g", parser=gallery_location, metavar="FILE|URL",
         help="The gallery: a SQLite file (created if missing) or postgresql://user@host:port/db (shared by several instances).",
     ),
-    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (default: GALLERY.feedback.sqlite)."),
+    feedback: Optional[Path] = typer.Option(
+        None, "--feedback", parser=gallery_location, metavar="FILE|URL",
+        help="The feedback store: a SQLite file or postgresql://... (default: GALLERY.feedback.sqlite; a database gallery's own database).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: loopback only)."),
     port: int = typer.Option(8000, help="Port."),
     max_request_mb: float = typer.Option(16.0, help="Largest request body, MB."),
@@ -146,11 +155,14 @@ def keys_add(
     keys: Path = KEYS,
 ) -> None:
     """Create a key; prints it once (only its scrypt hash is stored)."""
-    from ..service.security import KeyStore
+    from ..service.pg_keys import open_keys
 
-    store = KeyStore.load(keys) if keys.exists() else KeyStore(path=keys)
-    key = store.add(name, role)
-    store.save(keys)
+    store = open_keys(keys, create=True)
+    try:
+        key = store.add(name, role)
+        store.save(keys)
+    finally:
+        store.close()
     typer.echo(key)
     typer.echo(f"key {name!r} ({role}) added to {keys}; it is shown only now: store it safely", err=True)
 
@@ -159,9 +171,11 @@ def keys_add(
 @clean_errors
 def keys_list(keys: Path = KEYS) -> None:
     """List the keys (names, ids, roles; never the keys)."""
-    from ..service.security import KeyStore
+    from ..service.pg_keys import open_keys
 
-    for r in KeyStore.load(keys).records:
+    store = open_keys(keys)
+    store.close()
+    for r in store.records:
         typer.echo(f"{r.id}  {r.role:<5}  {r.name}")
 
 
@@ -170,10 +184,13 @@ def keys_list(keys: Path = KEYS) -> None:
 def keys_revoke(name: str = typer.Argument(..., help="The key's name or id."), keys: Path = KEYS) -> None:
     """Remove a key (a running service stops accepting it within about a second)."""
     from ..errors import SiamkitError
-    from ..service.security import KeyStore
+    from ..service.pg_keys import open_keys
 
-    store = KeyStore.load(keys)
-    if not store.revoke(name):
-        raise SiamkitError(f"no key named {name!r} in {keys}")
-    store.save(keys)
+    store = open_keys(keys)
+    try:
+        if not store.revoke(name):
+            raise SiamkitError(f"no key named {name!r} in {keys}")
+        store.save(keys)
+    finally:
+        store.close()
     typer.echo(f"revoked {name!r}; a running service stops accepting it within about a second")

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import clean_errors, echo_json, fail, parse_size, setup_logging
+from ._common import clean_errors, echo_json, fail, gallery_location, parse_size, setup_logging
 
 __all__ = ["finetune", "train"]
 
@@ -416,10 +416,10 @@ def _rollback(model: Path, gallery: Optional[Path]) -> None:
 @clean_errors
 def finetune(
     model: Path = typer.Option(..., "--model", "-m", help="The current (calibrated) model folder; with --rollback, the fine-tuned one."),
-    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The feedback store (required unless --rollback)."),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", parser=gallery_location, metavar="FILE|URL", help="The feedback store (required unless --rollback)."),
     out: Optional[Path] = typer.Option(None, "--out", help="The new model folder (written only when it is not worse)."),
     replay: Optional[Path] = typer.Option(None, "--replay", help="The original training data: one sub-folder of images per class."),
-    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="The gallery (for identify / identity_verify feedback)."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", parser=gallery_location, metavar="FILE|URL", help="The gallery (for identify / identity_verify feedback)."),
     reembed_gallery: bool = typer.Option(False, "--reembed-gallery", help="Re-embed the gallery with the new model."),
     steps: int = typer.Option(300, help="Optimizer steps."),
     lr: float = typer.Option(2e-4, help="Learning rate."),

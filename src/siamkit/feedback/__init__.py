@@ -10,6 +10,7 @@ from ..errors import FeedbackError, FeedbackLockedError
 from .pairs import FeedbackPairs, feedback_pairs
 from .guard import Screening, claim_key, review_report, screen_reports
 from .store import KINDS, SCHEMA_VERSION, STATUSES, FeedbackRecord, FeedbackStore, default_feedback_path
+from .pg_store import PgFeedbackStore, open_feedback
 
 __all__ = [
     "KINDS",
@@ -21,9 +22,11 @@ __all__ = [
     "FeedbackPairs",
     "FeedbackRecord",
     "FeedbackStore",
+    "PgFeedbackStore",
     "claim_key",
     "default_feedback_path",
     "feedback_pairs",
+    "open_feedback",
     "review_report",
     "screen_reports",
 ]

@@ -22,13 +22,12 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .._pg import DATABASE_SCHEMES, is_database_url
 from .snapshot import Snapshot
 from .store_schema import StoredSample
 
 __all__ = ["GalleryBackend", "DATABASE_SCHEMES", "is_database_url", "gallery_location", "open_store"]
 
-#: URL schemes of a PostgreSQL gallery
-DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 @runtime_checkable
@@ -39,6 +38,9 @@ class GalleryBackend(Protocol):
 
     #: names the gallery in messages (a file path, or a URL without its password)
     path: Path | str
+    #: the model hash every write of embeddings must find stored (None: not checked);
+    #: set from ``init_meta`` on opening and by ``replace_embeddings`` (see model_guard)
+    model_hash: str | None
 
     @property
     def closed(self) -> bool: ...
@@ -84,6 +86,17 @@ class GalleryBackend(Protocol):
 
         Returns:
             (generation before, generation after, the new sample ids, increasing).
+        """
+        ...
+
+    def add_identities(self, entries: Sequence[Any]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in one transaction (all or none).
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each.
+
+        Returns:
+            Per identity: (generation before, after, its new sample ids); one generation each.
         """
         ...
 
@@ -134,18 +147,6 @@ class GalleryBackend(Protocol):
         ...
 
     def set_meta(self, updates: dict[str, Any]) -> None: ...
-
-
-def is_database_url(location: Any) -> bool:
-    """Whether a gallery location names a PostgreSQL database rather than a file.
-
-    Args:
-        location: a path or a string.
-
-    Returns:
-        True for ``postgresql://...`` / ``postgres://...`` strings.
-    """
-    return isinstance(location, str) and location.lower().startswith(DATABASE_SCHEMES)
 
 
 def gallery_location(value: str) -> Path | str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .follow import follow_changes
 from .indexes import SearchIndexes
+from .model_guard import check_stored_model
 from .settings import GallerySettings
 from .snapshot import SnapshotView
 
@@ -59,8 +60,11 @@ class GalleryCache:
         if self.view is not None and self.view.generation != gen and follow_changes(self, store, gen, dim):
             return self.view
         if self.view is None or self.view.generation != gen:
+            check_stored_model(store, meta)  # re-embedded by another process? (model_guard)
             normalize = network is not None and bool(network.normalize)
-            self.reset(SnapshotView(store.snapshot(dim), normalize=normalize))
+            view = SnapshotView(store.snapshot(dim), normalize=normalize)
+            check_stored_model(store, meta)  # ... while the snapshot was read
+            self.reset(view)
         assert self.view is not None
         return self.view
 

@@ -1,17 +1,17 @@
 """The gallery: enrol identities, verify against the record (1:1), identify (1:N, open set).
 
-A :class:`Gallery` is one SQLite file (:mod:`siamkit.gallery.store`) plus a model: the
-network that embeds inputs and, when the model is calibrated, its
-:class:`~siamkit.calibration.Calibrator` (the threshold of every decision).
+A :class:`Gallery` is a store (a SQLite file or a PostgreSQL database, :mod:`.backend`)
+plus a model: the network that embeds inputs and, when calibrated, its Calibrator.
 
 - Several samples (templates) per identity, compared with a probe by a *scoring rule*:
   ``"best"`` (closest sample) or ``"mean"`` (mean template); distances are the network's
-  own, as a :class:`~siamkit.verify.Verifier` computes them (``bench_faces_openset`` compares the rules).
-- ``identify`` is open-set: ``"unknown"`` when the best candidate's distance is above
-  the calibrated threshold; without a calibration it still ranks (decision None).
+  own, as a :class:`~siamkit.verify.Verifier` computes them (:mod:`~siamkit.gallery.ranking`).
+- ``identify`` is open-set: ``"unknown"`` above the calibrated threshold (uncalibrated: it still ranks).
 - Opening a gallery with another model than the one it was built with is refused
   (embeddings of two models are not comparable); :meth:`Gallery.reembed` /
-  :meth:`Gallery.migrate` recompute every embedding from the stored inputs.
+  :meth:`Gallery.migrate` recompute every embedding from the stored inputs. A handle
+  whose gallery another process re-embedded refuses until :meth:`Gallery.adopt_model`
+  (:mod:`~siamkit.gallery.model_guard`).
 - Enrolling an identity that already exists is an error (:class:`IdentityExistsError`),
   not a silent merge: two people given the same name by mistake must not become one
   record. Add samples to an identity with :meth:`Gallery.add_samples`.
@@ -24,8 +24,6 @@ Example:
     >>> g.enroll("alice", ["alice1.png", "alice2.png"], metadata={"team": "R&D"})  # doctest: +SKIP
     >>> g.identify("door-camera.png", k=5).decision                           # doctest: +SKIP
     'alice'
-    >>> g.verify("alice", "badge-photo.png").same                             # doctest: +SKIP
-    True
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ from ..verify import Verifier
 from .backend import GalleryBackend
 from .cache import GalleryCache
 from .inputs import embed_batch, embed_stored, prepare_inputs
-from .model import model_hash, model_meta, resolve_model
+from .model import check_same_model, model_hash, model_meta, resolve_model
 from .opening import open_checked_store, watch_changes
 from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank, verification
 from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
@@ -59,17 +57,8 @@ from .snapshot import SnapshotView
 from .store_schema import StoredSample, check_identity
 from .written import record_after_write
 
-__all__ = [
-    "Gallery",
-    "IdentityRecord",
-    "SampleInfo",
-    "GalleryVerification",
-    "Candidate",
-    "Identification",
-    "model_hash",
-    "SCORING_RULES",
-    "UNKNOWN",
-]
+__all__ = ["Gallery", "IdentityRecord", "SampleInfo", "GalleryVerification", "Candidate", "Identification", "model_hash",
+           "SCORING_RULES", "UNKNOWN"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +170,20 @@ class Gallery:
             raise
         return g
 
+    def adopt_model(self, model: ModelLike, *, calibrator: Calibrator | None = None) -> None:
+        """Serve with the model another process re-embedded the gallery with (queries and writes
+        raise GalleryModelChangedError until then; ModelMismatchError for another model).
+
+        Args:
+            model: the gallery's new model (as for :meth:`open`); calibrator: its calibration, with a bare network.
+        """
+        net, cal = resolve_model(model, calibrator)
+        with self._lock:
+            check_same_model(self.store.meta(), model_meta(net), self.path)  # type: ignore[arg-type]
+            self.network, self.calibrator, self.store.model_hash = net, cal, model_hash(net)  # type: ignore[arg-type]
+            self._cache.reset()
+            self._attach(self.store.model_hash)
+
     def _attach(self, this_hash: str | None) -> None:
         """Read the stored meta and whether it was built with this handle's model."""
         self._meta = self.store.meta()
@@ -255,9 +258,7 @@ class Gallery:
         if self.network is None:
             raise GalleryError(f"{what} needs a model: open the gallery with one")
         if not self._model_ok:
-            raise ModelMismatchError(
-                f"gallery {self.path} holds embeddings of another model; run reembed() before {what}"
-            )
+            raise ModelMismatchError(f"gallery {self.path} holds embeddings of another model; run reembed() before {what}")
         return self.network
 
     def _embed(self, inputs: Any, what: str, *, one: bool = False) -> tuple[torch.Tensor, list[StoredSample]]:
@@ -481,9 +482,8 @@ class Gallery:
             The number of samples re-embedded.
 
         Raises:
-            GalleryError: some samples were enrolled without keeping their input
-                (``keep_inputs=False``), a stored input does not fit the new model, or
-                another process wrote during the re-embedding (nothing is changed).
+            GalleryError: some inputs were not kept (``keep_inputs=False``) or do not fit the new
+                model, or another process wrote during the re-embedding (nothing is changed).
         """
         net, cal = resolve_model(model, calibrator)
         assert net is not None

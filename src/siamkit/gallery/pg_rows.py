@@ -6,34 +6,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .._pg import first_line, redact_url
 from ..errors import GalleryFileError
 from .pg_schema import KEEP_CHANGES, NOTIFY_CHANNEL, check_meta, init_meta_rows, migrate
 from .snapshot import Snapshot
 
 __all__ = ["Change", "finish_write", "gallery_id_of", "redact_url", "first_line", "write_meta", "init_database", "read_snapshot", "read_changes", "rows_to_snapshot", "rows_to_changes"]
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password (for messages and logs).
-
-    Args:
-        url: ``postgresql://user:password@host:port/db?...``.
-
-    Returns:
-        The URL with the password replaced by ``***``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 @dataclass
@@ -53,11 +36,6 @@ class Change:
     identity: str | None
     sample_ids: list[int]
     embeddings: np.ndarray | None = None
-
-
-def first_line(e: BaseException) -> str:
-    """A driver error's first line (at most 300 characters)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def write_meta(cur: Any, updates: dict[str, Any]) -> None:
@@ -252,3 +230,77 @@ def finish_write(
     gid = gallery_id_of(cur)
     cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{gid}:{new}"))
     return gid
+
+
+def insert_samples(cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Insert sample rows, pipelined.
+
+    Args:
+        cur: a write transaction's cursor.
+        rows: (identity, embedding, sample, format, shape, metadata, created) each.
+
+    Returns:
+        Their new ids (increasing, in order).
+    """
+    cur.executemany(
+        "INSERT INTO samples(identity_id, embedding, sample, sample_format, sample_shape, metadata, created) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        rows, returning=True,
+    )
+    ids = []
+    while True:
+        ids.append(int(cur.fetchone()[0]))
+        if not cur.nextset():
+            break
+    return ids
+
+
+def insert_identities(
+    cur: Any, old: int, prepared: Sequence[tuple[str, str, list[tuple[Any, ...]]]], insert: Any = None
+) -> tuple[str, list[tuple[int, int, list[int]]]]:
+    """Enrol new identities inside the caller's write transaction (holding the generation
+    row's lock at ``old``): a few pipelined statements for the whole batch, one generation,
+    change row and audit event per identity, one NOTIFY (of the last generation).
+
+    Args:
+        cur: the write transaction's cursor.
+        old: the generation it read.
+        prepared: (identity, metadata JSON, sample rows) each (:func:`~siamkit.gallery.bulk_rows.enrol_rows`).
+        insert: inserts sample rows, returning their ids (default :func:`insert_samples`).
+
+    Returns:
+        (the gallery's id, per identity (generation before, after, new sample ids)).
+
+    Raises:
+        IdentityExistsError: one of them is enrolled already (the caller's transaction rolls back).
+    """
+    from .bulk_rows import exists_error
+
+    names = [p[0] for p in prepared]
+    cur.execute("SELECT i.id, COUNT(s.id) FROM identities i LEFT JOIN samples s ON s.identity_id = i.id WHERE i.id = ANY(%s) GROUP BY i.id", (names,))
+    found = dict(cur.fetchall())
+    if found:
+        first = next(n for n in names if n in found)
+        raise exists_error(first, int(found[first]))
+    now = time.time()
+    cur.executemany("INSERT INTO identities(id, metadata, created, updated) VALUES (%s, %s, %s, %s)", [(n, m, now, now) for n, m, _ in prepared])
+    ids = (insert or insert_samples)(cur, [r for _, _, rows in prepared for r in rows])
+    done, at = [], 0
+    for i, (_, _, rows) in enumerate(prepared):
+        done.append((old + i, old + i + 1, ids[at : at + len(rows)]))
+        at += len(rows)
+    new = old + len(prepared)
+    cur.execute("UPDATE meta SET value = %s WHERE key = 'generation'", (json.dumps(new),))
+    cur.executemany(
+        "INSERT INTO changes(generation, action, identity_id, first_sample, last_sample) VALUES (%s, 'add', %s, %s, %s)",
+        [(g_new, n, s[0], s[-1]) for n, (_, g_new, s) in zip(names, done)],
+    )
+    if new // 100 != old // 100:
+        cur.execute("DELETE FROM changes WHERE generation <= %s", (new - KEEP_CHANGES,))
+    cur.executemany(
+        "INSERT INTO audit(time, action, identity_id, n_samples, detail) VALUES (%s, 'enroll', %s, %s, %s)",
+        [(now, n, len(s), json.dumps({"sample_ids": [s[0], s[-1]]}, sort_keys=True)) for n, (_, _, s) in zip(names, done)],
+    )
+    gid = gallery_id_of(cur)
+    cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{gid}:{new}"))
+    return gid, done

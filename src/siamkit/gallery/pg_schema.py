@@ -32,6 +32,7 @@ import uuid
 from typing import Any
 
 from .. import __version__
+from .._pg import apply_migrations
 from ..errors import GalleryFileError
 from .store_schema import REQUIRED_META
 
@@ -77,22 +78,13 @@ def migrate(cur: Any, where: str) -> int:
     Raises:
         GalleryFileError: the database was written by a newer siamkit.
     """
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-    cur.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
-    )
-    cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-    found = int(cur.fetchone()[0])
-    if found > PG_SCHEMA_VERSION:
-        raise GalleryFileError(
+    def newer(found: int, known: int) -> GalleryFileError:
+        return GalleryFileError(
             f"{where} has gallery schema version {found}, written by a newer siamkit; "
-            f"this siamkit ({__version__}) reads version {PG_SCHEMA_VERSION}"
+            f"this siamkit ({__version__}) reads version {known}"
         )
-    for version in range(found + 1, PG_SCHEMA_VERSION + 1):
-        for stmt in MIGRATIONS[version]:
-            cur.execute(stmt)
-        cur.execute("INSERT INTO schema_version(version, applied) VALUES (%s, %s)", (version, time.time()))
-    return found
+
+    return apply_migrations(cur, MIGRATIONS, table="schema_version", lock_key=_MIGRATION_LOCK, newer=newer)
 
 
 def init_meta_rows(init_meta: dict[str, Any]) -> list[tuple[str, str]]:

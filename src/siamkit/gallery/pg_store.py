@@ -29,23 +29,28 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .._pg import CONNECT_TIMEOUT, POOL_SIZE, make_pool
 from ..errors import (
     GalleryError,
     GalleryFileError,
     GalleryLockedError,
     GalleryUnavailableError,
-    IdentityExistsError,
     UnknownIdentityError,
 )
-from .pg_rows import Change, finish_write, first_line, gallery_id_of, init_database, read_changes, read_snapshot, redact_url, write_meta
+from .pg_rows import (
+    Change, finish_write, first_line, gallery_id_of, init_database, insert_identities, insert_samples, read_changes, read_snapshot,
+    redact_url, write_meta,
+)
+from .bulk_rows import EnrolEntry, check_distinct, enrol_rows
+from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
-    StoredSample, audit_record, check_identity, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
+    StoredSample, audit_record, identity_detail, identity_record, json_object, new_sample_rows, stored_samples,
 )
 
 try:
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import PoolTimeout
 except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
@@ -53,10 +58,6 @@ __all__ = ["PgGalleryStore", "Change", "redact_url"]
 
 logger = logging.getLogger(__name__)
 
-#: most connections one process's pool opens
-POOL_SIZE = 8
-#: seconds one connection attempt may take
-CONNECT_TIMEOUT = 3
 #: seconds a call waits for a pooled connection (while the server is down: then unavailable)
 CHECKOUT_TIMEOUT = 3.0
 #: gallery id -> the newest generation a handle of this process committed (read-your-writes
@@ -84,6 +85,9 @@ class PgGalleryStore:
         self._pool: Any = pool
         self._listener: Any = None
         self._gid = ""
+        self._mine = threading.local()  # .generation: what this thread's write transaction reached
+        #: the model hash writes of embeddings must match (None: not checked); see model_guard
+        self.model_hash: str | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -119,18 +123,9 @@ class PgGalleryStore:
             raise GalleryUnavailableError(f"cannot reach the gallery database {where}: {first_line(e)}") from None
         except psycopg.Error as e:
             raise GalleryFileError(f"{where} is not a usable siamkit gallery ({first_line(e)})") from None
-        lock_ms = int(timeout * 1000)
-
-        def configure(con: Any) -> None:
-            con.execute(f"SET lock_timeout = {lock_ms}")
-
-        pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, timeout=timeout, open=False, configure=configure,
-            check=ConnectionPool.check_connection, reconnect_timeout=365 * 86400.0,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, name="siamkit-gallery",
-        )
-        pool.open(wait=False)
-        return cls(url, pool, timeout)
+        store = cls(url, make_pool(url, timeout=timeout, name="siamkit-gallery", max_size=POOL_SIZE), timeout)
+        store.model_hash = (init_meta or {}).get("model_hash")
+        return store
 
     # ----------------------------------------------------------------- plumbing
 
@@ -166,14 +161,16 @@ class PgGalleryStore:
             with con.transaction(), con.cursor() as cur:
                 cur.execute("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE")
                 gen = int(json.loads(cur.fetchone()[0]))
+                self._mine.generation = gen + 1
                 yield cur, gen
         with _WRITTEN_LOCK:  # committed: every handle of this process sees it at once
-            _WRITTEN[self._gid] = max(_WRITTEN.get(self._gid, -1), gen + 1)
+            _WRITTEN[self._gid] = max(_WRITTEN.get(self._gid, -1), self._mine.generation)
 
     def _commit(self, cur: Any, old: int, action: str, identity: str | None, n: int, detail: dict[str, Any] | None = None,
                 ids: Sequence[int] = ()) -> tuple[int, int]:
         """The end of every write (:func:`~siamkit.gallery.pg_rows.finish_write`)."""
         self._gid = finish_write(cur, old, action, identity, n, detail, ids)
+        self._mine.generation = old + 1  # this thread's transaction (a bulk write commits several)
         return old, old + 1
 
     def subscribe(self, callback: Callable[[int | None], None]) -> None:
@@ -329,19 +326,8 @@ class PgGalleryStore:
     # ----------------------------------------------------------------- writes
 
     def _insert_sample_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> list[int]:
-        """Insert sample rows (identity, embedding, sample, format, shape, metadata, created);
-        returns their new ids (increasing)."""
-        cur.executemany(
-            "INSERT INTO samples(identity_id, embedding, sample, sample_format, sample_shape, metadata, created) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            rows, returning=True,
-        )
-        ids = []
-        while True:
-            ids.append(int(cur.fetchone()[0]))
-            if not cur.nextset():
-                break
-        return ids
+        """Insert sample rows; returns their new ids (increasing)."""
+        return insert_samples(cur, rows)
 
     def add_identity(
         self,
@@ -365,23 +351,27 @@ class PgGalleryStore:
         Raises:
             IdentityExistsError: the identity is already enrolled (nothing is written).
         """
-        check_identity(identity)
-        meta_json = json_object(metadata, "identity metadata")
-        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
+        return self.add_identities([(identity, embeddings, samples, metadata, sample_metadata)])[0]
+
+    def add_identities(self, entries: Sequence[EnrolEntry]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in ONE transaction, all or none (see
+        :meth:`siamkit.gallery.store.GalleryStore.add_identities`).
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each.
+
+        Returns:
+            Per identity: (generation before, after, new sample ids); one generation each.
+        """
+        prepared = [enrol_rows(*e) for e in entries]
+        check_distinct([p[0] for p in prepared])
+        if not prepared:
+            return []
         with self._write() as (cur, gen):
-            cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = %s", (identity,))
-            n_old = cur.fetchone()[0]
-            cur.execute("SELECT 1 FROM identities WHERE id = %s", (identity,))
-            if cur.fetchone() is not None:
-                raise IdentityExistsError(
-                    f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
-                    "add_samples (`siamkit gallery add`), or remove it first"
-                )
-            now = time.time()
-            cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (%s, %s, %s, %s)", (identity, meta_json, now, now))
-            ids = self._insert_sample_rows(cur, rows)
-            old, new = self._commit(cur, gen, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]}, ids)
-        return old, new, ids
+            check_in_transaction(cur, self.model_hash, self.path)
+            self._gid, done = insert_identities(cur, gen, prepared, self._insert_sample_rows)
+            self._mine.generation = gen + len(prepared)
+        return done
 
     def add_samples(
         self,
@@ -405,6 +395,7 @@ class PgGalleryStore:
         """
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._write() as (cur, gen):
+            check_in_transaction(cur, self.model_hash, self.path)
             cur.execute("UPDATE identities SET updated = %s WHERE id = %s", (time.time(), identity))
             if cur.rowcount == 0:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")
@@ -473,7 +464,9 @@ class PgGalleryStore:
             )
             write_meta(cur, meta_updates)
             detail = {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")}
-            return self._commit(cur, gen, "reembed", None, len(sample_ids), detail)
+            done = self._commit(cur, gen, "reembed", None, len(sample_ids), detail)
+        self.model_hash = meta_updates.get("model_hash", self.model_hash)
+        return done
 
     def set_meta(self, updates: dict[str, Any]) -> None:
         """Update meta values in one transaction (bumps the generation)."""

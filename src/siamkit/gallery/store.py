@@ -29,6 +29,8 @@ import numpy as np
 
 from .._sqlite import connect, immediate_transaction
 from ..errors import GalleryError, GalleryFileError, GalleryLockedError, IdentityExistsError, ModelMismatchError, UnknownIdentityError
+from .bulk_rows import EnrolEntry, check_distinct, enrol_rows, exists_error
+from .model_guard import check_in_transaction
 from .snapshot import Snapshot
 from .store_schema import (
     SCHEMA_VERSION,
@@ -82,6 +84,8 @@ class GalleryStore:
         self.path = path
         self._con: sqlite3.Connection | None = connection
         self._lock = threading.RLock()
+        #: the model hash writes of embeddings must match (None: not checked); see model_guard
+        self.model_hash: str | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -135,6 +139,7 @@ class GalleryStore:
         except BaseException:
             con.close()
             raise
+        store.model_hash = (init_meta or {}).get("model_hash")
         return store
 
     def _init_schema(self, init_meta: dict[str, Any] | None) -> None:
@@ -346,22 +351,37 @@ class GalleryStore:
         Raises:
             IdentityExistsError: the identity is already enrolled (nothing is written).
         """
-        check_identity(identity)
-        meta_json = json_object(metadata, "identity metadata")
-        rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "enrolling")
+        return self.add_identities([(identity, embeddings, samples, metadata, sample_metadata)])[0]
+
+    def add_identities(self, entries: Sequence[EnrolEntry]) -> list[tuple[int, int, list[int]]]:
+        """Enrol several new identities in ONE transaction (a bulk load): all or none.
+
+        Args:
+            entries: (identity, embeddings, samples, metadata, sample_metadata) each, as
+                for :meth:`add_identity`.
+
+        Returns:
+            Per identity, in order: (generation before, after, new sample ids); every
+            identity is its own generation, so followers apply them one by one.
+
+        Raises:
+            IdentityExistsError: one of them is enrolled already (nothing is written).
+        """
+        prepared = [enrol_rows(*e) for e in entries]
+        check_distinct([p[0] for p in prepared])
         with self._transaction() as cur:
-            n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
-            if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
-                raise IdentityExistsError(
-                    f"identity {identity!r} is already enrolled ({n_old} samples); add samples to it with "
-                    "add_samples (`siamkit gallery add`), or remove it first"
-                )
-            now = time.time()
-            cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (?, ?, ?, ?)", (identity, meta_json, now, now))
-            ids = self._insert_sample_rows(cur, rows)
-            old, new = self._bump(cur)
-            insert_audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
-        return old, new, ids
+            check_in_transaction(cur, self.model_hash, self.path)
+            done = []
+            for identity, meta_json, rows in prepared:
+                n_old = cur.execute("SELECT COUNT(*) FROM samples WHERE identity_id = ?", (identity,)).fetchone()[0]
+                if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is not None:
+                    raise exists_error(identity, n_old)
+                now = time.time()
+                cur.execute("INSERT INTO identities(id, metadata, created, updated) VALUES (?, ?, ?, ?)", (identity, meta_json, now, now))
+                ids = self._insert_sample_rows(cur, rows)
+                done.append((*self._bump(cur), ids))
+                insert_audit(cur, "enroll", identity, len(ids), {"sample_ids": [ids[0], ids[-1]]})
+        return done
 
     def add_samples(
         self,
@@ -387,6 +407,7 @@ class GalleryStore:
         """
         rows = new_sample_rows(identity, embeddings, samples, sample_metadata, "adding samples to")
         with self._transaction() as cur:
+            check_in_transaction(cur, self.model_hash, self.path)
             if cur.execute("SELECT 1 FROM identities WHERE id = ?", (identity,)).fetchone() is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled; enrol it first")
             ids = self._insert_sample_rows(cur, rows)
@@ -469,6 +490,7 @@ class GalleryStore:
             write_meta(cur, meta_updates)
             old, new = self._bump(cur)
             insert_audit(cur, "reembed", None, len(sample_ids), {k: meta_updates.get(k) for k in ("model_fingerprint", "model_hash")})
+        self.model_hash = meta_updates.get("model_hash", self.model_hash)
         return old, new
 
     def set_meta(self, updates: dict[str, Any]) -> None:

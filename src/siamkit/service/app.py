@@ -124,8 +124,8 @@ def create_app_from_env() -> FastAPI:
         raise SiamkitError(f"set {', '.join(missing)}")
     return create_app(
         ServiceSettings(
-            model=Path(env["SIAMKIT_MODEL"]), keys=Path(env["SIAMKIT_KEYS"]),
+            model=Path(env["SIAMKIT_MODEL"]), keys=gallery_location(env["SIAMKIT_KEYS"]),
             gallery=gallery_location(env["SIAMKIT_GALLERY"]) if env.get("SIAMKIT_GALLERY") else None,
-            feedback=Path(env["SIAMKIT_FEEDBACK"]) if env.get("SIAMKIT_FEEDBACK") else None,
+            feedback=gallery_location(env["SIAMKIT_FEEDBACK"]) if env.get("SIAMKIT_FEEDBACK") else None,
         )
     )

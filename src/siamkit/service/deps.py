@@ -21,13 +21,15 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import SiamkitError
+from ..errors import GalleryModelChangedError, SiamkitError
 from ..verify import Verifier
 from .errors import ApiError, library_error
-from ..feedback import FeedbackStore, default_feedback_path
+from ..feedback import FeedbackStore, default_feedback_path, open_feedback
 from .images import UploadError, decode_image
 from .metrics import ServiceMetrics
+from .model_reload import ModelFollower
 from .ratelimit import KdfGate
+from .pg_keys import open_keys
 from .security import KeyStore, Principal
 from .settings import ServiceSettings
 
@@ -80,7 +82,7 @@ class ServiceState:
         except ValueError as e:
             raise SiamkitError(f"cannot serve {settings.model}: {e}") from None
         self.fingerprint: str | None = getattr(net, "fingerprint", None)
-        self.keys = settings.keys if isinstance(settings.keys, KeyStore) else KeyStore.load(settings.keys)
+        self.keys = settings.keys if isinstance(settings.keys, KeyStore) else open_keys(settings.keys)
         rate = settings.auth_rate
         self.kdf_gate = None if rate is None else KdfGate(rate, max(1.0, rate * settings.rate_burst))
         if len(self.keys) == 0:
@@ -91,10 +93,10 @@ class ServiceState:
             if settings.gallery is not None:
                 self.gallery = Gallery.open(settings.gallery, self.verifier, create=True, index=settings.index)
             fb = settings.feedback
-            if fb is None and settings.gallery is not None and not is_database_url(settings.gallery):
-                fb = default_feedback_path(settings.gallery)
+            if fb is None and settings.gallery is not None:  # a database gallery: its database
+                fb = settings.gallery if is_database_url(settings.gallery) else default_feedback_path(settings.gallery)
             if fb is not None:
-                self.feedback = FeedbackStore.open(fb)
+                self.feedback = open_feedback(fb)
         except BaseException:
             self.close()
             raise
@@ -102,10 +104,11 @@ class ServiceState:
         self.inference = threading.BoundedSemaphore(max(1, int(n)))
         self.write_lock = threading.Lock()
         self.metrics = ServiceMetrics()
+        self.model_follower = ModelFollower()
 
     def close(self) -> None:
         """Close the gallery and the feedback store (errors are ignored)."""
-        for thing in (self.gallery, self.feedback):
+        for thing in (self.gallery, self.feedback, self.keys):
             if thing is not None:
                 with contextlib.suppress(Exception):
                     thing.close()
@@ -181,7 +184,12 @@ class ServiceState:
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], *, write: bool) -> Any:
         with self.write_lock if write else contextlib.nullcontext(), self.inference:
             try:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except GalleryModelChangedError:  # re-embedded elsewhere: our model folder may hold the new model
+                    if not self.model_follower.adopt(self):
+                        raise
+                    return fn(*args)
             except (UploadError, HTTPException):
                 raise
             except SiamkitError as e:

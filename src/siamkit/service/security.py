@@ -154,6 +154,9 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def close(self) -> None:
+        """Nothing for a file or in-memory store (a database's closes its connections)."""
+
     @property
     def records(self) -> list[ApiKeyRecord]:
         return list(self._by_id.values())

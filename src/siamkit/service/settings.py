@@ -18,13 +18,14 @@ class ServiceSettings:
 
     Attributes:
         model: the model folder (with its calibration.json, if calibrated).
-        keys: the API keys file, or a :class:`KeyStore` (required: the service has no
-            anonymous mode).
+        keys: the API keys file, a ``postgresql://`` URL (shared by every instance), or a
+            :class:`KeyStore` (required: the service has no anonymous mode).
         gallery: the gallery SQLite file (created if missing), or a PostgreSQL URL
             ``postgresql://...`` shared by several instances; None disables the gallery
             endpoints (503).
-        feedback: the feedback SQLite file; None = ``GALLERY.feedback.sqlite`` (or no
-            feedback endpoint when there is no gallery file either, e.g. a PostgreSQL gallery).
+        feedback: the feedback SQLite file or a ``postgresql://`` URL; None =
+            ``GALLERY.feedback.sqlite``, a PostgreSQL gallery's own database, or no feedback
+            endpoint without a gallery.
         limits: request / image / batch limits.
         public_metrics: serve ``/metrics`` without a key (True) or only to read keys.
         max_inference: concurrent decode + embed jobs (default: the CPU count).
@@ -39,9 +40,9 @@ class ServiceSettings:
     """
 
     model: Path
-    keys: Path | KeyStore
+    keys: Path | str | KeyStore
     gallery: Path | str | None = None
-    feedback: Path | None = None
+    feedback: Path | str | None = None
     limits: Limits = field(default_factory=Limits)
     public_metrics: bool = True
     max_inference: int | None = None

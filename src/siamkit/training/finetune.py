@@ -50,7 +50,7 @@ from ..data.images import to_float
 from ..data.splits import permute_classes
 from ..errors import DataError, FinetuneRefused, SiamkitError
 from ..evaluation.metrics import verification_metrics
-from ..feedback import FeedbackPairs, FeedbackStore, Screening, feedback_pairs, screen_reports
+from ..feedback import FeedbackPairs, Screening, feedback_pairs, open_feedback, screen_reports
 from ..gallery import Gallery
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..io import load_model, save_model
@@ -140,7 +140,7 @@ def _load_feedback(
     """The number of candidate reports (``new`` or ``held``), the pairs of those that may
     teach (:func:`~siamkit.feedback.screen_reports`), and the screening. Reports newly
     found contradicted are marked ``held`` (audited) whatever happens next."""
-    with FeedbackStore.open(feedback_db, create=False) as store:
+    with open_feedback(feedback_db, create=False) as store:
         records = store.list(status="new") + store.list(status="held")
         screening = screen_reports(records, min_reporters=min_reporters)
         newly_held = [r.id for r in records if r.id in set(screening.held) and r.status != "held"]
@@ -388,7 +388,7 @@ def finetune(
     new_cal.save(out_dir)
     report["to_model"] = net.fingerprint
     write_json_atomic(out_dir / "finetune_report.json", report)
-    with FeedbackStore.open(feedback_db, create=False) as store:
+    with open_feedback(feedback_db, create=False) as store:
         store.set_status(fb.used_ids, "used", actor=actor)
         store.audit(actor, "finetune", str(out_dir), {"from": old.fingerprint, "to": net.fingerprint, "feedback": fb.used_ids})
     if reembed_gallery and gallery is not None:

@@ -80,6 +80,8 @@ def test_model_folder_is_exported_at_start_and_removed_on_close(model: Path, key
     tmp = v.exported_to
     assert tmp is not None and (tmp / "model.onnx").is_file()
     with TestClient(app, raise_server_exceptions=False) as c:
+        h = c.get("/healthz")
+        assert h.status_code == 200 and h.json()["calibrated"] is True and h.json()["gallery"] is None
         r = c.post("/v1/verify", files=pair(*PAIRS[0]), headers={"X-API-Key": keys[1]})
         assert r.status_code == 200 and r.json()["decision"] == "same"
         bad = c.post("/v1/verify", files=pair(b"not an image at all", PAIRS[0][1]), headers={"X-API-Key": keys[1]})

@@ -46,6 +46,7 @@ class OnnxServiceVerifier:
     Attributes:
         onnx: the :class:`OnnxVerifier`.
         network: ``input_spec`` and ``fingerprint``.
+        calibrator: the manifest's calibration (None: not calibrated), as ``/healthz`` reads it.
         exported_to: the temporary export folder when the model folder was exported at
             start-up (else None).
     """
@@ -57,6 +58,7 @@ class OnnxServiceVerifier:
         self._tmp = tmp  # kept alive: its finalizer removes the folder at exit
         self.exported_to = Path(tmp.name) if tmp is not None else None
         self.network = SimpleNamespace(input_spec=onnx.input_spec, fingerprint=onnx.manifest.get("fingerprint"))
+        self.calibrator = onnx.calibration
 
     def verify(self, a: Any, b: Any) -> PairDecision:
         """One pair of decoded inputs (uint8 (C, H, W) tensors or arrays).

@@ -28,7 +28,7 @@ def main() -> int:
     return miners_main([
         "--batches", "512,2048,8192", "--methods", "batch_hard,semi_hard", "--no-doc",
         "--out", str(RESULTS / "perf_losses.json"), "--repeats-mid", "7", "--repeats-large", "3",
-        "--max-rss-gb", "4", "--step-timeout", "60", *extra,
+        "--max-rss-gb", "4", "--step-timeout", "60", "--retries", "1", "--idle-wait", "30", *extra,
     ])
 
 

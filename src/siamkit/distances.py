@@ -98,11 +98,20 @@ def _abs_diff(xs: np.ndarray, ys: np.ndarray, buf: np.ndarray, _buf2: np.ndarray
     np.abs(buf, out=buf)
 
 
-def _unit_product(xs: np.ndarray, ys: np.ndarray, buf: np.ndarray, buf2: np.ndarray) -> None:
-    # F.normalize's arithmetic: x / max(||x||, eps), then the product
-    np.divide(xs, np.maximum(np.sqrt(np.einsum("ij,ij->i", xs, xs)), _EPS)[:, None], out=buf)
-    np.divide(ys, np.maximum(np.sqrt(np.einsum("ij,ij->i", ys, ys)), _EPS)[:, None], out=buf2)
-    np.multiply(buf, buf2, out=buf)
+def _cosine_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` of row pairs in row chunks: three einsum dot products per chunk (x.y,
+    x.x, y.y), no temporaries; F.normalize's eps rule (``max(||x||, eps)``)."""
+    xn, yn = x.detach().numpy(), y.detach().numpy()
+    n, dim = xn.shape
+    rows = max(1, _STREAM_ELEMENTS // max(1, dim))
+    dot, xx, yy = (np.empty(n, dtype=xn.dtype) for _ in range(3))
+    for i in range(0, n, rows):
+        xs, ys = xn[i : i + rows], yn[i : i + rows]
+        np.einsum("ij,ij->i", xs, ys, out=dot[i : i + rows])
+        np.einsum("ij,ij->i", xs, xs, out=xx[i : i + rows])
+        np.einsum("ij,ij->i", ys, ys, out=yy[i : i + rows])
+    norms = np.maximum(np.sqrt(xx), _EPS) * np.maximum(np.sqrt(yy), _EPS)
+    return torch.from_numpy(1.0 - dot / norms)
 
 
 def _check(x: torch.Tensor, y: torch.Tensor, paired: bool) -> None:
@@ -323,7 +332,7 @@ class CosineDistance(BaseDistance):
         return 1.0 - (F.normalize(x, dim=1, eps=_EPS) * F.normalize(y, dim=1, eps=_EPS)).sum(1)
 
     def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        return 1.0 - _stream_rows(x, y, _unit_product)
+        return _cosine_rows(x, y)
 
     def to_score(self, distance: torch.Tensor) -> torch.Tensor:
         return 1.0 - distance / 2.0

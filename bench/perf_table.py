@@ -142,10 +142,21 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
                  "0.16 of memcpy. Torch row chunks through reused buffers fixed the faults but, with 2 threads on the loaded "
                  "machine, spent 8.6 s in OpenMP barriers (one parallel region per small op). Fix: gradient-free "
                  "`BaseDistance.paired` streams 512 kB row chunks through reused numpy buffers (single-threaded, no "
-                 "temporaries): same numbers (tested against the one-shot path and scipy).")
+                 "temporaries; cosine: three einsum dot products per chunk): same numbers (tested against the one-shot path "
+                 "and scipy). A first timed run of the streamed code had cosine (normalise, then multiply) at 0.47.")
+    lines.append("- Loss + miner: measured at load ~11 (other jobs took 1.4-1.7 cores during the cases, column `other cores` "
+                 "of perf_losses.json), so the ratios are noisier than the idle run of the *Miner + loss* section (batch-hard "
+                 "3.0x / 4.6x at 512 / 2048 there). torch.profiler of batch-hard at 512 (1 thread): `aten::argmax` / "
+                 "`argmin` (torch's CPU arg-reductions are not vectorised: ~20x `amax` at 2048 columns) and the masked "
+                 "copies of the N x N matrix lead; a vectorised first-index-of-max replacement was tried and could not be "
+                 "shown faster under this load, so it is not in. PML's semi-hard miner at 8192 passed 4 GB (it enumerates "
+                 "all batch^3 triplets) and was killed; siamkit's ran in O(batch^2).")
     if svc and svc.get("py_spy_top"):
         top = ", ".join(f"{t['function']} {t['share']:.0%}" for t in svc["py_spy_top"][:6])
-        lines.append(f"- Service (py-spy on the torch server at concurrency 32, self samples): {top}.")
+        lines.append(f"- Service (py-spy on the torch server at concurrency 32, self samples of all threads, idle waits "
+                     f"included): {top}. The model's own frames are a few percent: at 2 inference jobs on 2 shared cores the "
+                     "server is bound by the event loop and the thread-pool hand-off, not by inference, which is why the "
+                     "onnx runtime (3.5x faster as a library call) is no faster over HTTP.")
     if inf:
         lines.append(
             "- Inference (1 thread for every runtime; safe = max abs difference of the final embeddings <= 1e-4 vs eager "

@@ -99,15 +99,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: Path, keys: Path, gallery: Path, extra: Sequence[str] = (), stderr: Any = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, keys: Path, gallery: Path | None, extra: Sequence[str] = (), stderr: Any = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
     """Start ``siamkit serve`` (torch 1 thread, 2 inference jobs) on a free loopback port and
-    wait for ``/healthz``; (the process, its base URL). ``extra``: more ``serve`` options."""
+    wait for ``/healthz``; (the process, its base URL). ``extra``: more ``serve`` options;
+    ``gallery`` None: no gallery (e.g. ``--runtime onnx``)."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(keys), "--gallery", str(gallery),
+        [sys.executable, "-m", "siamkit.cli", "serve", "--model", str(model), "--keys", str(keys), *(["--gallery", str(gallery)] if gallery else []),
          "--port", str(port), "--torch-threads", "1", "--max-inference", "2", "--log-level", "warning", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=stderr,
     )

@@ -22,6 +22,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +40,78 @@ __all__ = [
 
 _EPS = 1e-12
 _REFINE = 1e-2
+
+
+#: elements per row chunk of a gradient-free :meth:`BaseDistance.paired` (512 kB float32)
+_STREAM_ELEMENTS = 1 << 17
+
+
+def _streamable(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether :meth:`BaseDistance.paired` may stream: many rows of float32 / float64 on
+    the CPU, one dtype, and no gradient wanted."""
+    if x.shape[0] * x.shape[1] <= 4 * _STREAM_ELEMENTS or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if x.dtype != y.dtype or x.device.type != "cpu" or y.device.type != "cpu":
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad))
+
+
+def _stream_rows(x: torch.Tensor, y: torch.Tensor, op: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]) -> torch.Tensor:
+    """Row sums of ``op``'s result, chunk by chunk, through buffers reused for every chunk.
+
+    numpy, not torch, runs the chunks: its element-wise ops are single-threaded, while
+    torch's start a parallel region per op, and on a loaded 2-core machine the barriers of
+    2 threads cost 8.6 s for 1M x 128-d pairs (0.44 s single-threaded; the one-shot torch
+    expression 2.9 s, most of it page faults of its three 512 MB temporaries).
+
+    Args:
+        x: embeddings.
+        y: embeddings, row by row with ``x``.
+        op: ``op(x_chunk, y_chunk, buf, buf2)`` leaves the values to sum in ``buf``.
+
+    Shapes:
+        x (N, D), y (N, D) -> (N,).
+
+    Returns:
+        The row sums.
+    """
+    xn, yn = x.detach().numpy(), y.detach().numpy()
+    n, dim = xn.shape
+    rows = max(1, _STREAM_ELEMENTS // max(1, dim))
+    out = np.empty(n, dtype=xn.dtype)
+    buf, buf2 = np.empty((rows, dim), dtype=xn.dtype), np.empty((rows, dim), dtype=xn.dtype)
+    for i in range(0, n, rows):
+        xs, ys = xn[i : i + rows], yn[i : i + rows]
+        k = xs.shape[0]
+        op(xs, ys, buf[:k], buf2[:k])
+        np.sum(buf[:k], axis=1, out=out[i : i + k])
+    return torch.from_numpy(out)
+
+
+def _sq_diff(xs: np.ndarray, ys: np.ndarray, buf: np.ndarray, _buf2: np.ndarray) -> None:
+    np.subtract(xs, ys, out=buf)
+    np.multiply(buf, buf, out=buf)
+
+
+def _abs_diff(xs: np.ndarray, ys: np.ndarray, buf: np.ndarray, _buf2: np.ndarray) -> None:
+    np.subtract(xs, ys, out=buf)
+    np.abs(buf, out=buf)
+
+
+def _cosine_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` of row pairs in row chunks: three einsum dot products per chunk (x.y,
+    x.x, y.y), no temporaries; F.normalize's eps rule (``max(||x||, eps)``)."""
+    xn, yn = x.detach().numpy(), y.detach().numpy()
+    n, dim = xn.shape
+    rows = max(1, _STREAM_ELEMENTS // max(1, dim))
+    dot, xx, yy = (np.empty(n, dtype=xn.dtype) for _ in range(3))
+    for i in range(0, n, rows):
+        xs, ys = xn[i : i + rows], yn[i : i + rows]
+        np.einsum("ij,ij->i", xs, ys, out=dot[i : i + rows])
+        np.einsum("ij,ij->i", xs, xs, out=xx[i : i + rows])
+        np.einsum("ij,ij->i", ys, ys, out=yy[i : i + rows])
+    norms = np.maximum(np.sqrt(xx), _EPS) * np.maximum(np.sqrt(yy), _EPS)
+    return torch.from_numpy(1.0 - dot / norms)
 
 
 def _check(x: torch.Tensor, y: torch.Tensor, paired: bool) -> None:
@@ -107,7 +182,17 @@ class BaseDistance:
                 their numbers of rows differ.
         """
         _check(x, y, paired=True)
+        if _streamable(x, y):
+            fast = self._paired_streamed(x, y)
+            if fast is not None:
+                return fast
         return self._paired(x, y)
+
+    def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`_paired` without gradients over many rows, in row chunks through reused
+        buffers (one pass over memory instead of one per temporary), or None where a
+        distance has no such path. Same numbers as :meth:`_paired` (tested)."""
+        return None
 
     def ranking_pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """A matrix with the same ORDER as ``pairwise`` (same argmin/argmax and strict
@@ -178,6 +263,14 @@ class SquaredEuclideanDistance(BaseDistance):
     def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((x - y) ** 2).sum(1)
 
+    def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return _stream_rows(x, y, _sq_diff)
+
+
+def _sqrt_d2(d2: torch.Tensor) -> torch.Tensor:
+    d = torch.sqrt(d2.clamp_min(_EPS))
+    return torch.where(d2 <= _EPS, d2 * 0.0, d)
+
 
 class EuclideanDistance(SquaredEuclideanDistance):
     """``||x - y||_2``, with a finite gradient at x == y."""
@@ -220,9 +313,10 @@ class EuclideanDistance(SquaredEuclideanDistance):
         return torch.where(d2 <= _EPS, d2 * 0.0, d)
 
     def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d2 = super()._paired(x, y)
-        d = torch.sqrt(d2.clamp_min(_EPS))
-        return torch.where(d2 <= _EPS, d2 * 0.0, d)
+        return _sqrt_d2(super()._paired(x, y))
+
+    def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return _sqrt_d2(_stream_rows(x, y, _sq_diff))
 
 
 class CosineDistance(BaseDistance):
@@ -236,6 +330,9 @@ class CosineDistance(BaseDistance):
 
     def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1.0 - (F.normalize(x, dim=1, eps=_EPS) * F.normalize(y, dim=1, eps=_EPS)).sum(1)
+
+    def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return _cosine_rows(x, y)
 
     def to_score(self, distance: torch.Tensor) -> torch.Tensor:
         return 1.0 - distance / 2.0
@@ -256,6 +353,9 @@ class L1Distance(BaseDistance):
 
     def _paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (x - y).abs().sum(1)
+
+    def _paired_streamed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return _stream_rows(x, y, _abs_diff)
 
 
 DISTANCES: dict[str, type[BaseDistance]] = {

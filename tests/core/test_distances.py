@@ -338,3 +338,30 @@ def test_to_score_reverses_the_distance_ranking(name):
     d = dist.pairwise(x, ys)[0]
     s = dist.to_score(d)
     assert torch.equal(torch.argsort(d), torch.argsort(s, descending=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_paired_equals_the_plain_path(name: str, dtype: torch.dtype) -> None:
+    """Without gradients, many rows go through reused row-chunk buffers (perf suite:
+    pair scoring); the numbers are those of the one-shot expression, duplicates and
+    zero rows included, and of scipy; with gradients the one-shot path runs."""
+    d = get_distance(name)
+    x = _rand(1, 5000, 130, dtype=dtype)  # 650k elements: several chunks, a partial last one
+    y = _rand(2, 5000, 130, dtype=dtype)
+    y[:7] = x[:7]  # identical rows: euclidean gives exactly 0
+    x[7:9] = 0.0  # zero rows: cosine's eps clamp
+    with torch.no_grad():
+        streamed = d.paired(x, y)
+    plain = d._paired(x, y)
+    assert streamed.shape == (5000,) and streamed.dtype == dtype
+    torch.testing.assert_close(streamed, plain, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    ref = np.array([cdist(x[i : i + 1].numpy(), y[i : i + 1].numpy(), SCIPY_METRIC[name])[0, 0] for i in range(9, 200)])
+    np.testing.assert_allclose(streamed[9:200].numpy(), ref, **TOL[dtype])
+    if name == "euclidean":
+        assert (streamed[:7] == 0).all()
+    xg = x.clone().requires_grad_(True)
+    out = d.paired(xg, y)
+    assert out.requires_grad
+    out.sum().backward()
+    assert torch.isfinite(xg.grad).all()

@@ -68,6 +68,11 @@ def serve(
     max_connections: int = typer.Option(
         256, help="Open connections at most; beyond it the one waiting longest for a request is closed."
     ),
+    runtime: str = typer.Option(
+        "torch", help="torch, or onnx: POST /v1/verify through onnxruntime (--model a `siamkit export` folder, "
+        "or a model folder exported at start-up); no --gallery."
+    ),
+    onnx_precision: Optional[str] = typer.Option(None, help="fp32 (default) or int8, with --runtime onnx."),
 ) -> None:
     """Run the HTTP service (FastAPI on uvicorn; OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
@@ -94,7 +99,7 @@ def serve(
             model=model, keys=keys, gallery=gallery, feedback=feedback, limits=limits,
             public_metrics=not private_metrics, max_inference=max_inference, index=index,
             rate_per_key=rate_per_key or None, rate_per_client=rate_per_client or None, rate_burst=rate_burst,
-            auth_rate=auth_rate or None,
+            auth_rate=auth_rate or None, runtime=runtime, onnx_precision=onnx_precision,
         )
     )
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -75,7 +75,7 @@ class ServiceState:
 
         self.settings = settings
         self.limits = settings.limits
-        self.verifier = Verifier.from_dir(settings.model)
+        self.verifier = _open_verifier(settings)
         net = self.verifier.network
         try:  # a text model (its tokenizer attached) takes texts: the /v1/text endpoints
             self.spec = None if getattr(net, "text_input", None) is not None else net.input_spec.require_image()
@@ -112,11 +112,14 @@ class ServiceState:
             if thing is not None:
                 with contextlib.suppress(Exception):
                     thing.close()
+        with contextlib.suppress(Exception):  # the onnx runtime's temporary export
+            getattr(self.verifier, "close", lambda: None)()
 
     def need_gallery(self) -> Gallery:
         """The gallery, or 503 ``no_gallery``."""
         if self.gallery is None:
-            raise ApiError(503, "no_gallery", "this service runs without a gallery (start it with --gallery FILE)")
+            hint = "" if self.settings.runtime == "torch" else " and --runtime torch"
+            raise ApiError(503, "no_gallery", f"this service runs without a gallery (start it with --gallery FILE{hint})")
         return self.gallery
 
     def need_feedback(self) -> FeedbackStore:
@@ -210,6 +213,19 @@ class ServiceState:
             self.feedback.audit(actor.name, action, target, {"key_id": actor.key_id, **(detail or {})})
         except Exception as e:  # noqa: BLE001 - the gallery wrote; its own audit table has the event too
             logger.error("could not write the audit entry %s %s: %s", action, target, e)
+
+
+def _open_verifier(settings: ServiceSettings) -> Any:
+    """The torch :class:`Verifier`, or for ``runtime="onnx"`` the ONNX one (its own module)."""
+    if settings.runtime == "torch":
+        return Verifier.from_dir(settings.model)
+    if settings.runtime != "onnx":
+        raise SiamkitError(f"the service runtime must be torch or onnx, got {settings.runtime!r}")
+    from .onnx_runtime import open_verifier
+
+    jobs = max(1, int(settings.max_inference or os.cpu_count() or 1))
+    return open_verifier(settings.model, gallery=settings.gallery, precision=settings.onnx_precision,
+                         threads=max(1, (os.cpu_count() or 1) // jobs))
 
 
 def get_state(request: Request) -> ServiceState:

@@ -35,6 +35,10 @@ class ServiceSettings:
         auth_rate: failed slow key checks (scrypt) per second per client address and per
             key id, 4x that in all, before keys not verified yet get 429 (None: no limit); see
             :class:`~siamkit.service.ratelimit.KdfGate`.
+        runtime: ``"torch"`` (the model folder's :class:`~siamkit.verify.Verifier`) or
+            ``"onnx"`` (``model`` is an export folder, or a model folder exported at
+            start-up; verify only, see :mod:`siamkit.service.onnx_runtime`).
+        onnx_precision: ``"fp32"`` / ``"int8"`` for the onnx runtime (None: fp32).
         rate_burst: how many requests above the rate a key or client may make at once,
             as seconds of its rate (the bucket holds ``max(1, rate * rate_burst)``).
     """
@@ -51,3 +55,5 @@ class ServiceSettings:
     rate_per_client: float | None = None
     rate_burst: float = 2.0
     auth_rate: float | None = None
+    runtime: str = "torch"
+    onnx_precision: str | None = None

@@ -84,8 +84,7 @@ class GalleryStore:
         self.path = path
         self._con: sqlite3.Connection | None = connection
         self._lock = threading.RLock()
-        #: the model hash writes of embeddings must match (None: not checked); see model_guard
-        self.model_hash: str | None = None
+        self.model_hash: str | None = None  # writes of embeddings must match it (None: unchecked); model_guard
 
     # ----------------------------------------------------------------- opening
 
@@ -284,13 +283,10 @@ class GalleryStore:
 
     def stored_sample(self, sample_id: int) -> tuple[str, StoredSample | None] | None:
         """One sample's identity and kept input (None: not kept); None when there is no such sample."""
+        sql = "SELECT id, sample, sample_format, sample_shape, identity_id FROM samples WHERE id = ?"
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT id, sample, sample_format, sample_shape, identity_id FROM samples WHERE id = ?", (int(sample_id),)
-            ).fetchall()
-        if not rows:
-            return None
-        return str(rows[0][4]), stored_samples([rows[0][:4]])[0][1]
+            row = self._conn().execute(sql, (int(sample_id),)).fetchone()
+        return None if row is None else (str(row[4]), stored_samples([row[:4]])[0][1])
 
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit events, newest first."""

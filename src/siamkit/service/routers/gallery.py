@@ -189,7 +189,7 @@ async def enroll(
         return g.enroll(identity, _stack(state, datas), metadata=meta)
 
     rec = await run_in_threadpool(state.run_write, work)
-    state.audit(principal, "enroll", identity, {"n_samples": rec.n_samples})
+    await run_in_threadpool(state.audit, principal, "enroll", identity, {"n_samples": rec.n_samples})
     return _identity_out(rec)
 
 
@@ -217,7 +217,7 @@ async def add_samples(
         return g.add_samples(identity, _stack(state, datas))
 
     rec = await run_in_threadpool(state.run_write, work)
-    state.audit(principal, "add_samples", identity, {"n_added": len(datas), "n_samples": rec.n_samples})
+    await run_in_threadpool(state.audit, principal, "add_samples", identity, {"n_added": len(datas), "n_samples": rec.n_samples})
     return _identity_out(rec)
 
 
@@ -236,7 +236,7 @@ async def delete_identity(
     """
     g = state.gallery_for(identity)
     n = await run_in_threadpool(state.run_write, g.remove, identity)
-    state.audit(principal, "delete", identity, {"n_samples": n})
+    await run_in_threadpool(state.audit, principal, "delete", identity, {"n_samples": n})
     return DeleteResponse(identity=identity, removed_samples=int(n))
 
 

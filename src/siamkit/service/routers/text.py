@@ -117,7 +117,7 @@ async def enroll_texts(body: TextEnrollIn, principal: Principal = Depends(requir
     g = state.gallery_for(body.identity)
     meta = None if body.metadata is None else parse_metadata(json.dumps(body.metadata), state.limits)
     rec = await run_in_threadpool(state.run_write, lambda: g.enroll(body.identity, list(body.texts), metadata=meta))
-    state.audit(principal, "enroll", body.identity, {"n_samples": rec.n_samples})
+    await run_in_threadpool(state.audit, principal, "enroll", body.identity, {"n_samples": rec.n_samples})
     return IdentityOut(**rec.to_dict())
 
 
@@ -138,7 +138,7 @@ async def add_texts(body: TextSamplesIn, identity: str = PathParam(..., min_leng
     _check_batch(body.texts, state)
     g = state.gallery_for(identity)
     rec = await run_in_threadpool(state.run_write, g.add_samples, identity, list(body.texts))
-    state.audit(principal, "add_samples", identity, {"n_added": len(body.texts), "n_samples": rec.n_samples})
+    await run_in_threadpool(state.audit, principal, "add_samples", identity, {"n_added": len(body.texts), "n_samples": rec.n_samples})
     return IdentityOut(**rec.to_dict())
 
 

@@ -10,11 +10,12 @@ them lazily so that the library imports without them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.parse
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-__all__ = ["CONNECT_TIMEOUT", "DATABASE_SCHEMES", "POOL_SIZE", "is_database_url", "apply_migrations", "first_line", "make_pool", "redact_url"]
+__all__ = ["CONNECT_TIMEOUT", "DATABASE_SCHEMES", "POOL_SIZE", "is_database_url", "apply_migrations", "first_line", "make_pool", "pooled_connection", "redact_url"]
 
 #: most connections one store's pool opens
 POOL_SIZE = 8
@@ -87,6 +88,47 @@ def make_pool(url: str, *, timeout: float, name: str, max_size: int = POOL_SIZE)
     )
     pool.open(wait=False)
     return pool
+
+
+@contextlib.contextmanager
+def pooled_connection(
+    pool: Any,
+    *,
+    where: str,
+    store: str,
+    unavailable: type[Exception],
+    locked: type[Exception],
+    timeout: float | None = None,
+) -> Iterator[Any]:
+    """A connection from a store's pool, with the driver's errors turned into the store's.
+
+    Args:
+        pool: the store's :class:`psycopg_pool.ConnectionPool`.
+        where: the store's URL without its password (for messages).
+        store: what the store is, for messages ("gallery", "feedback store").
+        unavailable: the error for a server that is down or a pool with no connection to give.
+        locked: the error for a lock not granted within ``lock_timeout``.
+        timeout: seconds to wait for a connection (default: the pool's).
+
+    Returns:
+        A context manager yielding the connection.
+
+    Raises:
+        Exception: ``unavailable`` or ``locked``, with a one-line message ending in "try again".
+    """
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    kind = store.split()[0]
+    try:
+        with (pool.connection() if timeout is None else pool.connection(timeout=timeout)) as con:
+            yield con
+    except PoolTimeout as e:
+        raise unavailable(f"the {kind} database {where} cannot be reached ({first_line(e)}); try again") from None
+    except psycopg.errors.LockNotAvailable as e:
+        raise locked(f"{store} {where} is locked by another writer ({first_line(e)}); try again") from None
+    except psycopg.OperationalError as e:
+        raise unavailable(f"the {kind} database {where} is unavailable ({first_line(e)}); try again") from None
 
 
 def apply_migrations(

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .._pg import CONNECT_TIMEOUT, apply_migrations, first_line, is_database_url, make_pool, redact_url
+from .._pg import CONNECT_TIMEOUT, apply_migrations, first_line, is_database_url, make_pool, pooled_connection, redact_url
 from ..errors import FeedbackError, FeedbackLockedError, FeedbackUnavailableError
 from .store import FeedbackStore
 
@@ -167,21 +167,12 @@ class PgFeedbackStore(FeedbackStore):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
         pool = self._pool
         if pool is None:
             raise FeedbackError(f"feedback store {self.path} is closed")
-        try:
-            with pool.connection() as con:
-                yield con
-        except PoolTimeout as e:
-            raise FeedbackUnavailableError(f"the feedback database {self.path} cannot be reached ({first_line(e)}); try again") from None
-        except psycopg.errors.LockNotAvailable as e:
-            raise FeedbackLockedError(f"feedback store {self.path} is locked ({first_line(e)}); try again") from None
-        except psycopg.OperationalError as e:
-            raise FeedbackUnavailableError(f"the feedback database {self.path} is unavailable ({first_line(e)}); try again") from None
+        with pooled_connection(pool, where=str(self.path), store="feedback store",
+                               unavailable=FeedbackUnavailableError, locked=FeedbackLockedError) as con:
+            yield con
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:  # type: ignore[override]

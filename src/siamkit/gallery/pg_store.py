@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .._pg import CONNECT_TIMEOUT, POOL_SIZE, make_pool
+from .._pg import CONNECT_TIMEOUT, POOL_SIZE, make_pool, pooled_connection
 from ..errors import (
     GalleryError,
     GalleryFileError,
@@ -50,7 +50,6 @@ from .store_schema import (
 
 try:
     import psycopg
-    from psycopg_pool import PoolTimeout
 except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
@@ -135,14 +134,9 @@ class PgGalleryStore:
         if self._pool is None:
             raise GalleryError(f"gallery {self.path} is closed")
         try:
-            with self._pool.connection(timeout=min(self.timeout, CHECKOUT_TIMEOUT)) as con:
+            with pooled_connection(self._pool, where=str(self.path), store="gallery", unavailable=GalleryUnavailableError,
+                                   locked=GalleryLockedError, timeout=min(self.timeout, CHECKOUT_TIMEOUT)) as con:
                 yield con
-        except PoolTimeout as e:
-            raise GalleryUnavailableError(f"the gallery database {self.path} cannot be reached ({first_line(e)}); try again") from None
-        except psycopg.errors.LockNotAvailable as e:
-            raise GalleryLockedError(f"gallery {self.path} is locked by another writer ({first_line(e)}); try again") from None
-        except psycopg.OperationalError as e:
-            raise GalleryUnavailableError(f"the gallery database {self.path} is unavailable ({first_line(e)}); try again") from None
         except psycopg.errors.UndefinedTable as e:
             raise GalleryFileError(f"{self.path} is damaged: {first_line(e)}") from None
 

@@ -141,8 +141,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)} or None, got {quantize!r}")
-    from ..text import is_text_model
+    from ..text import is_text_model, text_settings
 
+    if is_text_model(model_dir) and (text_settings(model_dir) or {}).get("tokenizer") == "word":
+        from .seq_writer import export_sequence_onnx  # a from-scratch twin: rnn / transformer_seq
+
+        return export_sequence_onnx(model_dir, out, quantize=quantize)
     if is_text_model(model_dir):  # token ids in, the tokenizer beside the graph
         from .text_writer import export_text_onnx
 

@@ -7,6 +7,8 @@ Parts (bench/results/text.json: accuracy; text_speed.json: speed):
 
     # accuracy (1 thread, no lock needed)
     HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text.py --part accuracy
+    # only the from-scratch twins (the shipped sts-gru / sts-transformer recipes) + TF-IDF / LSA
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text.py --part scratch
     # speed (under the timing lock)
     HF_HUB_OFFLINE=1 PYTHONPATH=src OMP_NUM_THREADS=2 python bench/bench_text.py --part speed
     # the int8 / fp32 ONNX path vs sentence-transformers (under the timing lock; text_onnx.json)
@@ -32,12 +34,15 @@ from _common import RESULTS, SHARED_DATA, machine, machine_line, replace_doc_sec
 from siamkit.data.text import load_text_pairs
 from siamkit.evaluation.text import correlations
 from siamkit.text import pretrained_twin, scratch_twin
+from siamkit.training.recipes import load_text_recipe
 from siamkit.training.text import TextTrainConfig, fit_text_pairs
 
 NAME = "text"
 SPEED = "text_speed"
 ONNX = "text_onnx"
 STS = SHARED_DATA / "stsbenchmark"
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "siamkit" / "recipes"
+SCRATCH_RECIPES = {"rnn": RECIPES / "sts-gru.toml", "transformer_seq": RECIPES / "sts-transformer.toml"}
 
 
 def _minilm() -> str:
@@ -76,25 +81,68 @@ def tfidf(train: Any, test: Any) -> dict[str, float]:
     return correlations(np.asarray(a.multiply(b).sum(axis=1)).ravel(), test.targets)
 
 
-def scratch(encoder: str, train: Any, test: Any, *, epochs: int) -> dict[str, Any]:
-    """A from-scratch twin trained on STS-B train (CoSENT), scored on test."""
-    twin = scratch_twin(train.texts_a + train.texts_b, encoder=encoder, max_length=64, embedding_dim=128, seed=0)
+def lsa(train: Any, test: Any, *, components: int = 256) -> dict[str, float]:
+    """LSA cosine: TruncatedSVD of the training sentences' TF-IDF matrix (why the twins'
+    embeddings are not LSA-initialised: siamkit.text.scratch)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b\w+\b").fit(train.texts_a + train.texts_b)
+    svd = TruncatedSVD(components, random_state=0).fit(vec.transform(train.texts_a + train.texts_b))
+    a, b = svd.transform(vec.transform(test.texts_a)), svd.transform(vec.transform(test.texts_b))
+    sim = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return {**correlations(sim, test.targets), "components": components}
+
+
+def scratch(encoder: str, train: Any, dev: Any, test: Any) -> dict[str, Any]:
+    """A from-scratch twin built and trained as its shipped recipe says (what ``siamkit train
+    --recipe sts-gru|sts-transformer`` runs): STS-B train only, selected on sts-dev, scored on test."""
+    recipe = load_text_recipe(SCRATCH_RECIPES[encoder])
+    opts = dict(recipe.train)
+    name, dim, options = opts.pop("encoder"), opts.pop("embedding_dim"), opts.pop("encoder_options", {})
+    assert opts.pop("validation") == "dev" and name == encoder
+    twin = scratch_twin(train.texts_a + train.texts_b, encoder=name, max_length=recipe.max_length, embedding_dim=dim,
+                        seed=opts["seed"], **options)
+    untrained = correlations(twin.similarity(test.texts_a, test.texts_b), test.targets)
+    start_dev = correlations(twin.similarity(dev.texts_a, dev.texts_b), dev.targets)["spearman"]
     t0 = time.perf_counter()
-    history = fit_text_pairs(twin, train, config=TextTrainConfig(loss="cosent", epochs=epochs, batch_size=32, lr=1e-3,
-                                                                  warmup=0.05), progress=False)
+    history = fit_text_pairs(twin, train, config=TextTrainConfig(**opts), val=dev, progress=False)
     result = correlations(twin.similarity(test.texts_a, test.texts_b), test.targets)
-    result.update(epochs=epochs, train_seconds=round(time.perf_counter() - t0, 1), final_loss=history[-1]["loss"],
-                  vocab=twin.tokenizer.vocab_size)
+    evals = [{"step": 0, "val_score": start_dev}] + [e for h in history for e in h.get("evals", [])]
+    best = max(evals, key=lambda e: e["val_score"])
+    result.update(recipe=recipe.name, encoder_options=options, embedding_dim=dim, loss=opts["loss"],
+                  epochs=opts["epochs"], lr=opts["lr"], train_seconds=round(time.perf_counter() - t0, 1),
+                  final_loss=history[-1]["loss"], vocab=twin.tokenizer.vocab_size, untrained_test=untrained,
+                  dev_evals=evals, selected_step=best["step"], selected_dev_spearman=best["val_score"],
+                  parameters=sum(p.numel() for p in twin.network.parameters()))
     return result
 
 
-def accuracy_part(epochs: int) -> dict[str, Any]:
+def scratch_part() -> dict[str, Any]:
+    """TF-IDF and LSA cosine and the two from-scratch twins, in one run (the other accuracy
+    rows of text.json are kept)."""
+    torch.set_num_threads(1)
+    train, dev, test = (load_text_pairs(STS, split=s) for s in ("train", "dev", "test"))
+    old = _load_results(NAME).get("accuracy", {})
+    out: dict[str, Any] = {**old, "scratch_machine": machine()}
+    steps = [("tfidf", lambda: tfidf(train, test)), ("lsa", lambda: lsa(train, test))]
+    steps += [(f"scratch_{enc}", lambda enc=enc: scratch(enc, train, dev, test)) for enc in ("rnn", "transformer_seq")]
+    for key, run in steps:
+        out[key] = run()
+        out["scratch_load_avg"] = os.getloadavg()
+        print(key, {k: v for k, v in out[key].items() if k != "dev_evals"}, flush=True)
+        write_json(NAME, {**_load_results(NAME), "accuracy": out})
+    return out
+
+
+def accuracy_part() -> dict[str, Any]:
     """Every accuracy row; the JSON is rewritten after each one (a slow machine keeps what finished)."""
     torch.set_num_threads(1)
     train, test = load_text_pairs(STS, split="train"), load_text_pairs(STS, split="test")
     out: dict[str, Any] = {"accuracy_machine": machine()}
     steps = [("tfidf", lambda: tfidf(train, test)), ("zero_shot", lambda: zero_shot(test))]
-    steps += [(f"scratch_{enc}", lambda enc=enc: scratch(enc, train, test, epochs=epochs)) for enc in ("transformer_seq", "rnn")]
+    dev = load_text_pairs(STS, split="dev")
+    steps += [(f"scratch_{enc}", lambda enc=enc: scratch(enc, train, dev, test)) for enc in ("transformer_seq", "rnn")]
     for key, run in steps:
         out[key] = run()
         out["accuracy_load_avg"] = os.getloadavg()
@@ -304,13 +352,14 @@ def doc(res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("accuracy", "speed", "onnx", "doc"), required=True)
-    ap.add_argument("--epochs", type=int, default=5, help="from-scratch twins' epochs")
+    ap.add_argument("--part", choices=("accuracy", "scratch", "speed", "onnx", "doc"), required=True)
     ap.add_argument("--sentences", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     if args.part == "accuracy":
-        accuracy_part(args.epochs)
+        accuracy_part()
+    elif args.part == "scratch":
+        scratch_part()
     elif args.part == "speed":  # its own file: the two parts may run at the same time
         print(write_json(SPEED, speed_part(args.sentences, args.rounds)))
     elif args.part == "onnx":

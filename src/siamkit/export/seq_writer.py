@@ -8,7 +8,10 @@ same layout as a pretrained text model's (:mod:`siamkit.export.text_writer`), so
 onnxruntime and ``tokenizers``, no torch): the word vocabulary is written as a
 ``tokenizers`` ``tokenizer.json`` (lower-casing normaliser, whitespace split then the
 word tokenizer's ``\\w+|[^\\w\\s]`` pattern, a word-level model with ``[UNK]``, ``[CLS]``
-prepended) whose ids equal :class:`siamkit.text.tokenizer.WordTokenizer`'s.
+prepended) whose ids equal :class:`siamkit.text.tokenizer.WordTokenizer`'s. The word
+tokenizer's own file goes beside it as ``word_vocab.json``, read by
+:class:`siamkit.export.seq_runtime.OnnxWordEncoder` (numpy + onnxruntime only); a tokenizer
+with hash buckets for unknown words gets only that file (``tokenizers`` cannot hash).
 
 How the graphs are written: the GRU / LSTM runs on packed sequences in torch, which the
 TorchScript exporter writes as ONNX ``GRU`` / ``LSTM`` nodes with ``sequence_lens`` (the
@@ -40,6 +43,7 @@ from ..errors import ExportError
 from ..text.model import TextTwin
 from ..text.tokenizer import CLS, PAD, UNK, WordTokenizer
 from .runtime import MANIFEST, MODEL_FILES, OUTPUT_NAME
+from .seq_runtime import WORD_VOCAB_FILE
 from .writer import OPSET, onnx_manifest, quantize_int8
 
 __all__ = ["export_sequence_onnx", "word_tokenizer_json", "SEQ_INPUT_NAME", "SEQ_TOKENIZER_FILE"]
@@ -150,12 +154,14 @@ def _seq_onnx_bytes(twin: TextTwin) -> bytes:
 
 
 def _seq_manifest(twin: TextTwin, cal: Calibrator | None, files: dict[str, str], quantize: str | None) -> dict[str, Any]:
-    enc = twin.network.encoder
+    enc, tok = twin.network.encoder, twin.tokenizer
+    hashed = isinstance(tok, WordTokenizer) and tok.hash_buckets > 0
     return {
         **onnx_manifest(twin.network, cal, files, quantize),
         "kind": "text",
         "input": {"name": SEQ_INPUT_NAME, "dtype": "int64", "axes": ["batch", "tokens"], "padding": "right, id 0"},
-        "text": {"tokenizer": SEQ_TOKENIZER_FILE, "max_length": twin.max_length, "pad_token_id": 0, "pretrained": None,
+        "text": {"tokenizer": WORD_VOCAB_FILE if hashed else SEQ_TOKENIZER_FILE, "word_vocab": WORD_VOCAB_FILE,
+                 "hash_buckets": tok.hash_buckets, "max_length": twin.max_length, "pad_token_id": 0, "pretrained": None,
                  "tokenizer_kind": "word", "encoder": getattr(enc, "encoder_name", type(enc).__name__)},
     }
 
@@ -180,7 +186,8 @@ def export_sequence_onnx(model_dir: str | Path, out: str | Path, *, quantize: st
     if not isinstance(twin.tokenizer, WordTokenizer):
         raise ExportError(f"{model_dir} is not a from-scratch (word tokenizer) text model")
     cal = Calibrator.load(model_dir, expected_fingerprint=getattr(twin.network, "fingerprint", None))
-    tokenizer_json = word_tokenizer_json(twin.tokenizer)
+    hashed = twin.tokenizer.hash_buckets > 0
+    tokenizer_json = None if hashed else word_tokenizer_json(twin.tokenizer)  # tokenizers cannot hash
     fp32 = _seq_onnx_bytes(twin)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,6 +198,11 @@ def export_sequence_onnx(model_dir: str | Path, out: str | Path, *, quantize: st
         files["int8"] = MODEL_FILES["int8"]
     elif (out / MODEL_FILES["int8"]).exists():
         (out / MODEL_FILES["int8"]).unlink()
-    write_bytes_atomic(out / SEQ_TOKENIZER_FILE, tokenizer_json.encode("utf-8"))
+    twin.tokenizer.save(out)  # the model folder's tokenizer.json ...
+    (out / "tokenizer.json").replace(out / WORD_VOCAB_FILE)  # ... as word_vocab.json (OnnxWordEncoder)
+    if tokenizer_json is not None:
+        write_bytes_atomic(out / SEQ_TOKENIZER_FILE, tokenizer_json.encode("utf-8"))
+    elif (out / SEQ_TOKENIZER_FILE).exists():
+        (out / SEQ_TOKENIZER_FILE).unlink()
     write_json_atomic(out / MANIFEST, _seq_manifest(twin, cal, files, quantize))
     return out

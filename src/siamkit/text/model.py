@@ -203,6 +203,7 @@ def scratch_twin(
     bag: bool = False,
     token_dropout: float = 0.0,
     embedding_init: str = "random",
+    hash_buckets: int = 0,
 ) -> TextTwin:
     """A from-scratch text twin: a word vocabulary built from ``texts`` and a sequence
     encoder (``rnn``: a bidirectional GRU with mean pooling; ``transformer_seq``:
@@ -222,6 +223,7 @@ def scratch_twin(
         bag: add the bag-of-embeddings residual (:mod:`siamkit.encoders.sequence`).
         token_dropout: word dropout while training.
         embedding_init: ``random`` or ``idf`` (:mod:`siamkit.text.scratch`).
+        hash_buckets: hashed ids for words outside the vocabulary (:mod:`siamkit.word_ids`).
 
     Returns:
         The untrained twin (cosine distance, normalised embeddings).
@@ -235,7 +237,7 @@ def scratch_twin(
 
     if embedding_init not in EMBEDDING_INITS:
         raise ValueError(f"embedding_init {embedding_init!r}; choose one of {list(EMBEDDING_INITS)}")
-    tokenizer = WordTokenizer(max_vocab=max_vocab, min_count=min_count).fit(texts)
+    tokenizer = WordTokenizer(max_vocab=max_vocab, min_count=min_count, hash_buckets=hash_buckets).fit(texts)
     torch.manual_seed(seed)
     common = {"vocab_size": tokenizer.vocab_size, "bag": bag, "token_dropout": token_dropout}
     if encoder == "rnn":

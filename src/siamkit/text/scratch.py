@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..word_ids import word_ids
 from .tokenizer import WordTokenizer
 
 __all__ = ["EMBEDDING_INITS", "token_idf", "idf_embedding", "init_token_embedding"]
@@ -34,7 +35,8 @@ def token_idf(tokenizer: WordTokenizer, texts: Sequence[str]) -> np.ndarray:
     """The smooth inverse document frequency of every vocabulary id over ``texts``.
 
     Padding (id 0) gets 0; the unknown word (1) and the leading ``[CLS]`` (2) get the
-    smallest word idf (an unknown word carries no identity to match on).
+    smallest word idf (an unknown word carries no identity to match on); the hash buckets
+    of unseen words (seen in no training text) the largest.
 
     Args:
         tokenizer: a fitted word tokenizer.
@@ -45,9 +47,8 @@ def token_idf(tokenizer: WordTokenizer, texts: Sequence[str]) -> np.ndarray:
     """
     n = len(texts)
     df = np.zeros(tokenizer.vocab_size, dtype=np.float64)
-    for text in texts:
-        ids = {tokenizer.vocab_.get(w, 1) for w in tokenizer.words(text)}
-        df[list(ids)] += 1
+    for ids in word_ids(texts, tokenizer.vocab_, max_length=1 << 30, hash_buckets=tokenizer.hash_buckets):
+        df[list(set(ids))] += 1
     idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
     floor = idf[3:].min() if tokenizer.vocab_size > 3 else 1.0
     idf[0], idf[1], idf[2] = 0.0, floor, floor

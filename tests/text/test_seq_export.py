@@ -122,3 +122,13 @@ def test_word_runtime_refuses_a_pretrained_export(tmp_path: Path) -> None:
         OnnxWordEncoder.from_dir(tmp_path / "export")
     with pytest.raises(Exception, match="list of texts"):
         OnnxTextEncoder.from_dir(tmp_path / "export").token_ids("one string")
+
+
+def test_the_word_runtime_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    code = "import siamkit.export.seq_runtime, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    r = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(src)}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

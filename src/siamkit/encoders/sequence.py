@@ -224,8 +224,8 @@ class TransformerSeqEncoder(_SequenceInput):
         pooling: ``mean`` (masked mean over real steps) or ``cls`` (a learned token
             prepended to every sequence).
         embedding_dim: a linear projection of the pooled vector; None = ``width``.
-        bag: add the masked mean of the token embeddings to the pooled vector (module docstring).
-        token_dropout: the fraction of real tokens dropped in training (module docstring).
+        bag, token_dropout: the bag-of-embeddings residual and word dropout, as for
+            :class:`RNNEncoder` (token ids only).
 
     Shapes: (B, L) ids or (B, L, in_features) -> (B, embedding_dim).
     """

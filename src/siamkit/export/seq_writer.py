@@ -42,9 +42,9 @@ from ..calibration import Calibrator
 from ..errors import ExportError
 from ..text.model import TextTwin
 from ..text.tokenizer import CLS, PAD, UNK, WordTokenizer
-from .runtime import MANIFEST, MODEL_FILES, OUTPUT_NAME
+from .runtime import MANIFEST, OUTPUT_NAME
 from .seq_runtime import WORD_VOCAB_FILE
-from .writer import OPSET, onnx_manifest, quantize_int8
+from .writer import OPSET, EmbedderModule, onnx_manifest, write_graphs
 
 __all__ = ["export_sequence_onnx", "word_tokenizer_json", "SEQ_INPUT_NAME", "SEQ_TOKENIZER_FILE"]
 
@@ -78,15 +78,6 @@ def word_tokenizer_json(tokenizer: WordTokenizer) -> str:
     tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A", special_tokens=[(CLS, tokenizer.vocab_[CLS])])
     tok.add_special_tokens([PAD, UNK, CLS])
     return tok.to_str()
-
-
-class _IdsEmbedder(nn.Module):
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.network.embed(ids)
 
 
 class _ExplicitEncoder(nn.Module):
@@ -144,7 +135,7 @@ def _seq_onnx_bytes(twin: TextTwin) -> bytes:
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
             torch.onnx.export(
-                _IdsEmbedder(_exportable(twin.network)).eval(), (dummy,), buf, input_names=[SEQ_INPUT_NAME],
+                EmbedderModule(_exportable(twin.network)).eval(), (dummy,), buf, input_names=[SEQ_INPUT_NAME],
                 output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
                 dynamic_axes={SEQ_INPUT_NAME: {0: "batch", 1: "tokens"}, OUTPUT_NAME: {0: "batch"}},
             )
@@ -191,13 +182,7 @@ def export_sequence_onnx(model_dir: str | Path, out: str | Path, *, quantize: st
     fp32 = _seq_onnx_bytes(twin)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / MODEL_FILES["fp32"], fp32)
-    files = {"fp32": MODEL_FILES["fp32"]}
-    if quantize == "int8":
-        write_bytes_atomic(out / MODEL_FILES["int8"], quantize_int8(fp32))
-        files["int8"] = MODEL_FILES["int8"]
-    elif (out / MODEL_FILES["int8"]).exists():
-        (out / MODEL_FILES["int8"]).unlink()
+    files = write_graphs(out, fp32, quantize)
     twin.tokenizer.save(out)  # the model folder's tokenizer.json ...
     (out / "tokenizer.json").replace(out / WORD_VOCAB_FILE)  # ... as word_vocab.json (OnnxWordEncoder)
     if tokenizer_json is not None:

@@ -106,3 +106,42 @@ def test_text_recipe_runs_with_train_recipe(tiny_bert, tmp_path):
     bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nbogus = 1\n')
     res = run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2")
     assert_clean_error(res, "unknown key 'bogus'")
+
+
+@pytest.mark.parametrize("name,encoder", [("sts-gru", "rnn"), ("sts-transformer", "transformer_seq")])
+def test_scratch_recipes_build_their_twin_and_export(name, encoder, tmp_path):
+    """`siamkit train --recipe sts-gru|sts-transformer`: the recipe's encoder_options reach the
+    twin (bag residual, idf init, hashed unseen words), and the model exports to ONNX."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    from siamkit.export.seq_runtime import OnnxWordEncoder
+    from siamkit.text import TextTwin
+    from siamkit.training.recipes import load_text_recipe
+
+    r = load_text_recipe(name)
+    assert r.pretrained is None and r.train["encoder"] == encoder and r.train["validation"] == "dev"
+    assert r.train["encoder_options"]["embedding_init"] == "idf" and r.train["encoder_options"]["hash_buckets"] > 0
+    data = _csv(tmp_path / "p.csv", binary=False)
+    out = tmp_path / "run"
+    res = run("train", "--recipe", name, "--data", data, "--out", out, "--epochs", "1", "--batch-size", "8",
+              "--embedding-dim", "16", "--no-progress")
+    assert res.exit_code == 0, res.output
+    twin = TextTwin.load(out / "model")
+    enc = twin.network.encoder
+    assert enc.bag and enc.token_dropout == r.train["encoder_options"]["token_dropout"]
+    assert twin.tokenizer.hash_buckets == r.train["encoder_options"]["hash_buckets"]
+    assert enc.encoder_name == encoder and twin.network.embedding_dim == 16
+    res = run("export", out / "model", "--format", "onnx", "--out", tmp_path / "onnx")
+    assert res.exit_code == 0, res.output
+    texts = ["a man is playing guitar", "Zyxwv unseen Qwerty"]
+    got = OnnxWordEncoder.from_dir(tmp_path / "onnx", threads=1).encode(texts)
+    assert abs(got - twin.encode(texts).numpy()).max() < 1e-4
+
+
+def test_bad_encoder_options_are_one_error_line(tmp_path):
+    data = _csv(tmp_path / "p.csv", binary=False)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nencoder = "rnn"\nencoder_options = { bogus = 1 }\n')
+    assert_clean_error(run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r"), "encoder_options")
+    bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nencoder_options = { embedding_init = "lsa" }\n')
+    assert_clean_error(run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2"), "embedding_init")

@@ -117,3 +117,66 @@ def test_sequence_files(tmp_path):
         read_sequence_file(tmp_path / "t.csv")
     with pytest.raises(DataError, match="one feature count"):
         pad_sequences([np.zeros((2, 2)), np.zeros((2, 3))])
+
+
+@pytest.mark.parametrize("name", ["rnn", "transformer_seq"])
+def test_the_bag_residual_adds_the_mean_token_embedding(name):
+    torch.manual_seed(0)
+    plain = _small(name, vocab_size=20).eval()
+    torch.manual_seed(0)
+    bagged = _small(name, vocab_size=20, bag=True).eval()
+    bagged.load_state_dict(plain.state_dict(), strict=False)  # the same weights, + bag_proj
+    ids = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 2]])
+    with torch.no_grad():
+        diff = bagged(ids) - plain(ids)
+        # the obvious computation: the mean of the real tokens' embeddings, mapped to the pooled size
+        rows = [bagged.inp.weight[r[r != 0]].mean(dim=0) for r in ids]
+        expect = torch.stack([bagged.bag_proj(v) for v in rows])
+        if not isinstance(bagged.proj, torch.nn.Identity):  # the projection is linear: subtract its bias once
+            expect = expect @ bagged.proj.weight.T
+    torch.testing.assert_close(diff, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_token_dropout_only_while_training():
+    torch.manual_seed(0)
+    enc = _small("rnn", vocab_size=50, token_dropout=0.5)
+    ids = torch.randint(3, 50, (4, 12))
+    enc.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ids), enc(ids))
+    captured = []
+    enc.inp.register_forward_hook(lambda mod, args, out: captured.append(args[0].clone()))
+    enc.train()
+    enc(ids)
+    seen = captured[-1]
+    assert torch.equal(seen[:, 0], ids[:, 0])  # never the first token
+    dropped = seen != ids
+    assert dropped.any() and torch.all(seen[dropped] == 1)  # dropped words become the unknown id
+    assert 0.3 < dropped[:, 1:].float().mean() < 0.7
+    with pytest.raises(ValueError, match="token ids"):
+        _small("rnn", in_features=3, bag=True)
+    with pytest.raises(ValueError, match="token_dropout"):
+        _small("transformer_seq", vocab_size=10, token_dropout=1.0)
+
+
+def test_idf_embedding_init_matches_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from siamkit.text import scratch_twin
+    from siamkit.text.scratch import token_idf
+    from siamkit.text.tokenizer import WordTokenizer
+
+    texts = ["a cat sat", "a dog sat down", "the cat, the dog!", "a a a"]
+    tok = WordTokenizer().fit(texts)
+    idf = token_idf(tok, texts)
+    vec = TfidfVectorizer(analyzer=WordTokenizer.words).fit(texts)
+    for word, i in vec.vocabulary_.items():
+        assert idf[tok.vocab_[word]] == pytest.approx(vec.idf_[i])
+    assert idf[0] == 0 and idf[1] == idf[2] == pytest.approx(min(vec.idf_))
+    twin = scratch_twin(texts, encoder="rnn", embedding_dim=8, input_dim=256, embedding_init="idf")
+    norms = twin.network.encoder.inp.weight.detach().norm(dim=1).numpy()
+    assert norms[0] == 0
+    ratio = norms[3:] / idf[3:]  # row norm ~ sqrt(width) * idf / mean idf
+    assert ratio.std() / ratio.mean() < 0.15
+    with pytest.raises(ValueError, match="embedding_init"):
+        scratch_twin(texts, embedding_init="lsa")

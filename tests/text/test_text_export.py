@@ -61,9 +61,12 @@ def test_text_runtime_refuses_bad_folders(exported: tuple[Path, Path], tmp_path:
         OnnxTextEncoder.from_dir(export, precision="fp32").token_ids("one string")
 
 
-def test_scratch_text_twins_are_not_exported(tmp_path: Path) -> None:
+def test_scratch_text_twins_are_not_exported_by_the_pretrained_writer(tmp_path: Path) -> None:
+    # export_onnx sends them to export/seq_writer.py (tests/text/test_seq_export.py)
+    from siamkit.export.text_writer import export_text_onnx
+
     twin = scratch_twin(TEXTS, encoder="rnn", max_length=8, embedding_dim=16)
     twin.save(tmp_path / "model")
     with pytest.raises(ExportError, match="pretrained tokenizer"):
-        export_onnx(tmp_path / "model", tmp_path / "export")
+        export_text_onnx(tmp_path / "model", tmp_path / "export")
     assert not (tmp_path / "export" / "siamkit-onnx.json").exists()

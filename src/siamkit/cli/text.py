@@ -26,7 +26,7 @@ TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
     "scratch": {"epochs": 10, "batch_size": 32, "lr": 1e-3, "loss": "cosent"},
 }
 _FORWARDED = ("epochs", "batch_size", "lr", "loss", "encoder", "val_fraction", "validation", "seed", "embedding_dim",
-              "progress")
+              "progress", "encoder_options")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -60,17 +60,22 @@ def train_text_from_train_options(ctx: typer.Context, recipe: Optional[str] = No
 
 
 def _build_twin(pretrained: Optional[str], encoder: Optional[str], texts: Any, max_length: int,
-                embedding_dim: Optional[int], seed: int) -> Any:
+                embedding_dim: Optional[int], seed: int, encoder_options: Optional[dict[str, Any]] = None) -> Any:
     from ..text import pretrained_twin, scratch_twin
 
     if pretrained:
         if encoder not in (None, "hf_text"):
             fail(f"--encoder {encoder} with --pretrained: a pretrained model is its own encoder")
+        if encoder_options:
+            fail("encoder_options are for from-scratch twins (rnn / transformer_seq), not a pretrained model")
         return pretrained_twin(pretrained, max_length=max_length)
     if encoder not in (None, "rnn", "transformer_seq"):
         fail(f"--encoder for text is rnn or transformer_seq (or give --pretrained PATH_OR_NAME), got {encoder!r}")
-    return scratch_twin(texts, encoder=encoder or "rnn", max_length=max_length, embedding_dim=embedding_dim or 128,
-                        seed=seed)
+    try:
+        return scratch_twin(texts, encoder=encoder or "rnn", max_length=max_length, embedding_dim=embedding_dim or 128,
+                            seed=seed, **(encoder_options or {}))
+    except (TypeError, ValueError) as e:  # a misspelt or bad encoder_options entry
+        fail(f"encoder_options: {e}")
 
 
 def train_text(
@@ -90,9 +95,11 @@ def train_text(
     embedding_dim: Optional[int] = None,
     progress: Optional[bool] = None,
     extra: Optional[dict[str, Any]] = None,
+    encoder_options: Optional[dict[str, Any]] = None,
 ) -> None:
     """Train a text twin on pairs; writes OUT/model (and its calibration for binary pairs).
-    ``extra``: further :class:`~siamkit.training.text.TextTrainConfig` fields (a recipe's).
+    ``extra``: further :class:`~siamkit.training.text.TextTrainConfig` fields (a recipe's);
+    ``encoder_options``: further :func:`~siamkit.text.scratch_twin` arguments (a recipe's).
 
     The validation split is carved from the training pairs (``val_fraction``), or is the
     dataset's own dev split (``validation="dev"``: STS-B ``sts-dev.csv``, SICK
@@ -123,7 +130,8 @@ def train_text(
         loss=loss or defaults["loss"], epochs=epochs or defaults["epochs"], batch_size=batch_size or defaults["batch_size"],
         lr=lr or defaults["lr"], seed=seed, **(extra or {}),
     )
-    twin = _build_twin(pretrained, encoder, train.texts_a + train.texts_b, max_length, embedding_dim, seed)
+    twin = _build_twin(pretrained, encoder, train.texts_a + train.texts_b, max_length, embedding_dim, seed,
+                       encoder_options)
     kind = "binary (same / different)" if pairs.binary else "graded"
     source = "the dev split" if validation == "dev" else f"carved from {data.name}"
     typer.echo(f"{len(train)} {kind} training pairs, {len(val) if val else 0} validation pairs ({source})")

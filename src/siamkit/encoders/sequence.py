@@ -10,6 +10,13 @@ Two kinds of input, chosen at construction:
 
 Padding never changes an embedding: the RNN runs on packed sequences and the
 Transformer masks padded keys and pools over real steps only.
+
+Two options for small text data sets (token ids only): ``bag=True`` adds the masked mean
+of the token embeddings themselves to the pooled vector (a bag-of-embeddings residual
+beside the recurrent / attention path, so a word's identity reaches the embedding even
+when the sequence model blurs it), and ``token_dropout`` replaces that fraction of the real
+tokens of every sequence by the unknown-word id 1 while training (word dropout; never the
+first token).
 """
 
 from __future__ import annotations
@@ -45,9 +52,15 @@ def sequence_mask(x: torch.Tensor, *, tokens: bool) -> torch.Tensor:
 class _SequenceInput(nn.Module):
     """Token embedding or a linear map of features, plus the input checks."""
 
-    def _make_input(self, vocab_size: int | None, in_features: int | None, width: int) -> None:
+    def _make_input(self, vocab_size: int | None, in_features: int | None, width: int, *, bag: bool = False,
+                    token_dropout: float = 0.0) -> None:
         if (vocab_size is None) == (in_features is None):
             raise ValueError("give exactly one of vocab_size (token ids) or in_features (float sequences)")
+        if (bag or token_dropout) and vocab_size is None:
+            raise ValueError("bag and token_dropout are for token ids (vocab_size)")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
+        self.bag, self.token_dropout = bool(bag), float(token_dropout)
         self.tokens = vocab_size is not None
         if self.tokens:
             self.inp: nn.Module = nn.Embedding(int(vocab_size), width, padding_idx=0)  # type: ignore[arg-type]
@@ -61,11 +74,27 @@ class _SequenceInput(nn.Module):
             if x.ndim != 2 or x.dtype not in (torch.int64, torch.int32):
                 raise DataError(f"{name} takes (B, L) integer token ids, got {tuple(x.shape)} {x.dtype}")
             m = sequence_mask(x, tokens=True) if mask is None else mask.bool()
+            if self.training and self.token_dropout > 0:
+                drop = (torch.rand(m.shape, device=m.device) < self.token_dropout) & m
+                drop[:, 0] = False
+                x = x.masked_fill(drop, 1)  # a dropped word becomes the unknown word (id 1)
             return self.inp(x.long()), m
         if x.ndim != 3 or x.shape[-1] != self.in_features or not x.is_floating_point():
             raise DataError(f"{name} takes (B, L, {self.in_features}) float sequences, got {tuple(x.shape)} {x.dtype}")
         m = sequence_mask(x, tokens=False) if mask is None else mask.bool()
         return self.inp(torch.nan_to_num(x, nan=0.0)), m
+
+    def _make_bag(self, width: int, pooled: int) -> None:
+        """The bag-of-embeddings residual's map to the pooled size (identity when equal)."""
+        self.bag_proj: nn.Module | None = None
+        if self.bag:
+            self.bag_proj = nn.Identity() if width == pooled else nn.Linear(width, pooled, bias=False)
+
+    def _add_bag(self, pooled: torch.Tensor, h: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """``pooled`` + the masked mean of the token embeddings ``h`` (when ``bag``)."""
+        if self.bag_proj is None:
+            return pooled
+        return pooled + self.bag_proj(_pool(h, m, "mean"))
 
 
 @register_encoder("rnn")
@@ -85,6 +114,8 @@ class RNNEncoder(_SequenceInput):
         embedding_dim: a linear projection of the pooled vector; None = the pooled vector
             (``hidden * directions``).
         dropout: between stacked layers and before the projection.
+        bag: add the masked mean of the token embeddings to the pooled vector (module docstring).
+        token_dropout: the fraction of real tokens dropped in training (module docstring).
 
     Shapes: (B, L) ids or (B, L, in_features) -> (B, embedding_dim).
     """
@@ -102,17 +133,20 @@ class RNNEncoder(_SequenceInput):
         pooling: str = "mean",
         embedding_dim: int | None = None,
         dropout: float = 0.0,
+        bag: bool = False,
+        token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm") or pooling not in ("mean", "max", "last"):
             raise ValueError(f"cell must be gru or lstm and pooling mean, max or last; got {cell!r}, {pooling!r}")
-        self._make_input(vocab_size, in_features, input_dim)
+        self._make_input(vocab_size, in_features, input_dim, bag=bag, token_dropout=token_dropout)
         rnn = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn(input_dim, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
                        dropout=dropout if layers > 1 else 0.0)
         self.pooling = pooling
         self.cell = cell
         pooled = hidden * (2 if bidirectional else 1)
+        self._make_bag(input_dim, pooled)
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(pooled, embedding_dim) if embedding_dim else nn.Identity()
         self.embedding_dim = int(embedding_dim or pooled)
@@ -142,7 +176,7 @@ class RNNEncoder(_SequenceInput):
             steps, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
             pooled = _pool(steps, valid, self.pooling)
-        return self.proj(self.drop(pooled))
+        return self.proj(self.drop(self._add_bag(pooled, h, m)))
 
 
 def _pool(steps: torch.Tensor, valid: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -190,6 +224,8 @@ class TransformerSeqEncoder(_SequenceInput):
         pooling: ``mean`` (masked mean over real steps) or ``cls`` (a learned token
             prepended to every sequence).
         embedding_dim: a linear projection of the pooled vector; None = ``width``.
+        bag, token_dropout: the bag-of-embeddings residual and word dropout, as for
+            :class:`RNNEncoder` (token ids only).
 
     Shapes: (B, L) ids or (B, L, in_features) -> (B, embedding_dim).
     """
@@ -208,11 +244,14 @@ class TransformerSeqEncoder(_SequenceInput):
         max_len: int = 512,
         pooling: str = "mean",
         embedding_dim: int | None = None,
+        bag: bool = False,
+        token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if positions not in ("learned", "sinusoidal") or pooling not in ("mean", "cls"):
             raise ValueError(f"positions must be learned or sinusoidal and pooling mean or cls; got {positions!r}, {pooling!r}")
-        self._make_input(vocab_size, in_features, width)
+        self._make_input(vocab_size, in_features, width, bag=bag, token_dropout=token_dropout)
+        self._make_bag(width, width)
         self.positions = positions
         self.pooling = pooling
         self.max_len = int(max_len)
@@ -241,6 +280,7 @@ class TransformerSeqEncoder(_SequenceInput):
         h, m = self._embed_input(x, mask)
         if h.shape[1] > self.max_len:
             raise DataError(f"sequences of {h.shape[1]} steps are longer than max_len={self.max_len}")
+        tokens, token_mask = h, m
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)
             m = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)
@@ -250,4 +290,4 @@ class TransformerSeqEncoder(_SequenceInput):
         m = m | (first & ~m.any(dim=1, keepdim=True))
         h = self.norm(self.encoder(h, src_key_padding_mask=~m))
         pooled = h[:, 0] if self.cls is not None else _pool(h, m, "mean")
-        return self.proj(pooled)
+        return self.proj(self._add_bag(pooled, tokens, token_mask))

@@ -117,6 +117,29 @@ def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, 
 # public for export/text_writer.py (the text export's graph and manifest differ only in the input)
 quantize_int8 = _quantize_int8
 onnx_manifest = _manifest
+#: the traced module (one input batch -> the final embedding), for export/seq_writer.py too
+EmbedderModule = _Embedder
+
+
+def write_graphs(out: Path, fp32: bytes, quantize: str | None) -> dict[str, str]:
+    """Write ``model.onnx`` (+ ``model.int8.onnx``, else remove a stale one) into ``out``.
+
+    Args:
+        out: the export folder.
+        fp32: the serialized fp32 graph.
+        quantize: None or ``"int8"``.
+
+    Returns:
+        The manifest's ``models`` entry (precision -> file name).
+    """
+    write_bytes_atomic(out / MODEL_FILES["fp32"], fp32)
+    files = {"fp32": MODEL_FILES["fp32"]}
+    if quantize == "int8":
+        write_bytes_atomic(out / MODEL_FILES["int8"], _quantize_int8(fp32))
+        files["int8"] = MODEL_FILES["int8"]
+    elif (out / MODEL_FILES["int8"]).exists():
+        (out / MODEL_FILES["int8"]).unlink()  # a stale int8 graph of another export
+    return files
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> Path:
@@ -141,8 +164,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)} or None, got {quantize!r}")
-    from ..text import is_text_model
+    from ..text import is_text_model, text_settings
 
+    if is_text_model(model_dir) and (text_settings(model_dir) or {}).get("tokenizer") == "word":
+        from .seq_writer import export_sequence_onnx  # a from-scratch twin: rnn / transformer_seq
+
+        return export_sequence_onnx(model_dir, out, quantize=quantize)
     if is_text_model(model_dir):  # token ids in, the tokenizer beside the graph
         from .text_writer import export_text_onnx
 
@@ -154,13 +181,6 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
         raise ModelFileError(f"{model_dir} records no input shape: it cannot be exported")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fp32 = _onnx_bytes(network, shape)
-    write_bytes_atomic(out / MODEL_FILES["fp32"], fp32)
-    files = {"fp32": MODEL_FILES["fp32"]}
-    if quantize == "int8":
-        write_bytes_atomic(out / MODEL_FILES["int8"], _quantize_int8(fp32))
-        files["int8"] = MODEL_FILES["int8"]
-    elif (out / MODEL_FILES["int8"]).exists():
-        (out / MODEL_FILES["int8"]).unlink()  # a stale int8 graph of another export
+    files = write_graphs(out, _onnx_bytes(network, shape), quantize)
     write_json_atomic(out / MANIFEST, _manifest(network, cal, files, quantize))
     return out

@@ -197,37 +197,58 @@ def scratch_twin(
     max_vocab: int = 30000,
     min_count: int = 1,
     seed: int = 0,
+    input_dim: int = 128,
+    layers: int = 2,
+    dropout: float | None = None,
+    bag: bool = False,
+    token_dropout: float = 0.0,
+    embedding_init: str = "random",
+    hash_buckets: int = 0,
 ) -> TextTwin:
     """A from-scratch text twin: a word vocabulary built from ``texts`` and a sequence
-    encoder (``rnn``: a bidirectional GRU with mean pooling; ``transformer_seq``: two
-    self-attention layers, masked-mean pooling).
+    encoder (``rnn``: a bidirectional GRU with mean pooling; ``transformer_seq``:
+    self-attention layers of width ``embedding_dim``, masked-mean pooling).
 
     Args:
-        texts: the training texts the vocabulary is built from.
+        texts: the training texts the vocabulary (and the idf initialisation) is built from.
         encoder: ``rnn`` or ``transformer_seq``.
         max_length: the most tokens per text.
         embedding_dim: the embedding size.
         max_vocab: the vocabulary size cap.
         min_count: the fewest occurrences of a kept word.
         seed: the weights' seed.
+        input_dim: the GRU's token embedding width (the Transformer's is ``embedding_dim``).
+        layers: the Transformer's layers (the GRU has one).
+        dropout: the encoder's dropout (None: 0 for the GRU, 0.1 for the Transformer).
+        bag: add the bag-of-embeddings residual (:mod:`siamkit.encoders.sequence`).
+        token_dropout: word dropout while training.
+        embedding_init: ``random`` or ``idf`` (:mod:`siamkit.text.scratch`).
+        hash_buckets: hashed ids for words outside the vocabulary (:mod:`siamkit.word_ids`).
 
     Returns:
         The untrained twin (cosine distance, normalised embeddings).
 
     Raises:
-        ValueError: another encoder name.
+        ValueError: another encoder name or embedding_init.
     """
     from ..encoders import create_encoder
+    from .scratch import EMBEDDING_INITS, idf_embedding, init_token_embedding, token_idf
     from .tokenizer import WordTokenizer
 
-    tokenizer = WordTokenizer(max_vocab=max_vocab, min_count=min_count).fit(texts)
+    if embedding_init not in EMBEDDING_INITS:
+        raise ValueError(f"embedding_init {embedding_init!r}; choose one of {list(EMBEDDING_INITS)}")
+    tokenizer = WordTokenizer(max_vocab=max_vocab, min_count=min_count, hash_buckets=hash_buckets).fit(texts)
     torch.manual_seed(seed)
+    common = {"vocab_size": tokenizer.vocab_size, "bag": bag, "token_dropout": token_dropout}
     if encoder == "rnn":
-        enc = create_encoder("rnn", vocab_size=tokenizer.vocab_size, input_dim=128, hidden=embedding_dim // 2,
-                             cell="gru", pooling="mean")
+        enc = create_encoder("rnn", input_dim=input_dim, hidden=embedding_dim // 2, cell="gru", pooling="mean",
+                             dropout=0.0 if dropout is None else dropout, **common)
     elif encoder == "transformer_seq":
-        enc = create_encoder("transformer_seq", vocab_size=tokenizer.vocab_size, width=embedding_dim, heads=4,
-                             layers=2, ff=2 * embedding_dim, max_len=max_length, pooling="mean")
+        enc = create_encoder("transformer_seq", width=embedding_dim, heads=4, layers=layers, ff=2 * embedding_dim,
+                             max_len=max_length, pooling="mean", dropout=0.1 if dropout is None else dropout, **common)
     else:
         raise ValueError(f"encoder {encoder!r}; choose rnn or transformer_seq")
+    if embedding_init == "idf":
+        width = enc.inp.weight.shape[1]
+        init_token_embedding(enc, idf_embedding(token_idf(tokenizer, texts), width, seed=seed))
     return TextTwin(SiameseNetwork(enc, distance="cosine", normalize=True), tokenizer, max_length=max_length)

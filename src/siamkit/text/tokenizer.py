@@ -7,7 +7,6 @@ JSON / text files only.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -18,15 +17,15 @@ import torch
 from .._atomic import write_bytes_atomic, write_json_atomic
 from ..errors import DataError, ModelFileError
 from ..versioned import read_versioned_json
+from ..word_ids import WORD_TOKENIZER_FORMAT, WORD_TOKENIZER_VERSION, word_ids, words
 
 __all__ = ["TextTokenizer", "WordTokenizer", "PretrainedTokenizer", "pad_ids", "load_tokenizer"]
 
-TOKENIZER_FORMAT = "siamkit-word-tokenizer"
-TOKENIZER_VERSION = 1
+TOKENIZER_FORMAT = WORD_TOKENIZER_FORMAT
+TOKENIZER_VERSION = WORD_TOKENIZER_VERSION
 WORD_FILE = "tokenizer.json"
 HF_FOLDER = "tokenizer"
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 class TextTokenizer(Protocol):
@@ -62,23 +61,28 @@ class WordTokenizer:
     """A lower-cased word / punctuation vocabulary built from training text.
 
     Ids: 0 padding, 1 unknown word, 2 a leading ``[CLS]`` (always added, so no text is
-    empty and CLS pooling has its token), then the words by frequency.
+    empty and CLS pooling has its token), then the words by frequency; with
+    ``hash_buckets`` K, K hashed ids for unknown words after them (:mod:`siamkit.word_ids`).
 
     Args:
         max_vocab: keep the most frequent words only.
         min_count: keep words seen at least this often.
+        hash_buckets: hashed ids for words outside the vocabulary (0: all are id 1).
     """
 
     kind = "word"
 
-    def __init__(self, *, max_vocab: int = 30000, min_count: int = 1) -> None:
+    def __init__(self, *, max_vocab: int = 30000, min_count: int = 1, hash_buckets: int = 0) -> None:
+        if hash_buckets < 0:
+            raise ValueError(f"hash_buckets must be >= 0, got {hash_buckets}")
         self.max_vocab = max_vocab
         self.min_count = min_count
+        self.hash_buckets = int(hash_buckets)
 
     @staticmethod
     def words(text: str) -> list[str]:
         """The lower-cased word and punctuation tokens of ``text``."""
-        return _WORD.findall(text.lower())
+        return words(text)
 
     def fit(self, texts: Sequence[str]) -> WordTokenizer:
         """Build the vocabulary.
@@ -98,7 +102,8 @@ class WordTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab_)
+        """Every id the tokenizer gives: the vocabulary and the hash buckets."""
+        return len(self.vocab_) + self.hash_buckets
 
     def __call__(self, texts: Sequence[str], *, max_length: int) -> torch.Tensor:
         """Token ids of ``texts``, truncated to ``max_length`` (the CLS token included).
@@ -115,8 +120,7 @@ class WordTokenizer:
         """
         if not hasattr(self, "vocab_"):
             raise DataError("the tokenizer has no vocabulary yet: call fit() first")
-        rows = [[2] + [self.vocab_.get(w, 1) for w in self.words(t)][: max_length - 1] for t in texts]
-        return pad_ids(rows)
+        return pad_ids(word_ids(texts, self.vocab_, max_length=max_length, hash_buckets=self.hash_buckets))
 
     def save(self, folder: Path) -> None:
         """Write ``folder/tokenizer.json``.
@@ -127,7 +131,7 @@ class WordTokenizer:
         write_json_atomic(
             Path(folder) / WORD_FILE,
             {"format": TOKENIZER_FORMAT, "format_version": TOKENIZER_VERSION, "max_vocab": self.max_vocab,
-             "min_count": self.min_count, "vocab": self.vocab_},
+             "min_count": self.min_count, "hash_buckets": self.hash_buckets, "vocab": self.vocab_},
         )
 
     @classmethod
@@ -135,7 +139,8 @@ class WordTokenizer:
         """Read ``folder/tokenizer.json``."""
         data = read_versioned_json(Path(folder) / WORD_FILE, fmt=TOKENIZER_FORMAT, version=TOKENIZER_VERSION,
                                    what="word tokenizer")
-        tok = cls(max_vocab=int(data["max_vocab"]), min_count=int(data["min_count"]))
+        tok = cls(max_vocab=int(data["max_vocab"]), min_count=int(data["min_count"]),
+                  hash_buckets=int(data.get("hash_buckets", 0)))  # files before hashing: none
         vocab = data.get("vocab")
         if not isinstance(vocab, dict) or vocab.get(PAD) != 0:
             raise ModelFileError(f"{Path(folder) / WORD_FILE} has no valid vocabulary")

@@ -163,7 +163,8 @@ class TextRecipe:
         pretrained: a pretrained sentence encoder (local folder or hub name), or None for a
             from-scratch twin.
         train: the ``[train]`` options (keys of :class:`~siamkit.training.text.TextTrainConfig`,
-            plus ``val_fraction``, ``encoder``, ``embedding_dim``).
+            plus ``val_fraction``, ``encoder``, ``embedding_dim`` and ``encoder_options``, a
+            table of :func:`~siamkit.text.scratch_twin` arguments for a from-scratch twin).
         source: the file it was read from.
     """
 
@@ -176,7 +177,7 @@ class TextRecipe:
 
 
 _TEXT_INPUT = ("max_length", "pretrained")
-_TEXT_EXTRA = ("val_fraction", "validation", "encoder", "embedding_dim")
+_TEXT_EXTRA = ("val_fraction", "validation", "encoder", "embedding_dim", "encoder_options")
 
 
 def load_text_recipe(name_or_path: str | Path) -> TextRecipe:

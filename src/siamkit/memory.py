@@ -50,6 +50,7 @@ from .distances import BaseDistance, get_distance
 from .errors import DataError, SiamkitError
 from .losses import triplet_loss
 from .miners import AllPairsMiner, BaseMiner, BatchHardMiner, HardPairMiner, SemiHardMiner
+from .mining_kernels import batch_hard_rows, row_ranking, same_class_entries, semi_hard_rows
 from .tuples import Triplets, check_labels
 
 __all__ = ["CrossBatchMemory", "memory_loss", "memory_triplets", "MEMORY_LOSSES"]
@@ -189,15 +190,6 @@ def _blocks(b: int, n: int, chunk_elements: int) -> list[tuple[int, int]]:
     return [(s, min(b, s + rows)) for s in range(0, b, rows)]
 
 
-def _block_masks(y_rows: torch.Tensor, y_all: torch.Tensor, r0: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, N) positive mask without each anchor itself, and the negative mask."""
-    same = y_rows[:, None] == y_all[None, :]
-    neg = ~same
-    rows = torch.arange(y_rows.numel(), device=same.device)
-    same[rows, r0 + rows] = False
-    return same, neg
-
-
 def memory_triplets(
     miner: BaseMiner,
     candidates: torch.Tensor,
@@ -227,53 +219,24 @@ def memory_triplets(
     """
     if not isinstance(miner, (BatchHardMiner, SemiHardMiner)):
         raise SiamkitError(f"a cross-batch memory's triplet loss needs batch_hard or semi_hard, got {miner.name!r}")
-    dist = miner.distance
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         x = candidates.detach()
+        order = torch.argsort(labels, stable=True)
+        sorted_labels = labels[order]
+        cand_sq = (x * x).sum(1)
         for r0, r1 in _blocks(n_anchors, x.shape[0], chunk_elements):
-            d = dist.ranking_pairwise(x[r0:r1], x)
-            pos, neg = _block_masks(labels[r0:r1], labels, r0)
+            d = row_ranking(x[r0:r1], x, miner.distance, cand_sq)
+            rows, cols, counts = same_class_entries(labels, r0, r1, order, sorted_labels)
             if isinstance(miner, BatchHardMiner):
-                parts.append(_batch_hard_block(d, pos, neg, r0))
+                parts.append(batch_hard_rows(d, rows, cols, counts, r0))
             else:
-                parts.append(_semi_hard_block(d, pos, neg, r0, chunk_elements))
+                parts.append(semi_hard_rows(d, rows, cols, counts, r0, chunk_elements))
     if not parts:
         e = torch.empty(0, dtype=torch.long, device=candidates.device)
         return Triplets(e, e, e)
     a, p, n = (torch.cat(t) for t in zip(*parts))
     return Triplets(a, p, n)
-
-
-def _batch_hard_block(
-    d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, r0: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    valid = pos.any(1) & neg.any(1)
-    p = d.masked_fill(~pos, float("-inf")).argmax(1)
-    n = d.masked_fill_(~neg, float("inf")).argmin(1)  # d is ours: fill in place
-    a = valid.nonzero(as_tuple=True)[0]
-    return a + r0, p[a], n[a]
-
-
-def _semi_hard_block(
-    d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, r0: int, chunk_elements: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FaceNet's semi-hard rule (as :class:`~siamkit.miners.SemiHardMiner`) for a block
-    of anchors: per (anchor, positive) the closest negative farther than the positive,
-    else the farthest negative; masked row minima over groups of pairs."""
-    pos &= neg.any(1)[:, None]
-    a, p = pos.nonzero(as_tuple=True)
-    chosen = torch.empty_like(a)
-    farthest = d.masked_fill(~neg, float("-inf")).argmax(1)
-    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
-    group = max(1, chunk_elements // max(1, d.shape[1]))
-    for s in range(0, a.numel(), group):
-        aa, pp = a[s : s + group], p[s : s + group]
-        rows = d[aa]
-        ok = neg[aa] & (rows > d[aa, pp][:, None])
-        val, idx = torch.where(ok, rows, inf).min(1)
-        chosen[s : s + group] = torch.where(torch.isinf(val), farthest[aa], idx)
-    return a + r0, p, chosen
 
 
 def _pair_block_sum(

@@ -88,8 +88,26 @@ def loss_rows(d: dict[str, Any] | None) -> str:
             fig = f"{r['speedup']:.1f}x (siamkit {r['siamkit_ms']:.1f} ms, PML {r['pml_ms']:.1f} ms, peak RSS {r['worker_peak_rss_gb']:.2f} GB)"
             met = "yes" if r["speedup"] >= 3 else "**no**"
         out += _row(f"{r['method']} + triplet, batch {r['batch']}, fwd + bwd", d, fig, ">= 3x, no OOM", met, "perf_losses.py")
-    out += _row("cross-batch memory 16k", d, "not measured: siamkit has no cross-batch memory", ">= 3x, O(batch x memory)",
-                "not done", "perf_losses.py")
+    return out
+
+
+def memory_rows(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return _row("cross-batch memory 16k vs PML CrossBatchMemory", None, "", ">= 3x, O(batch x memory)", "", "perf_memory.py")
+    out = ""
+    for r in d["rows"]:
+        what = f"cross-batch memory {d['memory_rows']:,} + batch-hard triplet, batch {r['batch']}, fwd + bwd + enqueue"
+        ps, pp = r.get("peak_siamkit", {}), r.get("peak_pml", {})
+        peak = (f"; step peak RSS siamkit {ps['step_peak_gb']:.2f} GB, PML "
+                + (f"{pp['step_peak_gb']:.2f} GB" if "step_peak_gb" in pp else str(pp.get("error", "n/a"))[:60])
+                if "step_peak_gb" in ps else "")
+        if "speedup" not in r:
+            out += _row(what, d, f"failed: {str(r.get('error'))[:80]}{peak}", ">= 3x, no OOM", "**no**", "perf_memory.py")
+            continue
+        c = r["check"]
+        fig = (f"{r['speedup']:.1f}x (siamkit {r['siamkit']['ms']:.0f} ms, PML {r['pml']['ms']:.0f} ms){peak}; "
+               f"same candidates, loss diff {c['abs_diff']:.1e}")
+        out += _row(what, d, fig, ">= 3x, no OOM", "yes" if r["speedup"] >= 3 else "**no**", "perf_memory.py")
     return out
 
 
@@ -176,6 +194,7 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
 def main() -> None:
     train, inf, losses = read("perf_training"), read("perf_inference"), read("perf_losses")
     scoring, ddp, svc, export = read("perf_scoring"), read("ddp"), read("perf_service"), read("export")
+    memory = read("perf_memory")
     body = (
         "Each row is one script's run (its JSON in `bench/results/`); the ratio in a row is measured within that run "
         "(reference and candidate interleaved, same load). Timing runs held `flock` on the machine's timing lock; "
@@ -183,7 +202,7 @@ def main() -> None:
         "low and noisy: read the ratios. Load = 1-minute load average at the start / end of the run. `python "
         "bench/perf_table.py` rebuilds this section.\n\n"
         "| what | measured | goal | met | script | date | load |\n|---|---|---|---|---|---|---|\n"
-        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses) + scoring_rows(scoring)
+        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses) + memory_rows(memory) + scoring_rows(scoring)
         + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc)
     )
     replace_doc_section("Performance suite", body)

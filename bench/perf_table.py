@@ -76,18 +76,24 @@ def inference_rows(d: dict[str, Any] | None, export: dict[str, Any] | None) -> s
     return out
 
 
-def loss_rows(d: dict[str, Any] | None) -> str:
+def loss_rows(d: dict[str, Any] | None, batch_hard: dict[str, Any] | None = None) -> str:
+    """The loss + miner rows; ``batch_hard``: a later run of the batch-hard method alone
+    (``perf_losses.py --methods batch_hard --out bench/results/perf_losses_batch_hard.json``),
+    whose rows (with its own date and load) replace the batch-hard rows of ``d``."""
     if d is None:
         return _row("loss + miner vs PML", None, "", ">= 3x", "", "perf_losses.py")
     out = ""
-    for r in d["results"]:
+    runs = [(r, d) for r in d["results"] if batch_hard is None or r["method"] != "batch_hard"]
+    if batch_hard is not None:
+        runs = [(r, batch_hard) for r in batch_hard["results"]] + runs
+    for r, run in runs:
         if r.get("pml_skipped"):
             fig = f"siamkit {r['siamkit_ms']:.1f} ms; PML {str(r['pml_skipped'])[:60]}"
             met = "yes (PML fails)"
         else:
             fig = f"{r['speedup']:.1f}x (siamkit {r['siamkit_ms']:.1f} ms, PML {r['pml_ms']:.1f} ms, peak RSS {r['worker_peak_rss_gb']:.2f} GB)"
             met = "yes" if r["speedup"] >= 3 else "**no**"
-        out += _row(f"{r['method']} + triplet, batch {r['batch']}, fwd + bwd", d, fig, ">= 3x, no OOM", met, "perf_losses.py")
+        out += _row(f"{r['method']} + triplet, batch {r['batch']}, fwd + bwd", run, fig, ">= 3x, no OOM", met, "perf_losses.py")
     return out
 
 
@@ -202,7 +208,7 @@ def main() -> None:
         "low and noisy: read the ratios. Load = 1-minute load average at the start / end of the run. `python "
         "bench/perf_table.py` rebuilds this section.\n\n"
         "| what | measured | goal | met | script | date | load |\n|---|---|---|---|---|---|---|\n"
-        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses) + memory_rows(memory) + scoring_rows(scoring)
+        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses, read("perf_losses_batch_hard")) + memory_rows(memory) + scoring_rows(scoring)
         + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc)
     )
     replace_doc_section("Performance suite", body)

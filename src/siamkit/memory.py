@@ -83,10 +83,9 @@ class CrossBatchMemory:
     """
 
     def __init__(self, *, size: int, start_after: int = 0) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise SiamkitError(f"the cross-batch memory size must be an integer >= 1, got {size!r}")
-        if isinstance(start_after, bool) or not isinstance(start_after, int) or start_after < 0:
-            raise SiamkitError(f"the cross-batch memory's start_after must be an integer >= 0 steps, got {start_after!r}")
+        for what, value, low in (("size", size, 1), ("start_after", start_after, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SiamkitError(f"the cross-batch memory {what} must be an integer >= {low}, got {value!r}")
         self.size = size
         self.start_after = start_after
         self.embeddings_: torch.Tensor | None = None

@@ -83,7 +83,7 @@ def test_empty_memory_and_reset() -> None:
 def test_bad_sizes_are_refused_with_a_clear_message(size: object) -> None:
     with pytest.raises(SiamkitError, match="memory size must be an integer >= 1"):
         CrossBatchMemory(size=size)  # type: ignore[arg-type]
-    with pytest.raises(SiamkitError, match="start_after must be an integer >= 0"):
+    with pytest.raises(SiamkitError, match="memory start_after must be an integer >= 0"):
         CrossBatchMemory(size=4, start_after=-1)
 
 

@@ -175,6 +175,15 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
                  "copies of the N x N matrix lead; a vectorised first-index-of-max replacement was tried and could not be "
                  "shown faster under this load, so it is not in. PML's semi-hard miner at 8192 passed 4 GB (it enumerates "
                  "all batch^3 triplets) and was killed; siamkit's ran in O(batch^2).")
+    lines.append("- Batch-hard and the cross-batch memory (torch.profiler, batch 2048 against a 16k memory, 1 thread): the "
+                 "(rows, N) boolean masks and masked copies (`masked_fill`, `any`, `bitwise_not`, `eq`, `copy_`) took "
+                 "about 45% of the step, the `addmm` of the ranking most of the rest. Fix (siamkit.mining_kernels, used by "
+                 "BatchHardMiner and siamkit.memory): positives listed sparsely from the labels sorted once, the hardest "
+                 "by a scatter-max, negatives by one argmin after setting the listed entries to +inf in place; the "
+                 "ranking drops each row's own norm. After it the step is the ranking's matrix product plus one argmin. "
+                 "The batch-hard rows above were timed BEFORE this change (the timed re-run and perf_memory.py waited "
+                 "for the timing lock past the session's end); an untimed 1-thread run at load 11 gave batch-hard 2048 "
+                 "fwd + bwd 295-328 ms before vs 79-122 ms after, same triplets.")
     if svc and svc.get("py_spy_top"):
         top = ", ".join(f"{t['function']} {t['share']:.0%}" for t in svc["py_spy_top"][:6])
         lines.append(f"- Service (py-spy on the torch server at concurrency 32, self samples of all threads, idle waits "

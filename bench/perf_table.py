@@ -154,7 +154,7 @@ def service_rows(d: dict[str, Any] | None) -> str:
     return out
 
 
-def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict[str, Any] | None) -> str:
+def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict[str, Any] | None, rerun: bool = False) -> str:
     lines = ["", "Profiles and findings (profiled before optimising):", ""]
     if train and train.get("profile"):
         p = train["profile"]
@@ -180,10 +180,11 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
                  "about 45% of the step, the `addmm` of the ranking most of the rest. Fix (siamkit.mining_kernels, used by "
                  "BatchHardMiner and siamkit.memory): positives listed sparsely from the labels sorted once, the hardest "
                  "by a scatter-max, negatives by one argmin after setting the listed entries to +inf in place; the "
-                 "ranking drops each row's own norm. After it the step is the ranking's matrix product plus one argmin. "
-                 "The batch-hard rows above were timed BEFORE this change (the timed re-run and perf_memory.py waited "
-                 "for the timing lock past the session's end); an untimed 1-thread run at load 11 gave batch-hard 2048 "
-                 "fwd + bwd 295-328 ms before vs 79-122 ms after, same triplets.")
+                 "ranking drops each row's own norm. After it the step is the ranking's matrix product plus one argmin "
+                 "(an untimed 1-thread run at load 11: batch-hard 2048 fwd + bwd 295-328 ms before vs 79-122 ms after, "
+                 "same triplets)."
+                 + ("" if rerun else " The batch-hard rows above were timed BEFORE this change (its timed re-run did "
+                    "not get the timing lock in time)."))
     if svc and svc.get("py_spy_top"):
         top = ", ".join(f"{t['function']} {t['share']:.0%}" for t in svc["py_spy_top"][:6])
         lines.append(f"- Service (py-spy on the torch server at concurrency 32, self samples of all threads, idle waits "
@@ -218,7 +219,7 @@ def main() -> None:
         "bench/perf_table.py` rebuilds this section.\n\n"
         "| what | measured | goal | met | script | date | load |\n|---|---|---|---|---|---|---|\n"
         + training_rows(train) + inference_rows(inf, export) + loss_rows(losses, read("perf_losses_batch_hard")) + memory_rows(memory) + scoring_rows(scoring)
-        + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc)
+        + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc, read("perf_losses_batch_hard") is not None)
     )
     replace_doc_section("Performance suite", body)
     print(body)

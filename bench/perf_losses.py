@@ -5,8 +5,8 @@ OOM). It runs :mod:`bench_miners` (one guarded worker process per case, the libr
 interleaved, a PML worker past ``--max-rss-gb`` or the step timeout killed and recorded
 as skipped) with the suite's batches and writes ``bench/results/perf_losses.json``.
 
-Not measured: a cross-batch memory of 16k embeddings. siamkit has no cross-batch memory
-(PML's ``CrossBatchMemory``); the table says so.
+The cross-batch memory of 16k embeddings (siamkit.memory vs PML's ``CrossBatchMemory``)
+is its own script, ``perf_memory.py``.
 
 PML is not a siamkit dependency; install it beside the venv without its dependencies
 (torch stays the pinned CPU build):

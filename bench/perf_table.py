@@ -76,20 +76,44 @@ def inference_rows(d: dict[str, Any] | None, export: dict[str, Any] | None) -> s
     return out
 
 
-def loss_rows(d: dict[str, Any] | None) -> str:
+def loss_rows(d: dict[str, Any] | None, batch_hard: dict[str, Any] | None = None) -> str:
+    """The loss + miner rows; ``batch_hard``: a later run of the batch-hard method alone
+    (``perf_losses.py --methods batch_hard --out bench/results/perf_losses_batch_hard.json``),
+    whose rows (with its own date and load) replace the batch-hard rows of ``d``."""
     if d is None:
         return _row("loss + miner vs PML", None, "", ">= 3x", "", "perf_losses.py")
     out = ""
-    for r in d["results"]:
+    runs = [(r, d) for r in d["results"] if batch_hard is None or r["method"] != "batch_hard"]
+    if batch_hard is not None:
+        runs = [(r, batch_hard) for r in batch_hard["results"]] + runs
+    for r, run in runs:
         if r.get("pml_skipped"):
             fig = f"siamkit {r['siamkit_ms']:.1f} ms; PML {str(r['pml_skipped'])[:60]}"
             met = "yes (PML fails)"
         else:
             fig = f"{r['speedup']:.1f}x (siamkit {r['siamkit_ms']:.1f} ms, PML {r['pml_ms']:.1f} ms, peak RSS {r['worker_peak_rss_gb']:.2f} GB)"
             met = "yes" if r["speedup"] >= 3 else "**no**"
-        out += _row(f"{r['method']} + triplet, batch {r['batch']}, fwd + bwd", d, fig, ">= 3x, no OOM", met, "perf_losses.py")
-    out += _row("cross-batch memory 16k", d, "not measured: siamkit has no cross-batch memory", ">= 3x, O(batch x memory)",
-                "not done", "perf_losses.py")
+        out += _row(f"{r['method']} + triplet, batch {r['batch']}, fwd + bwd", run, fig, ">= 3x, no OOM", met, "perf_losses.py")
+    return out
+
+
+def memory_rows(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return _row("cross-batch memory 16k vs PML CrossBatchMemory", None, "", ">= 3x, O(batch x memory)", "", "perf_memory.py")
+    out = ""
+    for r in d["rows"]:
+        what = f"cross-batch memory {d['memory_rows']:,} + batch-hard triplet, batch {r['batch']}, fwd + bwd + enqueue"
+        ps, pp = r.get("peak_siamkit", {}), r.get("peak_pml", {})
+        peak = (f"; step peak RSS siamkit {ps['step_peak_gb']:.2f} GB, PML "
+                + (f"{pp['step_peak_gb']:.2f} GB" if "step_peak_gb" in pp else str(pp.get("error", "n/a"))[:60])
+                if "step_peak_gb" in ps else "")
+        if "speedup" not in r:
+            out += _row(what, d, f"failed: {str(r.get('error'))[:80]}{peak}", ">= 3x, no OOM", "**no**", "perf_memory.py")
+            continue
+        c = r["check"]
+        fig = (f"{r['speedup']:.1f}x (siamkit {r['siamkit']['ms']:.0f} ms, PML {r['pml']['ms']:.0f} ms){peak}; "
+               f"same candidates, loss diff {c['abs_diff']:.1e}")
+        out += _row(what, d, fig, ">= 3x, no OOM", "yes" if r["speedup"] >= 3 else "**no**", "perf_memory.py")
     return out
 
 
@@ -130,7 +154,7 @@ def service_rows(d: dict[str, Any] | None) -> str:
     return out
 
 
-def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict[str, Any] | None) -> str:
+def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict[str, Any] | None, rerun: bool = False) -> str:
     lines = ["", "Profiles and findings (profiled before optimising):", ""]
     if train and train.get("profile"):
         p = train["profile"]
@@ -151,6 +175,16 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
                  "copies of the N x N matrix lead; a vectorised first-index-of-max replacement was tried and could not be "
                  "shown faster under this load, so it is not in. PML's semi-hard miner at 8192 passed 4 GB (it enumerates "
                  "all batch^3 triplets) and was killed; siamkit's ran in O(batch^2).")
+    lines.append("- Batch-hard and the cross-batch memory (torch.profiler, batch 2048 against a 16k memory, 1 thread): the "
+                 "(rows, N) boolean masks and masked copies (`masked_fill`, `any`, `bitwise_not`, `eq`, `copy_`) took "
+                 "about 45% of the step, the `addmm` of the ranking most of the rest. Fix (siamkit.mining_kernels, used by "
+                 "BatchHardMiner and siamkit.memory): positives listed sparsely from the labels sorted once, the hardest "
+                 "by a scatter-max, negatives by one argmin after setting the listed entries to +inf in place; the "
+                 "ranking drops each row's own norm. After it the step is the ranking's matrix product plus one argmin "
+                 "(an untimed 1-thread run at load 11: batch-hard 2048 fwd + bwd 295-328 ms before vs 79-122 ms after, "
+                 "same triplets)."
+                 + ("" if rerun else " The batch-hard rows above were timed BEFORE this change (its timed re-run did "
+                    "not get the timing lock in time)."))
     if svc and svc.get("py_spy_top"):
         top = ", ".join(f"{t['function']} {t['share']:.0%}" for t in svc["py_spy_top"][:6])
         lines.append(f"- Service (py-spy on the torch server at concurrency 32, self samples of all threads, idle waits "
@@ -176,6 +210,7 @@ def findings(inf: dict[str, Any] | None, train: dict[str, Any] | None, svc: dict
 def main() -> None:
     train, inf, losses = read("perf_training"), read("perf_inference"), read("perf_losses")
     scoring, ddp, svc, export = read("perf_scoring"), read("ddp"), read("perf_service"), read("export")
+    memory = read("perf_memory")
     body = (
         "Each row is one script's run (its JSON in `bench/results/`); the ratio in a row is measured within that run "
         "(reference and candidate interleaved, same load). Timing runs held `flock` on the machine's timing lock; "
@@ -183,8 +218,8 @@ def main() -> None:
         "low and noisy: read the ratios. Load = 1-minute load average at the start / end of the run. `python "
         "bench/perf_table.py` rebuilds this section.\n\n"
         "| what | measured | goal | met | script | date | load |\n|---|---|---|---|---|---|---|\n"
-        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses) + scoring_rows(scoring)
-        + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc)
+        + training_rows(train) + inference_rows(inf, export) + loss_rows(losses, read("perf_losses_batch_hard")) + memory_rows(memory) + scoring_rows(scoring)
+        + ddp_rows(ddp) + service_rows(svc) + findings(inf, train, svc, read("perf_losses_batch_hard") is not None)
     )
     replace_doc_section("Performance suite", body)
     print(body)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from .distances import BaseDistance, get_distance
+from .mining_kernels import batch_hard_rows, row_ranking, same_class_entries
 from .tuples import Pairs, Triplets, all_pairs, check_labels, class_masks
 
 __all__ = ["BaseMiner", "AllPairsMiner", "HardPairMiner", "BatchHardMiner", "SemiHardMiner", "MINERS"]
@@ -131,18 +132,15 @@ class BatchHardMiner(BaseMiner):
     produces = "triplets"
 
     def _mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        # anchors with a positive and a negative, from class counts: O(N), not O(N^2)
-        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        per_anchor = counts[inverse]
-        valid = (per_anchor > 1) & (per_anchor < labels.numel())
-        if not bool(valid.any()):
+        # positives listed sparsely from the sorted labels, the hardest by a scatter-max;
+        # negatives = the rest of the row (positives set to +inf in place), one argmin;
+        # the ranking drops each row's own norm (siamkit.mining_kernels)
+        order = torch.argsort(labels, stable=True)
+        rows, cols, counts = same_class_entries(labels, 0, labels.numel(), order, labels[order])
+        if not bool(((counts > 1) & (counts < labels.numel())).any()):
             return _empty_triplets(embeddings.device)
-        d = self.distance.ranking_pairwise(embeddings)
-        pos, neg = class_masks(labels)
-        p = d.masked_fill(~pos, float("-inf")).argmax(1)
-        n = d.masked_fill_(~neg, float("inf")).argmin(1)  # d is ours: fill in place
-        a = valid.nonzero(as_tuple=True)[0]
-        return Triplets(a, p[a], n[a])
+        d = row_ranking(embeddings, embeddings, self.distance)
+        return Triplets(*batch_hard_rows(d, rows, cols, counts, 0))
 
 
 class SemiHardMiner(BaseMiner):

@@ -209,7 +209,7 @@ _FIELD_FLAGS = (
     "encoder", "embedding_dim", "distance", "normalize", "loss", "miner", "margin", "batching", "batch_size",
     "m_per_class", "epochs", "steps_per_epoch", "optimizer", "lr", "weight_decay", "schedule", "step_size", "gamma",
     "grad_clip", "augment", "rotation", "shear", "translate", "fill", "val_fraction", "patience", "tie_break",
-    "precision", "channels_last", "seed", "progress", "health", "tta",
+    "precision", "channels_last", "seed", "progress", "health", "tta", "cross_batch_memory", "memory_warmup",
 )
 
 
@@ -310,6 +310,8 @@ def train(
     step_size: int = typer.Option(10, help="step schedule: epochs per step."),
     gamma: float = typer.Option(0.1, help="step schedule: factor per step."),
     grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm to this."),
+    cross_batch_memory: int = typer.Option(0, "--cross-batch-memory", help="Rows of a cross-batch memory (XBM, e.g. 16384; 0 = off): triplet / contrastive anchors are mined against the batch plus earlier batches' embeddings."),
+    memory_warmup: int = typer.Option(0, "--memory-warmup", help="Steps trained before the cross-batch memory is used and filled."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random affine augmentation."),
     rotation: float = typer.Option(10.0, help="Augmentation: max rotation in degrees."),
     shear: float = typer.Option(0.1, help="Augmentation: max shear factor."),

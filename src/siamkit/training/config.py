@@ -54,6 +54,10 @@ class TrainConfig:
             one view per image, cheaper). It keeps the embedding from collapsing onto
             the training classes, which helps on unseen classes when there are few
             training classes. instance_scale: the views term's similarity scale.
+        cross_batch_memory: rows of a cross-batch memory (XBM, :mod:`siamkit.memory`;
+            e.g. 16384; 0 = off): the triplet or contrastive loss mines each batch's
+            anchors against the batch plus the embeddings of earlier batches.
+        memory_warmup: steps trained without the memory before it is used and filled.
 
     Batches and schedule:
         batching: "classes" (batches of batch_size // m_per_class classes x
@@ -118,6 +122,8 @@ class TrainConfig:
     classifier_scale: float = 16.0
     instance_weight: float = 0.0
     instance_scale: float = 10.0
+    cross_batch_memory: int = 0
+    memory_warmup: int = 0
 
     batching: str = "classes"
     batch_size: int = 64
@@ -169,6 +175,15 @@ class TrainConfig:
             )
         self.validate()
 
+    def _validate_memory(self, bad: Any) -> None:
+        if self.cross_batch_memory < 0 or self.memory_warmup < 0:
+            bad(f"cross_batch_memory and memory_warmup must be >= 0, got {self.cross_batch_memory} and {self.memory_warmup}")
+        if self.cross_batch_memory and (self.loss not in ("triplet", "contrastive") or self.batching != "classes"):
+            bad(f"a cross-batch memory works with class batches and the triplet or contrastive loss, not {self.loss!r}"
+                f" on {self.batching} batches")
+        if self.cross_batch_memory and self.matryoshka_dims:
+            bad("a cross-batch memory does not combine with matryoshka_dims")
+
     def validate(self) -> None:
         """Raise SiamkitError naming the first inconsistent option."""
 
@@ -202,6 +217,8 @@ class TrainConfig:
             bad("the views loss is already the instance term; leave instance_weight at 0")
         if self.loss == "mnr" and self.m_per_class < 2:
             bad("the mnr loss needs m_per_class >= 2")
+        if self.cross_batch_memory or self.memory_warmup:
+            self._validate_memory(bad)
         if self.epochs < 1:
             bad(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:

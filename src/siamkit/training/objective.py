@@ -4,7 +4,10 @@ Class batches reach their loss through the miner (contrastive, triplet, binary),
 in-batch negatives (mnr, normsoftmax); pair batches use their given pairs. With two
 views of every image (the ``views`` loss, or ``instance_weight`` > 0) the views term is
 the loss or is added to it. With ``matryoshka_dims`` the whole of it is summed over the
-embedding's prefixes (:func:`siamkit.matryoshka.matryoshka_loss`).
+embedding's prefixes (:func:`siamkit.matryoshka.matryoshka_loss`). With
+``cross_batch_memory`` the mined losses take their candidates from the batch plus a
+:class:`~siamkit.memory.CrossBatchMemory` of earlier batches, which the objective fills
+(with the global batch under torch.distributed: every rank holds the same memory).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..losses import (
     triplet_loss,
 )
 from ..matryoshka import matryoshka_loss
+from ..memory import CrossBatchMemory, memory_loss
 from ..miners import BaseMiner
 from ..network import SiameseNetwork
 from ..tuples import Pairs, Triplets
@@ -79,6 +83,9 @@ class Objective:
         self.proxies = proxies
         self.class_values = class_values
         self.two_views = config.loss == "views" or config.instance_weight > 0
+        self.memory: CrossBatchMemory | None = None
+        if config.cross_batch_memory:
+            self.memory = CrossBatchMemory(size=config.cross_batch_memory, start_after=config.memory_warmup)
 
     def __call__(self, e: torch.Tensor, y: torch.Tensor, given_pairs: Pairs | None = None) -> torch.Tensor:
         """The batch loss: :meth:`one_size` (same arguments), summed over the embedding's
@@ -139,6 +146,8 @@ class Objective:
             m = config.m_per_class
             e = e.view(-1, m, e.shape[1])
             return multiple_negatives_ranking_loss(e[:, 0], e[:, 1], scale=config.mnr_scale, symmetric=True)
+        if self.memory is not None and given_pairs is None:
+            return self.with_memory(e, y)
         if given_pairs is not None:
             tuples: Pairs | Triplets = given_pairs
         else:
@@ -153,3 +162,29 @@ class Objective:
                 e, tuples, distance=network.distance, pos_margin=config.pos_margin, neg_margin=config.margin
             )
         return balanced_binary_loss(network, e, tuples)
+
+    def with_memory(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mined loss against the batch plus the cross-batch memory, which then takes
+        the batch (during the warm-up: the plain batch loss, the memory left empty).
+
+        Args:
+            e: the batch's embeddings (the global batch under torch.distributed).
+            y: the class of every sample.
+
+        Shapes:
+            e (N, D), y (N,) -> scalar.
+
+        Returns:
+            The loss, with its gradient.
+        """
+        config, memory = self.config, self.memory
+        assert memory is not None and self.miner is not None
+        use = memory.active
+        out = memory_loss(
+            e, y, memory if use else None, self.miner, loss=config.loss, distance=self.network.distance,
+            margin=config.margin, pos_margin=config.pos_margin,
+        )
+        if use:
+            memory.enqueue(e, y)
+        memory.step()
+        return out

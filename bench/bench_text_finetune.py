@@ -15,6 +15,15 @@ the learning curve, never used to choose the weights):
     HF_HUB_OFFLINE=1 nice -n 10 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text_finetune.py \
         --data ../shared/data/stsbenchmark --recipe sts --monitor-test --name text_finetune_sts_recipe --out DIR
 
+SICK-R (selected on SICK_trial) and MRPC (threshold and selection on 10% carved from train,
+never on test), each beside its zero-shot figure from the same run (``--test-subset N``: a
+seeded random N of the test pairs, a reduced run):
+
+    ... bench/bench_text_finetune.py --data ../shared/data/sick --val dev --loss cosine \
+        --eval-every 100 --name text_finetune_sick
+    ... bench/bench_text_finetune.py --data ../shared/data/mrpc --val 0.1 --loss cosine \
+        --eval-every 100 --name text_finetune_mrpc
+
 Writes ``bench/results/<name>.json`` (bench_text.py puts it into docs/benchmarks.md).
 """
 

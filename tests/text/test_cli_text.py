@@ -145,3 +145,70 @@ def test_bad_encoder_options_are_one_error_line(tmp_path):
     assert_clean_error(run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r"), "encoder_options")
     bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nencoder_options = { embedding_init = "lsa" }\n')
     assert_clean_error(run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2"), "embedding_init")
+def _damaged_copies(tiny_bert: Path, root: Path) -> dict[str, Path]:
+    """Copies of the tiny BERT folder, each damaged one way (the errors transformers raises
+    differ: SafetensorError, RuntimeError on a shape mismatch, OSError on bad JSON)."""
+    import shutil
+
+    def garbage(f: Path) -> None:
+        (f / "model.safetensors").write_bytes(b"\x00not safetensors" * 8)
+
+    def truncated(f: Path) -> None:
+        (f / "model.safetensors").write_bytes((tiny_bert / "model.safetensors").read_bytes()[:300])
+
+    def wrong_shape(f: Path) -> None:  # the config says hidden 64, the weights are 32 wide
+        cfg = json.loads((tiny_bert / "config.json").read_text())
+        cfg.update(hidden_size=64, intermediate_size=128)
+        (f / "config.json").write_text(json.dumps(cfg))
+
+    def bad_json(f: Path) -> None:
+        (f / "config.json").write_text("{not json")
+
+    out = {}
+    for name, damage in (("garbage", garbage), ("truncated", truncated), ("wrong_shape", wrong_shape), ("bad_json", bad_json)):
+        out[name] = root / name
+        shutil.copytree(tiny_bert, out[name])
+        damage(out[name])
+    return out
+
+
+def test_a_damaged_pretrained_folder_is_one_error_line(tiny_bert, tmp_path, monkeypatch):
+    """Every way transformers fails to read a damaged folder is a ModelFileError naming it
+    in the library, and one `error:` line with exit code 2 at the CLI (never a traceback)."""
+    from siamkit.errors import ModelFileError
+    from siamkit.text import pretrained_twin
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = _csv(tmp_path / "p.csv", binary=False)
+    for name, folder in _damaged_copies(tiny_bert, tmp_path).items():
+        with pytest.raises(ModelFileError, match="cannot load the pretrained text model") as e:
+            pretrained_twin(str(folder))
+        assert name in str(e.value)  # the folder is named
+        r = run("train", "--task", "text", "--data", data, "--out", tmp_path / f"o-{name}", "--pretrained", folder,
+                "--no-progress")
+        assert_clean_error(r, "cannot load the pretrained text model")
+        assert not (tmp_path / f"o-{name}" / "model").exists()
+
+
+def test_a_damaged_text_model_folder_is_one_error_line(tiny_bert, tmp_path):
+    """A saved text model whose tokenizer files or transformers config were damaged:
+    `compare` / `evaluate` say so in one line (exit 2)."""
+    from siamkit.text import pretrained_twin
+
+    data = _csv(tmp_path / "p.csv", binary=False)
+    good = tmp_path / "good"
+    pretrained_twin(str(tiny_bert), max_length=16).save(good)
+    tok = tmp_path / "tok"
+    import shutil
+
+    shutil.copytree(good, tok)
+    for f in (tok / "tokenizer").iterdir():
+        f.write_text("{damaged")
+    assert_clean_error(run("compare", tok, "a man", "a woman"), "cannot read the tokenizer")
+    arch = tmp_path / "arch"
+    shutil.copytree(good, arch)
+    cfg = json.loads((arch / "config.json").read_text())
+    kwargs = cfg["network"]["encoder"]["kwargs"]
+    kwargs["config"]["vocab_size"] = -5  # torch raises RuntimeError (a negative dimension) building it
+    (arch / "config.json").write_text(json.dumps(cfg))
+    assert_clean_error(run("evaluate", arch, "--data", data, "--out", tmp_path / "rep"), "cannot be built")

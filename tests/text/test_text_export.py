@@ -70,3 +70,27 @@ def test_scratch_text_twins_are_not_exported_by_the_pretrained_writer(tmp_path: 
     with pytest.raises(ExportError, match="pretrained tokenizer"):
         export_text_onnx(tmp_path / "model", tmp_path / "export")
     assert not (tmp_path / "export" / "siamkit-onnx.json").exists()
+
+
+def test_the_image_verifier_refuses_a_text_export(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    """OnnxVerifier (images: verify_files, serve --runtime onnx) checks the export's kind: a
+    text export is refused with a clear error, not opened to fail later on a pixel tensor."""
+    from typer.testing import CliRunner
+
+    from siamkit.cli import app
+    from siamkit.export.runtime import OnnxVerifier
+    from tests.cli.test_cli import assert_clean_error
+
+    _, export = exported
+    with pytest.raises(ModelFileError, match="export of a text model.*OnnxTextEncoder"):
+        OnnxVerifier.from_dir(export)
+    m = json.loads((export / "siamkit-onnx.json").read_text())
+    for f in export.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "siamkit-onnx.json").write_text(json.dumps({**m, "kind": "sequence"}))
+    with pytest.raises(ModelFileError, match="export of a sequence model"):
+        OnnxVerifier.from_dir(tmp_path)
+    a = tmp_path / "a.png"
+    a.write_bytes(b"not read")
+    r = CliRunner().invoke(app, ["compare", str(export), str(a), str(a), "--runtime", "onnx"])
+    assert_clean_error(r, "export of a text model")

@@ -144,3 +144,23 @@ def test_step_evaluation_keeps_the_best_weights_including_the_start(tiny_bert, s
     assert all(p.requires_grad for p in twin.network.parameters())  # frozen for the run only
     with pytest.raises(DataError):
         TextTrainConfig(eval_every=0)
+
+
+def test_monitor_pairs_are_recorded_but_never_choose_the_weights(tiny_bert, sts_csv, tmp_path):
+    """fit_text_pairs(monitor=...) scores extra pairs (a benchmark's test curve) at every
+    evaluation; the weights kept are the same as without them."""
+    pairs = read_pair_csv(sts_csv)
+    flipped = type(pairs)(pairs.texts_a, pairs.texts_b, 5.0 - pairs.targets, pairs.binary)
+    config = TextTrainConfig(epochs=2, batch_size=8, lr=5e-3, warmup=0.0, eval_every=2, eval_at_start=True)
+    runs = []
+    for monitor in (None, pairs):
+        twin = pretrained_twin(str(tiny_bert), max_length=16)
+        history = fit_text_pairs(twin, pairs, config=config, val=flipped, monitor=monitor, progress=False)
+        runs.append((twin, [e for h in history for e in h["evals"]]))
+    (plain, plain_evals), (watched, evals) = runs
+    assert all("monitor_score" not in e for e in plain_evals)
+    assert [e["val_score"] for e in evals] == pytest.approx([e["val_score"] for e in plain_evals])
+    for e in evals:  # the monitor score is the pairs' own Spearman at that step (flipped: minus the validation score)
+        assert e["monitor_score"] == pytest.approx(-e["val_score"])
+    for k, v in watched.network.state_dict().items():
+        torch.testing.assert_close(v, plain.network.state_dict()[k])

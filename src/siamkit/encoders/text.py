@@ -61,15 +61,18 @@ def model_from_config(config: dict[str, Any]) -> tuple[Any, Any]:
         (model, the transformers config).
 
     Raises:
-        ValueError: the config has no ``model_type``.
+        ValueError: the config has no ``model_type``, or transformers cannot build it.
     """
     transformers = require_transformers()
     cfg = dict(config)
     model_type = cfg.pop("model_type", None)
     if not model_type:
         raise ValueError("the transformers config has no model_type")
-    hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
-    return transformers.AutoModel.from_config(hf_config), hf_config
+    try:
+        hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
+        return transformers.AutoModel.from_config(hf_config), hf_config
+    except Exception as e:  # noqa: BLE001 - transformers raises KeyError, RuntimeError ... for a bad config
+        raise ValueError(f"cannot build a transformers {model_type!r} model from the saved config: {e}") from None
 
 
 def masked_pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -163,18 +166,24 @@ def pretrained_text_encoder(reference: str, *, pooling: str | None = None) -> tu
     """
     transformers = require_transformers()
     folder = Path(reference)
-    st_pooling, normalize = _sentence_transformers_settings(folder) if folder.is_dir() else (None, False)
+    if pooling is not None and pooling not in POOLINGS:
+        raise DataError(f"pooling {pooling!r}; choose one of {list(POOLINGS)}")
     try:
+        st_pooling, normalize = _sentence_transformers_settings(folder) if folder.is_dir() else (None, False)
         model = transformers.AutoModel.from_pretrained(reference)
         tokenizer = transformers.AutoTokenizer.from_pretrained(reference)
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"cannot load the pretrained text model {reference!r}: {e}") from None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoder = create_encoder(
-        "hf_text", config=model.config.to_dict(), pooling=pooling or st_pooling or "mean", pad_token_id=int(pad)
-    )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        encoder = create_encoder(
+            "hf_text", config=model.config.to_dict(), pooling=pooling or st_pooling or "mean", pad_token_id=int(pad)
+        )
+        missing, unexpected = encoder.model.load_state_dict(model.state_dict(), strict=False)
+    except Exception as e:  # noqa: BLE001 - every failure to read the files, as one error (below)
+        # transformers / safetensors / tokenizers raise OSError, ValueError, RuntimeError (shape
+        # mismatch), SafetensorError (a damaged weights file), JSON errors ...: every failure to
+        # read the files is one error the CLI and the service report without a traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFileError(f"cannot load the pretrained text model {reference!r} ({type(e).__name__}: {first})") from None
     assert isinstance(encoder, PretrainedTextEncoder)
-    missing, unexpected = encoder.model.load_state_dict(model.state_dict(), strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise ModelFileError(f"the weights of {reference!r} do not fit its config: {missing[:3]} {unexpected[:3]}")
     return encoder, tokenizer, normalize

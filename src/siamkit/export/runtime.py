@@ -233,7 +233,8 @@ class OnnxVerifier:
 
         Raises:
             ModelFileError: no such folder, no manifest, a manifest of another format or
-                format version, a missing or unreadable ONNX file.
+                format version, the export of a text (or other non-image) model, a missing or
+                unreadable ONNX file.
             ImportError: onnxruntime is not installed (``pip install siamkit[onnx]``).
         """
         folder = Path(folder)
@@ -242,6 +243,11 @@ class OnnxVerifier:
         if not (folder / MANIFEST).is_file():
             raise ModelFileError(f"{folder} is not a siamkit ONNX export (no {MANIFEST}): run `siamkit export` first")
         manifest = read_versioned_json(folder / MANIFEST, fmt=FORMAT, version=FORMAT_VERSION, what="ONNX export")
+        kind = manifest.get("kind", "image")  # image exports record no kind
+        if kind != "image":
+            how = " (open it with siamkit.export.text_runtime.OnnxTextEncoder)" if kind == "text" else ""
+            raise ModelFileError(f"{folder} is the export of a {kind} model, not an image model{how}: "
+                                 "OnnxVerifier takes image exports only")
         files = manifest.get("models")
         if not isinstance(files, dict) or "fp32" not in files:
             raise ModelFileError(f"{folder / MANIFEST} lists no fp32 model")

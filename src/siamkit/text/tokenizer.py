@@ -6,7 +6,6 @@ JSON / text files only.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -195,8 +194,8 @@ class PretrainedTokenizer:
         transformers = require_transformers()
         try:
             return cls(transformers.AutoTokenizer.from_pretrained(str(Path(folder) / HF_FOLDER), local_files_only=True))
-        except (OSError, ValueError, json.JSONDecodeError) as e:
-            raise ModelFileError(f"cannot read the tokenizer in {Path(folder) / HF_FOLDER}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError, JSON, tokenizers' own errors: a damaged folder
+            raise ModelFileError(f"cannot read the tokenizer in {Path(folder) / HF_FOLDER}: {type(e).__name__}: {e}") from None
 
 
 def load_tokenizer(folder: Path, kind: str) -> TextTokenizer:

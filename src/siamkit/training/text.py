@@ -174,8 +174,9 @@ def validation_score(twin: TextTwin, pairs: TextPairs) -> float:
 class _BestKeeper:
     """Scores the validation pairs, keeps the best weights and writes them to ``out_dir``."""
 
-    def __init__(self, twin: TextTwin, val: TextPairs | None, out_dir: str | Path | None, config: TextTrainConfig) -> None:
-        self.twin, self.val, self.config = twin, val, config
+    def __init__(self, twin: TextTwin, val: TextPairs | None, out_dir: str | Path | None, config: TextTrainConfig,
+                 monitor: TextPairs | None = None) -> None:
+        self.twin, self.val, self.config, self.monitor = twin, val, config, monitor
         self.out = None if out_dir is None else Path(out_dir) / "model"
         self.best: tuple[float, dict[str, torch.Tensor]] | None = None
         self.evals: list[dict[str, Any]] = []
@@ -185,8 +186,12 @@ class _BestKeeper:
         if self.val is None:
             return None
         value = validation_score(self.twin, self.val)
-        self.evals.append({"step": step, "val_score": value})
-        logger.info("step %d: validation score %.4f", step, value)
+        record: dict[str, Any] = {"step": step, "val_score": value}
+        if self.monitor is not None:  # recorded only: never used to choose the weights
+            record["monitor_score"] = validation_score(self.twin, self.monitor)
+        self.evals.append(record)
+        logger.info("step %d: validation score %.4f%s", step, value,
+                    f" (monitor {record['monitor_score']:.4f})" if "monitor_score" in record else "")
         if self.best is None or value > self.best[0]:
             self.best = (value, copy.deepcopy(self.twin.network.state_dict()))
             self.save(history)
@@ -210,6 +215,7 @@ def fit_text_pairs(
     out_dir: str | Path | None = None,
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    monitor: TextPairs | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune (or train) ``twin`` on text pairs; keeps the best validation score's weights.
 
@@ -224,6 +230,9 @@ def fit_text_pairs(
             every epoch without ``val``; atomic files: an interrupted run leaves the last good one).
         progress: show a progress bar (None = on a terminal).
         on_epoch: called with each epoch's record.
+        monitor: pairs scored beside ``val`` at every evaluation and recorded as
+            ``monitor_score`` in the evals, never used to choose the weights (a benchmark's
+            learning curve on its test split); ignored without ``val``.
 
     Returns:
         One record per epoch: epoch, loss (mean), val_score (the epoch's last), seconds,
@@ -248,7 +257,7 @@ def fit_text_pairs(
     sched = warmup_linear_schedule(opt, total_steps=total, warmup=config.warmup)
     targets = torch.as_tensor(_scaled_targets(train))
     history: list[dict[str, Any]] = []
-    keeper = _BestKeeper(twin, val, out_dir, config)
+    keeper = _BestKeeper(twin, val, out_dir, config, monitor)
     if config.eval_at_start:
         keeper.score(0, history)
     step = 0

@@ -6,7 +6,9 @@ HNSW) built on the first ``short_dim`` values of every vector (re-normalised for
 cosine metric), for ``candidates`` rows per query; stage 2 computes the exact full-size
 distance of the query to each candidate and keeps the ``k`` closest. Stage 1 scans
 ``short_dim / D`` of the values a single-stage index would; stage 2 touches
-``candidates x D`` values per query. ``bench/bench_matryoshka_search.py`` measures
+``candidates x D`` values per query. An optional third stage, ``reranker=`` (a trained
+:class:`~siamkit.gallery.pair_head.PairHeadReranker`), re-orders the first rows of
+stage 2 by a learned pair head. ``bench/bench_matryoshka_search.py`` measures
 recall@10 and queries/s against single-stage flat and IVF search.
 
 Example:
@@ -44,6 +46,8 @@ class TwoStageIndex:
         kind: stage 1's FAISS index: flat, ivf or hnsw.
         metric: ``"cosine"`` (each prefix re-normalised; stage 2 on the normalised full
             vectors) or ``"l2"`` (squared Euclidean, prefixes as they are).
+        reranker: a trained :class:`~siamkit.gallery.pair_head.PairHeadReranker` that
+            re-orders the top of stage 2 (None: the exact full-size order).
         index_params: stage 1's :class:`FaissIndex` options (nlist, nprobe, m, ...).
 
     Attributes (after build):
@@ -52,7 +56,7 @@ class TwoStageIndex:
     """
 
     def __init__(self, *, short_dim: int, candidates: int = 100, kind: str = "flat", metric: str = "cosine",
-                 **index_params: Any) -> None:
+                 reranker: Any = None, **index_params: Any) -> None:
         check_metric(metric)
         if isinstance(short_dim, bool) or not isinstance(short_dim, int) or short_dim < 1:
             raise GalleryError(f"short_dim must be a positive integer, got {short_dim!r}")
@@ -63,6 +67,9 @@ class TwoStageIndex:
         self.kind = kind
         self.metric = metric
         self.index_params = index_params
+        if reranker is not None and not hasattr(reranker, "rerank"):
+            raise GalleryError(f"reranker must be a PairHeadReranker, got {type(reranker).__name__}")
+        self.reranker = reranker
 
     def _short(self, a: np.ndarray) -> np.ndarray:
         s = np.ascontiguousarray(a[:, : self.short_dim])
@@ -116,13 +123,24 @@ class TwoStageIndex:
             raise GalleryError(f"queries have {q.shape[1]} values, the indexed vectors {self.vectors_.shape[1]}")
         if self.metric == "cosine":
             q = normalize_rows(q).astype(np.float32)
+        k_out, k = k, max(k, self.reranker.top) if self.reranker is not None else k
         _, cand = self.coarse_.search(self._short(q), max(k, self.candidates))
         dist = np.full((q.shape[0], k), np.inf, np.float32)
         rows = np.full((q.shape[0], k), -1, np.int64)
         for s in range(0, q.shape[0], RERANK_CHUNK):
             c = cand[s : s + RERANK_CHUNK]
             dist[s : s + RERANK_CHUNK], rows[s : s + RERANK_CHUNK] = self._rerank(q[s : s + RERANK_CHUNK], c, k)
-        return dist, rows
+        if self.reranker is not None:
+            dist, rows = self.reranker.rerank(q if self.metric == "cosine" else normalize_rows(q), self._unit(), rows, dist)
+        return dist[:, :k_out], rows[:, :k_out]
+
+    def _unit(self) -> np.ndarray:
+        """The full vectors, normalised (what the pair head takes)."""
+        if self.metric == "cosine":
+            return self.vectors_
+        if not hasattr(self, "unit_"):
+            self.unit_ = normalize_rows(self.vectors_).astype(np.float32)
+        return self.unit_
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact full-size distances to the candidates, the k smallest in order."""

@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..errors import GalleryError

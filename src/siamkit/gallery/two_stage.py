@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import GalleryError
-from .exact import as_vectors, check_metric, normalize_rows
 from .coarse import FactoryIndex
+from .exact import as_vectors, check_metric, normalize_rows
 from .search import FaissIndex
 
 __all__ = ["TwoStageIndex"]

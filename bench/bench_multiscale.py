@@ -71,6 +71,7 @@ def main() -> None:
                "test": _numbers(net, ev.images, ev.labels, (20, 5))}
         out["variants"][name] = res
         print(f"{name} ({secs} s, load {_load()}): {res}", flush=True)
+        write_json("multiscale_omniglot", {**out, "load_end": _load()})  # what is done so far, after each variant
     out["load_end"] = _load()
     write_json("multiscale_omniglot", out)
     if not a.no_doc:

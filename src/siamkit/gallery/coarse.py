@@ -85,7 +85,14 @@ class FactoryIndex:
             ivf.nprobe = self.nprobe
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS's (scores, rows) of the ``k`` best per query (scores as FAISS gives them).
+        """The ``k`` best rows per query.
+
+        Args:
+            queries: prefix vectors (normalised by the caller for cosine).
+            k: rows per query.
+
+        Returns:
+            FAISS's (scores, rows): inner products for cosine, squared L2 otherwise; -1 rows where fewer.
 
         Shapes: queries (Q, d) -> (Q, k), (Q, k).
         """

@@ -128,11 +128,14 @@ class PairHeadReranker:
         self.lr, self.batch_size, self.top, self.blend, self.seed = float(lr), batch_size, top, float(blend), seed
 
     def fit(self, embeddings: Any, labels: Any) -> PairHeadReranker:
-        """Train the head on the training identities' embeddings. Returns self.
+        """Train the head on the training identities' embeddings.
 
         Args:
             embeddings: one row per image (normalised here).
             labels: the identity of each row (at least 2 identities, some with 2+ rows).
+
+        Returns:
+            self.
 
         Shapes: embeddings (N, D), labels (N,).
 

@@ -43,17 +43,11 @@ GOAL_RECALL = 0.99
 GOAL_SPEEDUP = 2.0
 SECTION = "Two-stage search over Matryoshka prefixes"
 FINDINGS = (
-    "Why the goal is not met on this machine and data: IVF with 4,096 lists already finds 99% of the top 10 visiting 4 "
-    "lists, and most of its cost per query is the coarse quantizer (4,096 centroids x 128 values), which a 16- or "
-    "32-value stage 1 cuts 4-8x; but stage 1 partitions worse on the prefix (16 values: recall 0.77 at 1 list against "
-    "0.97 at 128), so it must visit more lists, and re-ranking 50-100 candidates costs as many scattered reads of 512 "
-    "bytes per query (numpy's take of 1,000 x 50 rows of the 1M x 128 matrix: 80 ms, under load). Tried and dropped "
-    "(measured at 100k, not kept): FAISS's own re-ranking (IndexRefineFlat over an IndexPreTransform that takes the "
-    "first values) ranks stage 1 by the raw prefix inner product, since the prefix cannot be re-normalised inside "
-    "FAISS, which lost recall (0.75 against 0.9997 at 16 values and 50 candidates) for no speed-up; "
-    "faiss.fvec_inner_products_by_idx re-ranked slower than numpy's take (133 against 80 ms). What two-stage search "
-    "does give here: the speed of the best IVF at 1M (0.95x at recall 0.9927) with a shorter build, and, without any "
-    "training, 2-4x the queries/s of exact flat search at recall 0.9999-1.0."
+    "How to read it: two-stage ivf = IVF-Flat on the 32-value prefix, two-stage ivf-sq8 = IVF with 8-bit codes of the "
+    "prefix (32 bytes per entry to scan), both re-ranked exactly on the 128 float values; ivf-sq8 128 is the same "
+    "8-bit code on all 128 values, single stage (no re-ranking). The previous timed run (0.95x) found re-ranking's "
+    "scattered reads and stage 1's weaker partition on the prefix (more lists to visit) to eat the saving of a "
+    "shorter stage 1; this run adds the 8-bit stage 1 and torch re-ranking against that."
 )
 
 

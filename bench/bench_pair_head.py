@@ -122,7 +122,7 @@ def doc(out: dict[str, Any]) -> str:
     verdict = ("helps: kept as an option" if t["with_head"] > t["without_head"] else
                "does not help: the blend chosen on validation is 0 (off); kept only as an option, off by default")
     return "\n".join([
-        f"`nice -n 10 OMP_NUM_THREADS=1 python bench/bench_pair_head.py --model MODEL` ({out['date']}; load average "
+        f"`nice -n 10 OMP_NUM_THREADS=1 python bench/bench_pair_head.py --model MODEL --epochs {a['epochs']}` ({out['date']}; load average "
         f"{out['load_start']} at the start, {out['load_end']} at the end; accuracy only). {machine_line(out['machine'])}",
         "",
         f"Model: `{os.path.basename(os.path.normpath(a['model']))}` from `bench_matryoshka.py --save-models` (trained on the "

@@ -59,3 +59,20 @@ def test_few_vectors_and_errors() -> None:
         TwoStageIndex(short_dim=4).build(x).search(np.zeros((1, 8), np.float32), 1)
     with pytest.raises(GalleryError, match="candidates"):
         TwoStageIndex(short_dim=4, candidates=0)
+
+
+def test_factory_stage_one() -> None:
+    x, q = _data(), _data(20, seed=1)
+    two = TwoStageIndex(short_dim=8, candidates=600, factory="IVF8,SQ8", nprobe=8).build(x)
+    d, rows = two.search(q, 10)
+    de, re = ExactIndex(metric="cosine").build(x).search(q, 10)
+    assert np.array_equal(rows, re)  # every list visited, every row a candidate: exact
+    two.set_search_params(candidates=30, nprobe=1)
+    _, few = two.search(q, 10)
+    assert two.coarse_.nprobe == 1 and not np.array_equal(few, re)  # 1 of 8 lists: misses some
+    assert two.memory_bytes() < x.nbytes + 600 * 8 + 8 * 8 * 4 + 10_000  # 1 byte per prefix value
+
+
+def test_bad_factory() -> None:
+    with pytest.raises(GalleryError, match="factory"):
+        TwoStageIndex(short_dim=8, factory="NOT_AN_INDEX").build(_data())

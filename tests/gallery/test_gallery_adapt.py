@@ -140,7 +140,13 @@ def test_cli_feedback_adapt(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert set(out["thresholds"]) == {"p0"} and len(out["templates_added"]) == 1
+    assert set(out["thresholds"]) == {"p0"} and len(out["templates_added"]) == 1 and out["negatives"] == {}
+    _report(fb, imgs[9], "p1", False, ("a", "b"))
+    args = ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "1 negative template(s)" in r.output, r.output
+    r = CliRunner().invoke(app, [*args, "--no-negatives", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["negatives"] == {}, r.output
     bad = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb), "--prior", "0"])
     assert bad.exit_code == 2 and "error:" in bad.output and "Traceback" not in bad.output
     missing = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(tmp_path / "nope.db"), "--model", str(model)])

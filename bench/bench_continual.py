@@ -19,7 +19,9 @@ Two chains run side by side on the same attempts:
 - the **learning system**: per round four candidates are built from the current system
   and the reports so far: *keep* (change nothing), *gallery* (``siamkit.gallery.adapt``:
   confirmed false rejects enrolled, per-identity thresholds with shrinkage toward the
-  global one), *model* (``siamkit.training.finetune``: replay of the base model's classes,
+  global one; confirmed false accepts kept as negative templates of the identity they
+  claimed: ``siamkit.gallery.negatives``; the ablation *gallery_thr*, never chosen, is the
+  same without them), *model* (``siamkit.training.finetune``: replay of the base model's classes,
   distillation, re-calibration, refused when its held-out classes get worse; the gallery
   re-embedded) and *both* (the fine-tuned model, then the gallery adapted under it). The
   candidate with the fewest mistakes on the NEXT round's arrivals of the reported
@@ -67,6 +69,7 @@ from siamkit.data import load_face_folder, load_omniglot
 from siamkit.feedback import FeedbackStore
 from siamkit.gallery import Gallery
 from siamkit.gallery.adapt import ADAPTATION_KEY, adapt_gallery
+from siamkit.gallery.negatives import NEGATIVES_KEY
 from siamkit.inference import embed_all, network_pairwise, pair_distances_of_embeddings
 from siamkit.io import load_model
 from siamkit.training.finetune import FinetuneConfig, FinetuneRefused, finetune
@@ -208,6 +211,8 @@ class State:
     gallery: Path
     templates: dict[int, list[int]]
     thresholds: dict[str, float] = field(default_factory=dict)
+    negatives: dict[int, list[int]] = field(default_factory=dict)  # confirmed impostor images per identity
+    neg_ratio: float = 1.0  # rejected when the closest negative is within neg_ratio x the distance to the identity
 
 
 def copy_db(src: Path, dst: Path) -> Path:
@@ -223,7 +228,9 @@ def copy_db(src: Path, dst: Path) -> Path:
 
 def decide(st: State, dep: Deployment, att: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Best-template distance and decision of every attempt: the model's calibrated
-    threshold, or the claimed identity's own one when the system has it.
+    threshold, or the claimed identity's own one when the system has it; then its negative
+    templates (rejected when the probe is at least as close to one of them), as
+    ``Gallery.verify`` decides (``siamkit.gallery.negatives``).
 
     Args:
         st: the system.
@@ -235,18 +242,21 @@ def decide(st: State, dep: Deployment, att: tuple[np.ndarray, ...]) -> tuple[np.
     """
     v = Verifier.from_dir(st.model)
     probe, claim, _ = att
-    used = sorted(set(probe.tolist()) | {i for t in st.templates.values() for i in t})
+    used = sorted(set(probe.tolist()) | {i for t in [*st.templates.values(), *st.negatives.values()] for i in t})
     pos = {k: j for j, k in enumerate(used)}
     e = embed_all(v.network, dep.images[used])
     d = np.empty(len(probe))
     thr = np.empty(len(probe))
+    dn = np.full(len(probe), np.inf)
     for c in set(claim.tolist()):
         rows = np.nonzero(claim == c)[0]
         q = e[[pos[int(p)] for p in probe[rows]]]
         t = e[[pos[i] for i in st.templates[c]]]
         d[rows] = network_pairwise(v.network, q, t).min(dim=1).values.double().numpy()
         thr[rows] = st.thresholds.get(f"c{c}", float(v.calibrator.threshold_))
-    return d, d <= thr
+        if st.negatives.get(c):
+            dn[rows] = network_pairwise(v.network, q, e[[pos[i] for i in st.negatives[c]]]).min(dim=1).values.double().numpy()
+    return d, (d <= thr) & (dn > st.neg_ratio * d)
 
 
 def rates(wrong: np.ndarray, genuine: np.ndarray) -> dict[str, float]:
@@ -306,7 +316,7 @@ def report_mistakes(store: Path, dep: Deployment, att: tuple[np.ndarray, ...], a
     return int(len(wrong))
 
 
-def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: float) -> State:
+def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: float, negatives: bool = True) -> State:
     """The library's gallery-side adaptation on a copy of ``st``'s gallery; the bench's
     template lists follow what it enrolled (report id -> image, by the report's bytes).
 
@@ -316,6 +326,7 @@ def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: flo
         dest: the adapted gallery's file.
         dep: the deployment (maps report images back to image indices).
         prior: the shrinkage prior (reports the global threshold is worth).
+        negatives: keep confirmed false accepts as negative templates.
 
     Returns:
         The adapted system (same model).
@@ -323,12 +334,14 @@ def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: flo
     copy_db(st.gallery, dest)
     with Gallery.open(dest, st.model, create=False) as g, FeedbackStore.open(store, create=False) as s:
         before = set((g.store.meta().get(ADAPTATION_KEY) or {}).get("templates_added", []))
-        rec = adapt_gallery(g, s, prior=prior, actor="bench")
+        rec = adapt_gallery(g, s, prior=prior, negatives=negatives, actor="bench")
         templates = {c: list(t) for c, t in st.templates.items()}
         for fid in sorted(set(rec["templates_added"]) - before):
             r = s.get(fid)
             templates[int(r.identity[1:])].append(dep.image_of_png(r.image_a))
-    return State(st.model, dest, templates, dict(rec["thresholds"]))
+        neg = {int(k[1:]): [dep.image_of_png(s.get(i).image_a) for i in v["reports"]]
+               for k, v in (g.store.meta().get(NEGATIVES_KEY) or {}).get("negatives", {}).items()}
+    return State(st.model, dest, templates, dict(rec["thresholds"]), neg)
 
 
 def model_side(st: State, store: Path, dest: Path, replay: tuple[torch.Tensor, torch.Tensor], steps: int, rnd: int) -> tuple[State | None, dict[str, Any]]:
@@ -378,6 +391,7 @@ def faces_parts(split: int) -> tuple[Any, Any]:
 
 
 CANDIDATES = ("keep", "gallery", "model", "both")  # the per-round choice, simplest first (ties go to the first)
+ABLATIONS = ("gallery_thr", "gallery_neg0.8", "gallery_neg0.6")  # measured, never chosen: the gallery side without negative templates (the previous one)
 
 
 class Run:
@@ -416,7 +430,11 @@ class Run:
         where = st.model.relative_to(self.out) if st.model.is_relative_to(self.out) else st.model.relative_to(self.out.parent)
         row: dict[str, Any] = {"round": rnd, "method": name, "model": str(where),
                                **{k: rates(w, sets[k][2]) for k, w in wrong.items()}, "untouched_auc": self.pairs.auc(st.model),
-                               "own_thresholds": len(st.thresholds)}
+                               "own_thresholds": len(st.thresholds), "negative_templates": sum(map(len, st.negatives.values()))}
+        fut = sets["future_reported"]  # where the future mistakes are: how many identities, false rejects / accepts
+        w = wrong["future_reported"]
+        row["future_reported"].update(identities_wrong=int(np.unique(fut[1][w]).size), identities=int(np.unique(fut[1]).size),
+                                      false_rejects=int((w & fut[2]).sum()), false_accepts=int((w & ~fut[2]).sum()))
         self.rows.append(row)
         print(rnd, name, {k: round(v["error"], 4) for k, v in row.items() if isinstance(v, dict)}, f"auc {row['untouched_auc']:.4f}", flush=True)
         return row
@@ -440,12 +458,16 @@ class Run:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         cands: dict[str, State] = {"keep": learn, "gallery": gallery_side(learn, self.store, folder / "gallery_adapted.db", dep, self.opts.prior)}
+        abl = {"gallery_thr": gallery_side(learn, self.store, folder / "gallery_thr.db", dep, self.opts.prior, negatives=False)}
+        abl.update({f"gallery_neg{x}": replace(cands["gallery"], neg_ratio=x) for x in (0.8, 0.6)})
         store_before = copy_db(self.store, folder / "feedback_before_finetune.sqlite")
-        new, ft = model_side(learn, self.store, folder, self.replay, self.opts.steps, rnd)
+        new, ft = model_side(learn, self.store, folder, self.replay, self.opts.steps, rnd) if self.opts.steps else (None, {"accepted": False, "held_out": {"not_run": "--steps 0"}, "seconds": 0.0})
         if new is not None:
             cands["model"] = new
             cands["both"] = gallery_side(new, self.store, folder / "gallery_both.db", dep, self.opts.prior)
         rows = {k: self.measure(k, st, r, extra) for k, st in cands.items()}
+        for k, st in abl.items():
+            self.measure(k, st, r, extra)["chosen"] = False
         chosen = min(cands, key=lambda k: (rows[k]["next_arrivals"]["error"], CANDIDATES.index(k)))
         for k, row in rows.items():
             row["chosen"] = k == chosen
@@ -576,7 +598,7 @@ def summarise(runs: list[Run], rounds: int) -> dict[str, Any]:
             "memorised_vs_before": error_ci(runs, (0, "before"), keep, "reported_arrivals") if rnd == 1 else None,
             "held_out_auc": auc_ci(runs, [model_of(r, rnd, k[1]) for r, k in zip(runs, keep)]),
         })
-    out["round1_candidates"] = {m: error_ci(runs, (0, "before"), (1, m)) for m in CANDIDATES + ("templates",)
+    out["round1_candidates"] = {m: error_ci(runs, (0, "before"), (1, m)) for m in CANDIDATES + ABLATIONS + ("templates",)
                                 if all((1, m) in r.errors for r in runs)}
     return out
 
@@ -584,7 +606,7 @@ def summarise(runs: list[Run], rounds: int) -> dict[str, Any]:
 def pooled_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Per (round, method): the error rates pooled over the runs that have it."""
     keys = sorted({(r["round"], r["method"]) for run in runs for r in run.rows},
-                  key=lambda k: (k[0], ["before", "templates", *CANDIDATES].index(k[1])))
+                  key=lambda k: (k[0], ["before", "templates", *CANDIDATES, *ABLATIONS].index(k[1])))
     out = []
     for rnd, m in keys:
         have = [run for run in runs if (rnd, m) in run.errors]
@@ -633,7 +655,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chars", type=int, default=200, help="identities deployed per split (half reported)")
     ap.add_argument("--splits", type=int, default=1, help="identity splits (faces: a base model each)")
-    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per round")
+    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per round (0: no model-side candidates)")
     ap.add_argument("--prior", type=float, default=5.0, help="shrinkage prior of the per-identity thresholds (reports)")
     ap.add_argument("--out", type=Path, default=None, help="bench folder (default: a temporary folder; base models are reused from it)")
     ap.add_argument("--quick", action="store_true", help="a smaller base-model budget")
@@ -729,13 +751,17 @@ def write_doc(res: dict[str, Any], name: str) -> None:
             f"every attempt is one image claiming its own identity or claimed by {lay.impostors} other identities; every "
             f"mistake on a reported identity's arrivals is reported by two reporters. Per round four candidates: keep, gallery "
             f"(`siamkit.gallery.adapt`: confirmed false rejects enrolled, per-identity thresholds shrunk with prior "
-            f"{o['prior']:g}), model (`finetune`, {o['steps']} steps, refused by its held-out check when held-out classes get "
+            f"{o['prior']:g}, confirmed false accepts kept as negative templates: a claim is rejected when the probe is at least "
+            f"as close to one of them as to the identity; `gallery_thr` is the same without negative templates, measured, never "
+            f"chosen), model (`finetune`, {o['steps']} steps, refused by its held-out check when held-out classes get "
             f"worse) and both; the one with the fewest mistakes on the *next* round's arrivals (not reported yet, never the "
             f"future images) is kept. Fine-tune settings and the prior are the defaults chosen before this run, not tuned on it. "
             f"Intervals: 95% bootstrap over identities (2,000 resamples; AUC 1,000), paired on the same attempts / pairs; "
             f"held-out AUC is the pair AUC of the untouched identities' future images." + (f" {res['note']}" if res.get("note") else ""), "",
             *goal_table(res), "", reading(res), "", "All systems, pooled over the splits:", "", *table(res)]
-    replace_doc_section("Continuous learning: the next mistakes" + (" (faces)" if faces else ""), "\n".join(body))
+    own = name.removesuffix(".json") in ("continual", "continual_faces")  # another JSON (e.g. a reduced variant): its own section
+    replace_doc_section("Continuous learning: the next mistakes" + (" (faces)" if faces else "") + ("" if own else f", {name}"),
+                        "\n".join(body))
 
 
 if __name__ == "__main__":

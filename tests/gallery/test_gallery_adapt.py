@@ -19,6 +19,7 @@ from siamkit.feedback import FeedbackStore
 from siamkit.gallery import Gallery
 from siamkit.gallery.adapt import (ADAPTATION_KEY, adapt_gallery, identity_thresholds, local_threshold,
                                    shrunk_threshold)
+from siamkit.gallery.negatives import identity_negatives
 from tests.service.test_service import build_model
 
 
@@ -139,8 +140,79 @@ def test_cli_feedback_adapt(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert set(out["thresholds"]) == {"p0"} and len(out["templates_added"]) == 1
+    assert set(out["thresholds"]) == {"p0"} and len(out["templates_added"]) == 1 and out["negatives"] == {}
+    _report(fb, imgs[9], "p1", False, ("a", "b"))
+    args = ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "1 negative template(s)" in r.output, r.output
+    r = CliRunner().invoke(app, [*args, "--no-negatives", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["negatives"] == {}, r.output
     bad = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(g_path), "--model", str(model), "--feedback", str(fb), "--prior", "0"])
     assert bad.exit_code == 2 and "error:" in bad.output and "Traceback" not in bad.output
     missing = CliRunner().invoke(app, ["feedback", "adapt", "--gallery", str(tmp_path / "nope.db"), "--model", str(model)])
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+def _force_thresholds(g: Gallery, values: dict[str, float]) -> None:
+    """Overwrite stored per-identity thresholds (to put a decision where a test needs it)."""
+    rec = g.store.meta()[ADAPTATION_KEY]
+    rec["thresholds"].update(values)
+    g.store.set_meta({ADAPTATION_KEY: rec})
+
+
+def test_negative_templates_reject_what_looks_like_a_confirmed_impostor(tmp_path: Path) -> None:
+    model, g_path, fb, imgs = _setup(tmp_path)
+    _report(fb, imgs[9], "p1", False, ("a", "b"))     # confirmed: imgs[9] is not p1
+    _report(fb, imgs[10], "p1", False, ("a",))        # one reporter: not a negative template
+    with Gallery.open(tmp_path / "neg.db", model) as h:   # the obvious negative distance: a gallery of the negative alone
+        h.enroll("neg", imgs[9:10])
+        dn_of = {i: h.verify("neg", imgs[i]).distance for i in range(12)}
+    with Gallery.open(g_path, model) as g, FeedbackStore.open(fb) as s:
+        rec = adapt_gallery(g, s, negatives=False)
+        assert rec["negatives"] == {} and identity_negatives(g) == {}
+        _force_thresholds(g, {"p1": 1e9})               # every claim of p1 accepted by the threshold alone
+        assert all(g.verify("p1", imgs[i]).same for i in range(12))
+        rec = adapt_gallery(g, s)
+        assert rec["negatives"] == {"p1": 1} and set(identity_negatives(g)) == {"p1"}
+        assert any(a["action"] == "gallery_adapt" and a["detail"].get("negatives") == 1 for a in s.audit_log())
+        _force_thresholds(g, {"p1": 1e9})
+        flipped = 0
+        for i in range(12):
+            v = g.verify("p1", imgs[i])
+            assert v.negative_distance == pytest.approx(dn_of[i], rel=1e-4, abs=1e-5)
+            assert v.same == (dn_of[i] > v.distance)
+            flipped += not v.same
+        assert not g.verify("p1", imgs[9]).same and g.verify("p1", imgs[2]).same  # the impostor itself / p1's own sample
+        assert 1 <= flipped < 12
+        assert g.verify("p2", imgs[9]).negative_distance is None  # another identity: no negatives
+    other = build_model(tmp_path / "other", seed=1)
+    with Gallery.migrate(g_path, other) as g:          # embedded under the old model: ignored
+        assert identity_negatives(g) == {} and g.verify("p1", imgs[9]).negative_distance is None
+
+
+def test_identify_uses_the_identity_thresholds_and_negatives(tmp_path: Path) -> None:
+    model, g_path, fb, imgs = _setup(tmp_path)
+    _report(fb, imgs[8], "p0", True, ("a", "b"))
+    with Gallery.open(g_path, model) as g, FeedbackStore.open(fb) as s:
+        before = g.identify(imgs[2])                   # a sample of p1: distance 0 under "best"
+        assert before.best.identity == "p1" and before.decision == "p1"
+        t_id, t_verify = before.threshold, g.threshold
+        adapt_gallery(g, s)
+        _force_thresholds(g, {"p1": t_verify - 1e6})  # p1 tightened far below any distance
+        after = g.identify(imgs[2])
+        assert after.decision == "unknown" and after.unknown
+        assert after.threshold == pytest.approx(t_id - 1e6)  # identify's own threshold, moved by p1's offset
+        assert g.identify(imgs[0]).threshold == pytest.approx(t_id + identity_thresholds(g)["p0"] - t_verify)  # p0: as fitted
+        assert g.identify(imgs[6]).threshold == pytest.approx(t_id)  # p3, never reported: identify's global threshold
+        assert [a.decision for a in g.identify_batch(imgs[[2, 4]])] == ["unknown", "p2"]
+        probe = imgs[11]
+        top = g.identify(probe).best.identity
+        _force_thresholds(g, {top: 1e9})
+        assert g.identify(probe).decision == top
+    _report(fb, probe, top, False, ("a", "b"))        # confirmed: this probe is not its best candidate
+    with Gallery.open(g_path, model) as g, FeedbackStore.open(fb) as s:
+        adapt_gallery(g, s)
+        _force_thresholds(g, {top: 1e9})
+        res = g.identify(probe)
+        assert res.best.identity == top and res.decision == "unknown" and "impostor" in res.note
+        assert g.identify(imgs[2]).decision == "p1"    # thresholds refitted: p1 back to its own

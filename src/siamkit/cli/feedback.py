@@ -150,10 +150,13 @@ def feedback_adapt(
     min_reporters: int = typer.Option(2, "--min-reporters", help="Distinct reporters a report needs before it counts."),
     prior: float = typer.Option(5.0, "--prior", help="How many reports the global threshold is worth (shrinkage; > 0)."),
     templates: bool = typer.Option(True, "--templates/--no-templates", help="Enrol confirmed genuine probes as samples."),
+    negatives: bool = typer.Option(True, "--negatives/--no-negatives",
+                                   help="Keep confirmed impostor probes as negative templates of the identity they claimed."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Gallery-side adaptation, no training: enrol confirmed falsely rejected probes as
-    samples, and give each reported identity its own threshold, shrunk toward the global one."""
+    samples, give each reported identity its own threshold, shrunk toward the global one, and keep
+    confirmed impostor probes as its negative templates (verify and identify use all three)."""
     from ..errors import SiamkitError
     from ..feedback import FeedbackStore, default_feedback_path
     from ..gallery import Gallery
@@ -169,10 +172,12 @@ def feedback_adapt(
     if not Path(fb).exists():
         raise SiamkitError(f"feedback store {fb} does not exist")
     with Gallery.open(where, model, create=False) as g, FeedbackStore.open(fb, create=False) as store:
-        rec = adapt_gallery(g, store, min_reporters=min_reporters, prior=prior, add_templates=templates, actor="cli:adapt")
+        rec = adapt_gallery(g, store, min_reporters=min_reporters, prior=prior, add_templates=templates, negatives=negatives,
+                           actor="cli:adapt")
     if as_json:
         echo_json(rec)
         return
     moved = ", ".join(f"{k} {v:.4f}" for k, v in sorted(rec["thresholds"].items())[:10])
     typer.echo(f"{len(rec['thresholds'])} identities with their own threshold (global {rec['global_threshold']:.4f})"
-               + (f": {moved}" if moved else "") + f"; {len(rec['templates_added'])} confirmed probe(s) enrolled as samples")
+               + (f": {moved}" if moved else "") + f"; {len(rec['templates_added'])} confirmed probe(s) enrolled as samples"
+               + f"; {sum(rec['negatives'].values())} negative template(s)")

@@ -25,7 +25,9 @@ report a fine-tune used is still true). Adapting changes no report's status: the
 reports may also teach the model. The thresholds are stored in the gallery's meta
 (``identity_thresholds``) with the model hash they were fitted under; after a re-embedding
 with another model they are ignored (a warning says to adapt again) and ``verify`` decides
-with the global threshold. ``identify`` keeps the global open-set threshold.
+with the global threshold. ``identify`` applies them too, as an offset from its own
+open-set threshold, and confirmed impostor probes become negative templates of the identity
+they were claimed as (both: :mod:`siamkit.gallery.negatives`).
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ from ..calibration import Calibrator
 from ..data.decode import decode_image_bytes
 from ..errors import GalleryError
 from ..feedback.guard import screen_reports
+from .negatives import NEGATIVES_KEY, fit_negatives, identity_negatives, personal_identification, personal_verification
+from .ranking import verification
+from .results import GalleryVerification, Identification
 from .selfcal import decision_calibrators, trial_distances
 
-__all__ = ["ADAPTATION_KEY", "adapt_gallery", "identity_thresholds", "local_threshold", "shrunk_threshold",
-           "verify_calibrator"]
+__all__ = ["ADAPTATION_KEY", "adapt_gallery", "identify_answers", "identity_thresholds", "local_threshold",
+           "shrunk_threshold", "verify_answer", "verify_calibrator"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +164,7 @@ def _trials(gallery: Any, claims: list[tuple[str, Any, bool]], templated: set[in
 
 
 def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: float = 5.0, add_templates: bool = True,
-                  actor: str = "gallery-adapt", save: bool = True) -> dict[str, Any]:
+                  negatives: bool = True, actor: str = "gallery-adapt", save: bool = True) -> dict[str, Any]:
     """Adapt a gallery to its confirmed feedback: add confirmed genuine probes as samples,
     then fit per-identity thresholds with shrinkage (see the module doc).
 
@@ -169,13 +174,15 @@ def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: fl
         min_reporters: distinct reporters a claim needs before it counts.
         prior: how many reports the global threshold is worth.
         add_templates: enrol confirmed genuine probes as samples.
+        negatives: keep confirmed impostor probes as negative templates of the identity
+            they claimed (:mod:`siamkit.gallery.negatives`); False removes stored ones.
         actor: who the feedback store's audit log names.
         save: store the thresholds in the gallery (``verify`` then uses them).
 
     Returns:
         The record (JSON-able): ``global_threshold``, ``prior``, ``thresholds``
         {identity: threshold}, ``reports`` {identity: n}, ``templates_added`` (report ids),
-        ``model_hash``, ``created``.
+        ``model_hash``, ``created``, ``negatives`` {identity: negative templates}.
 
     Raises:
         GalleryError: the gallery has no model or no calibrated threshold.
@@ -197,11 +204,14 @@ def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: fl
     rec = {"global_threshold": t0, "prior": float(prior), "min_reporters": int(min_reporters), "thresholds": thresholds,
            "reports": {k: v[2] for k, v in trials.items()}, "templates_added": sorted(templated),
            "model_hash": gallery.meta.get("model_hash"), "created": time.time()}
+    neg = fit_negatives(gallery, claims if negatives else [])
+    rec["negatives"] = {k: len(v["reports"]) for k, v in neg["negatives"].items()}
     if save:
-        gallery.store.set_meta({ADAPTATION_KEY: rec})
+        gallery.store.set_meta({ADAPTATION_KEY: rec, NEGATIVES_KEY: neg})
         used = sorted({i for _, r, _ in claims for i in members.get(r.id, [r.id])})
         store.audit(actor, "gallery_adapt", str(gallery.path), {"reports": used, "templates_added": added,
-                                                                "identities": len(thresholds)})
+                                                                "identities": len(thresholds),
+                                                                "negatives": sum(rec["negatives"].values())})
     return rec
 
 
@@ -249,3 +259,49 @@ def verify_calibrator(gallery: Any, identity: str) -> Calibrator | None:
     out.threshold_ = float(thr)
     return out
 
+
+
+def verify_answer(gallery: Any, identity: str, code: int, q: Any, view: Any, network: Any, rule: str) -> GalleryVerification:
+    """``verify``'s answer: the identity's own threshold (:func:`verify_calibrator`),
+    then its negative templates (:func:`siamkit.gallery.negatives.personal_verification`).
+
+    Args:
+        gallery: an open gallery with its model.
+        identity: the claimed identity.
+        code: its code in ``view``.
+        q: the probe's embedding.
+        view: the gallery's view.
+        network: the model.
+        rule: the scoring rule.
+
+    Returns:
+        The :class:`~siamkit.gallery.GalleryVerification`.
+
+    Shapes:
+        q (1, D).
+    """
+    res = verification(identity, code, q, view, network, verify_calibrator(gallery, identity), rule)
+    return personal_verification(gallery, res, q)
+
+
+def identify_answers(gallery: Any, answers: list[Identification], q: Any) -> list[Identification]:
+    """``identify``'s answers with each best candidate's own threshold and negative
+    templates (:func:`siamkit.gallery.negatives.personal_identification`).
+
+    Args:
+        gallery: an open gallery with its model.
+        answers: one answer per probe, at the global threshold.
+        q: the probes' embeddings, in the same order.
+
+    Returns:
+        The answers.
+
+    Shapes:
+        q (N, D).
+    """
+    thresholds = identity_thresholds(gallery)
+    if not thresholds and not identity_negatives(gallery):
+        return answers
+    cal = decision_calibrators(gallery)[0]
+    t0 = None if cal is None else float(cal.threshold_)
+    return [personal_identification(gallery, a, q[i : i + 1], t0, thresholds) for i, a in enumerate(answers)]

@@ -47,9 +47,9 @@ from .cache import GalleryCache
 from .inputs import embed_batch, embed_stored, prepare_inputs
 from .model import check_same_model, model_hash, model_meta, resolve_model
 from .opening import open_checked_store, watch_changes
-from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank, verification
+from .ranking import SCORING_RULES, candidates, check_k, check_rule, decide, rank
 from .results import UNKNOWN, Candidate, GalleryVerification, Identification, IdentityRecord, SampleInfo
-from .adapt import verify_calibrator
+from .adapt import identify_answers, verify_answer
 from .search import metric_for_network
 from .selfcal import decision_calibrators
 from .settings import GallerySettings
@@ -425,7 +425,7 @@ class Gallery:
             code = view.code(identity)
             if code is None:
                 raise UnknownIdentityError(f"identity {identity!r} is not enrolled")
-            return verification(identity, code, q, view, net, verify_calibrator(self, identity), rule)
+            return verify_answer(self, identity, code, q, view, net, rule)
 
     def identify(self, probe: Any, k: int = 5, *, scoring: str | None = None) -> Identification:
         """1:N, open set: the ``k`` closest identities and the decision.
@@ -468,7 +468,7 @@ class Gallery:
             else:
                 index, kind = self._cache.index(rule, net, self.settings, self._meta)
                 ranked = rank(index, view, net, q, k, rule)
-        return [decide(candidates(r, view, net), rule, kind, cal) for r in ranked]
+            return identify_answers(self, [decide(candidates(r, view, net), rule, kind, cal) for r in ranked], q)
 
     def reembed(self, model: ModelLike, *, calibrator: Calibrator | None = None) -> int:
         """Re-embed every stored sample with ``model`` and make it the gallery's model

@@ -56,6 +56,9 @@ class GalleryVerification:
         threshold: the calibrated distance threshold (accept when distance <= threshold).
         sample_id: the enrolled sample closest to the probe; sample_distance: its distance.
         n_samples: samples of the identity; scoring: the rule used.
+        negative_distance: the probe's distance to the closest confirmed impostor of the
+            identity (its negative templates, :mod:`siamkit.gallery.negatives`); None
+            when it has none. ``same`` is False when it is not above ``distance``.
     """
 
     identity: str
@@ -68,6 +71,7 @@ class GalleryVerification:
     sample_distance: float
     n_samples: int
     scoring: str
+    negative_distance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -61,6 +61,7 @@ class Recipe:
     input: dict[str, Any]
     config: TrainConfig
     path: Path
+    protocol: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -73,7 +74,8 @@ def load_recipe(path: Path) -> Recipe:
         The recipe.
     """
     d = tomllib.loads(path.read_text())
-    return Recipe(d["recipe"]["name"], d["recipe"].get("description", ""), d["input"], TrainConfig(**d["train"]), path)
+    return Recipe(d["recipe"]["name"], d["recipe"].get("description", ""), d["input"], TrainConfig(**d["train"]), path,
+                  d.get("protocol", {}))
 
 
 def input_pipeline(spec: dict[str, Any]) -> Any:
@@ -121,9 +123,15 @@ def raw_method(spec: dict[str, Any], name: str = RAW) -> CrossValMethod:
 
 
 def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
-    """A recipe: fit() on the fold's training identities, best epoch on its validation ones;
-    when the recipe has no test-time augmentation, also the same networks with flip TTA
-    (a second row that trains nothing: it reuses each fold's network).
+    """A recipe: fit() on the fold's training identities, best epoch on its validation
+    ones; when the recipe has no test-time augmentation, also the same networks with flip
+    TTA (a second row that trains nothing: it reuses each fold's network).
+
+    The recipe's optional [protocol] table: ``ensemble = n`` trains n networks per fold
+    (seeds apart) and scores the Euclidean distance of their concatenated unit embeddings
+    (the mean of their squared distances); ``train_on_val = true`` trains on the
+    validation identities too, for the recipe's fixed number of epochs (no epoch
+    selection; the validation threshold, then fitted on trained identities, is optimistic).
 
     Args:
         recipe: the recipe.
@@ -132,22 +140,36 @@ def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
         The method(s).
     """
     tta = None if recipe.input.get("tta", "none") == "none" else recipe.input["tta"]
+    n_nets = int(recipe.protocol.get("ensemble", 1))
+    on_val = bool(recipe.protocol.get("train_on_val", False))
     counter = iter(range(10**6))
     trained: list[Any] = []
 
-    def fitted(net: Any, tta_: str | None, info: dict[str, Any]) -> Fitted:
-        return Fitted(lambda z: embed_all(net, z, tta=tta_), lambda e, a, b: pair_distances_of_embeddings(net, e, a, b),
-                      info)
+    def fitted(nets: list[Any], tta_: str | None, info: dict[str, Any]) -> Fitted:
+        if len(nets) == 1:
+            net = nets[0]
+            return Fitted(lambda z: embed_all(net, z, tta=tta_),
+                          lambda e, a, b: pair_distances_of_embeddings(net, e, a, b), info)
+        return Fitted(lambda z: torch.cat([embed_all(n, z, tta=tta_) for n in nets], dim=1) / len(nets) ** 0.5,
+                      lambda e, a, b: (e[a] - e[b]).norm(dim=1), info)
 
     def fit_recipe(x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor) -> Fitted:
-        cfg = dataclasses.replace(recipe.config, seed=recipe.config.seed + next(counter))
-        res = fit(x, y, cfg, val_x=vx, val_y=vy)
-        trained.append((res.network, {"best_epoch": res.best_epoch, "seed": cfg.seed}))
-        return fitted(res.network, tta, trained[-1][1])
+        nets, infos = [], []
+        for _ in range(n_nets):
+            cfg = dataclasses.replace(recipe.config, seed=recipe.config.seed + next(counter))
+            if on_val:
+                res = fit(torch.cat([x, vx]), torch.cat([y, vy]), dataclasses.replace(cfg, val_fraction=0.0))
+            else:
+                res = fit(x, y, cfg, val_x=vx, val_y=vy)
+            nets.append(res.network)
+            infos.append({"best_epoch": res.best_epoch, "seed": cfg.seed})
+        info = infos[0] if n_nets == 1 else {"members": infos}
+        trained.append((nets, info))
+        return fitted(nets, tta, info)
 
     def reuse_with_flip(*_: Any) -> Fitted:
-        net, info = trained.pop(0)  # the folds come in the same order for every method
-        return fitted(net, "flip", {**info, "reused": True})
+        nets, info = trained.pop(0)  # the folds come in the same order for every method
+        return fitted(nets, "flip", {**info, "reused": True})
 
     prepare = input_pipeline(recipe.input)
     methods = [CrossValMethod(recipe.name, prepare, fit_recipe)]
@@ -195,7 +217,7 @@ def run_recipe(recipe: Recipe, faces: Any, n_folds: int, quick: bool, fold_seed:
                           fars=(1e-2,), on_result=show)
     return {
         "recipe": {"name": recipe.name, "file": recipe.path.name, "description": recipe.description,
-                   "input": recipe.input, "train": recipe.config.to_dict()},
+                   "input": recipe.input, "train": recipe.config.to_dict(), "protocol": recipe.protocol},
         "protocol": {"folds": n_folds, "val_classes": 5, "fold_seed": fold_seed, "condition_seed": 0,
                      "conditions": list(CONDITIONS), "quick": quick},
         "folds": [dataclasses.asdict(f) for f in folds],

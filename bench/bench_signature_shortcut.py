@@ -198,7 +198,18 @@ size (0.678) cannot change with preprocessing at all: what preprocessing can do 
 input cue that carries a scan's resolution (stroke width) is now near chance. The model on stroke-normalised inputs:
 **23.0% ± 3.8% pooled EER (worst fold 27.7%), AUC 0.851**, above raw pixels (40.7%) and every probe on every fold;
 goal EER <= 8%: not met. The `signature`-only recipe was not re-run on these folds (the CLI bench above, 3 other folds:
-22.4% EER, AUC 0.866), so whether the strokes step costs or gains accuracy is not measured here."""
+22.4% EER, AUC 0.866), so whether the strokes step costs or gains accuracy is not measured here.
+
+Started and not finished (2026-12-02, a later session): the plain `signature` recipe on these 5 folds
+(`--variants signature --train signature --merge`) and **the training writers' skilled forgeries as hard negatives**
+(`--variants strokes --train strokes --merge --hard-negatives --tag hard-negatives`: each training writer's forgeries
+become one more class, batched with that writer through `groups` and `classes_per_group = 2`, so batch-hard mining
+meets genuine-vs-forgery negatives, as SigNet's writer-independent training does; until now training used genuine
+signatures only, forgeries only chose the epoch). The hard-negative run prepared and probed the 40 writers (the probe AUCs came out identical to the table
+above) but then received 56 s of CPU in 32 minutes (two normal-priority jobs of another session held both cores
+against this niced one) and was stopped before its first fold; no figure exists for either. A smoke run
+(`--quick --writers 10`, 6 steps) checked the path end to end. With hard negatives, report the input probes next to
+the figure: a model trained on forgeries can learn whatever acquisition cue is left (ink density, fill: 0.63-0.67)."""
 
 
 def main() -> None:

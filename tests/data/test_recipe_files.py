@@ -16,7 +16,11 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "bench" / "recipes").glo
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_file_parses(path):
     d = tomllib.loads(path.read_text())
-    assert set(d) == {"recipe", "input", "train"}
+    assert set(d) - {"protocol"} == {"recipe", "input", "train"}
+    protocol = d.get("protocol", {})  # bench_generalisation's per-fold protocol: an ensemble, training on val too
+    assert set(protocol) <= {"ensemble", "train_on_val"}
+    assert isinstance(protocol.get("ensemble", 1), int) and protocol.get("ensemble", 1) >= 1
+    assert isinstance(protocol.get("train_on_val", False), bool)
     assert d["recipe"]["task"] == "classes" and d["recipe"]["name"]
     TrainConfig(**d["train"])
     h, w = d["input"]["image_size"]

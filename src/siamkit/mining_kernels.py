@@ -103,6 +103,7 @@ def batch_hard_rows(
         positive and a negative.
     """
     r, n = d.shape
+    d.nan_to_num_(nan=float("inf"))  # NaN embeddings: still valid indices; the loss stays NaN and training stops
     is_self = cols == rows + r0
     vals = d[rows, cols].masked_fill_(is_self, float("-inf"))
     best = torch.full((r,), float("-inf"), dtype=d.dtype, device=d.device).scatter_reduce_(0, rows, vals, "amax")

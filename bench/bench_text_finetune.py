@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val-subset", type=int, default=None, help="score a random N of the validation pairs (diagnostics)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--freeze-embeddings", action="store_true")
+    ap.add_argument("--wise-ft", action="store_true", help="mix the fine-tune with the start, the mix chosen on the validation pairs")
     ap.add_argument("--test-subset", type=int, default=None, help="score a random N of the test pairs (a reduced run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-zero-shot", action="store_true",
@@ -121,10 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     options = {"loss": args.loss, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                "max_steps": args.max_steps, "warmup": args.warmup, "scale": args.scale, "seed": args.seed,
                "eval_every": args.eval_every, "eval_at_start": val is not None, "freeze_embeddings": args.freeze_embeddings}
+    words = argv if argv is not None else sys.argv[1:]
+    explicit = {a.dest for a in ap._actions if any(w == o or w.startswith(o + "=") for w in words for o in a.option_strings)}
     given = {k: v for k, v in (("max_steps", args.max_steps), ("eval_every", args.eval_every)) if v is not None}
+    given.update({k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "loss", "warmup", "scale", "seed") if k in explicit})
     if args.freeze_embeddings:
         given["freeze_embeddings"] = True
-    config = TextTrainConfig(**{**options, **recipe_train, **given})  # the flags given here over the recipe
+    if args.wise_ft:
+        given["wise_ft"] = True
+    config = TextTrainConfig(**{**options, **recipe_train, **given})  # the flags given on the command line over the recipe
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="siamkit-text-ft-"))
     t0 = time.perf_counter()
     history = fit_text_pairs(twin, train, config=config, val=val, out_dir=out_dir, progress=False,

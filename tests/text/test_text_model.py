@@ -164,3 +164,25 @@ def test_monitor_pairs_are_recorded_but_never_choose_the_weights(tiny_bert, sts_
         assert e["monitor_score"] == pytest.approx(-e["val_score"])
     for k, v in watched.network.state_dict().items():
         torch.testing.assert_close(v, plain.network.state_dict()[k])
+
+
+def test_wise_ft_chooses_the_mix_on_validation_pairs_and_saves_it(tiny_bert, sts_csv, tmp_path):
+    """wise_ft: after training, mixes of the start and the fine-tune are scored on the
+    validation pairs; the best one is the model kept and saved (1.0 = the fine-tune)."""
+    from siamkit.evaluation.text import text_pair_metrics
+
+    pairs = read_pair_csv(sts_csv)
+    twin = pretrained_twin(str(tiny_bert), max_length=16)
+    config = TextTrainConfig(epochs=2, batch_size=8, lr=5e-3, warmup=0.0, eval_at_start=True, wise_ft=True)
+    fit_text_pairs(twin, pairs, config=config, val=pairs, monitor=pairs, out_dir=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["extra"]["evals"]
+    mixes = [e for e in saved if "alpha" in e]
+    assert [e["alpha"] for e in mixes] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert mixes[-1]["val_score"] == pytest.approx(max(e["val_score"] for e in saved if "alpha" not in e))
+    for e in mixes:  # the monitor (here the same pairs) is recorded for every mix
+        assert e["monitor_score"] == pytest.approx(e["val_score"])
+    best = max(e["val_score"] for e in mixes)
+    final = text_pair_metrics(twin.similarity(pairs.texts_a, pairs.texts_b), pairs)["spearman"]
+    assert final == pytest.approx(best)
+    reloaded = TextTwin.load(tmp_path / "model")
+    assert text_pair_metrics(reloaded.similarity(pairs.texts_a, pairs.texts_b), pairs)["spearman"] == pytest.approx(best)

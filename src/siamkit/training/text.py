@@ -31,6 +31,7 @@ from ..losses import (
 )
 from ..text.model import TextTwin
 from ..tuples import pairs_from_pair_batch
+from .averaging import choose_interpolation
 from .components import make_optimizer
 from .progress import ProgressBar
 
@@ -64,6 +65,10 @@ class TextTrainConfig:
         freeze_embeddings: keep the token / position embedding tables fixed (every
             ``nn.Embedding``): fewer parameters to move (faster steps on a CPU, and the
             vocabulary the pretrained model learnt is not drifted by a small data set).
+        wise_ft: with validation pairs, after training mix the best weights with the
+            starting ones, ``(1 - a) * start + a * tuned`` (WiSE-FT, Wortsman et al. 2022),
+            ``a`` chosen on the validation pairs among :data:`~siamkit.training.averaging.WISE_ALPHAS`
+            (1.0, the fine-tune as it is, wins ties); recorded in the evals as ``alpha``.
         seed: shuffling and initialisation seed.
     """
 
@@ -81,6 +86,7 @@ class TextTrainConfig:
     eval_every: int | None = None
     eval_at_start: bool = False
     freeze_embeddings: bool = False
+    wise_ft: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -206,6 +212,29 @@ class _BestKeeper:
             self.twin.network.load_state_dict(self.best[1])
 
 
+def _wise_ft(keeper: _BestKeeper, start: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
+    """Mix the kept best weights with the starting ones, the mix chosen on the validation
+    pairs; each mix's scores go into the evals as {step, alpha, val_score[, monitor_score]}."""
+    twin, val, monitor = keeper.twin, keeper.val, keeper.monitor
+    assert val is not None
+    step = keeper.evals[-1]["step"] if keeper.evals else 0
+    monitored: list[float] = []
+
+    def score() -> float:
+        if monitor is not None:  # recorded only: never used to choose the mix
+            monitored.append(validation_score(twin, monitor))
+        return validation_score(twin, val)
+
+    alpha, tried = choose_interpolation(twin.network, start, score)
+    by_alpha = dict(zip(sorted((r["alpha"] for r in tried), reverse=True), monitored))  # tried from 1.0 down
+    for r in tried:
+        keeper.evals.append({"step": step, **r, **({"monitor_score": by_alpha[r["alpha"]]} if monitored else {})})
+    logger.info("WiSE-FT: alpha %.1f chosen on the validation pairs (%s)", alpha,
+                ", ".join(f"{r['alpha']:.1f}: {r['val_score']:.4f}" for r in tried))
+    keeper.best = (max(r["val_score"] for r in tried), copy.deepcopy(twin.network.state_dict()))
+    keeper.save(history)
+
+
 def fit_text_pairs(
     twin: TextTwin,
     train: TextPairs,
@@ -258,6 +287,7 @@ def fit_text_pairs(
     targets = torch.as_tensor(_scaled_targets(train))
     history: list[dict[str, Any]] = []
     keeper = _BestKeeper(twin, val, out_dir, config, monitor)
+    start = copy.deepcopy(net.state_dict()) if config.wise_ft and val is not None else None
     if config.eval_at_start:
         keeper.score(0, history)
     step = 0
@@ -302,6 +332,8 @@ def fit_text_pairs(
             if on_epoch is not None:
                 on_epoch(record)
     keeper.restore()
+    if start is not None:
+        _wise_ft(keeper, start, history)
     for w in frozen:  # frozen for this run only
         w.requires_grad_(True)
     net.eval()

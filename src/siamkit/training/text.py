@@ -35,7 +35,7 @@ from .averaging import choose_interpolation
 from .components import make_optimizer
 from .progress import ProgressBar
 
-__all__ = ["TextTrainConfig", "TEXT_LOSSES", "fit_text_pairs", "text_pair_loss", "warmup_linear_schedule"]
+__all__ = ["TextTrainConfig", "TEXT_LOSSES", "fit_text_pairs", "text_pair_loss", "validation_score", "warmup_linear_schedule"]
 
 TEXT_LOSSES = ("cosent", "angle", "cosine", "mnr", "contrastive")
 

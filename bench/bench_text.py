@@ -291,6 +291,8 @@ def finetune_lines() -> list[str]:
     """The zero-shot vs fine-tuned table of the other runs (STS-B with dev selection, SICK-R, MRPC)."""
     rows = (_run_line("text_finetune_sts_recipe", "STS-B test Spearman, the `sts` recipe's options, selected on all of sts-dev",
                       "spearman")
+            + _run_line("text_finetune_sts_2ep", "STS-B test Spearman, the `sts` recipe's options over 2 epochs", "spearman")
+            + _run_line("text_finetune_sts_cosent2ep", "STS-B test Spearman, CoSENT over 2 epochs, batch 32", "spearman")
             + _run_line("text_finetune_sts_diag", "STS-B test Spearman, CoSENT, dev-selected", "spearman")
             + _run_line("text_finetune_sts_cosine", "STS-B test Spearman, cosine-similarity loss, dev-selected", "spearman")
             + _run_line("text_finetune_sick", "SICK-R test Spearman, trained on SICK train, selected on SICK trial", "spearman")
@@ -318,7 +320,15 @@ def finetune_lines() -> list[str]:
                      "rate not yet decayed. What would close the gap: the recipe's full 4 epochs (1,436 steps; about 25 "
                      "min on one free core at ~1 s a step, hours on this shared machine), then CoSENT / AnglE compared at "
                      "that length (the 200-step CoSENT result may be a short-run artefact), all chosen on sts-dev.")]
-    for name in ("text_finetune_sts_recipe", "text_finetune_sts_diag", "text_finetune_sts_cosine", "text_finetune_sick",
+    wise = RESULTS / "text_wiseft_sts.json"
+    if wise.is_file():
+        w = json.loads(wise.read_text())
+        mixes = ", ".join(f"{m['alpha']:.1f}: {m['val_score']:.4f} / {m['test_score']:.4f}" for m in w["mixes"])
+        lines += ["", f"WiSE-FT (`bench/bench_text_wiseft.py`, `TextTrainConfig(wise_ft=True)`): mixes "
+                  f"`(1 - a) * pretrained + a * fine-tuned` of the 2-epoch run, dev / test Spearman per `a`: {mixes}. "
+                  f"Both rise monotonically to `a` = 1, so the mix chosen on dev is the fine-tune itself "
+                  f"(a = {w['chosen_alpha']:.1f}, test {w['chosen_test']:.4f}): weight interpolation does not close the gap here."]
+    for name in ("text_finetune_sts_2ep", "text_finetune_sts_cosent2ep", "text_finetune_sts_recipe", "text_finetune_sts_diag", "text_finetune_sts_cosine", "text_finetune_sick",
                  "text_finetune_mrpc"):
         lines += curve_lines(name)
     return lines

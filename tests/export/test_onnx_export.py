@@ -150,7 +150,7 @@ def test_manifest_records_the_model(tmp_path: Path) -> None:
 
 def test_int8_export_is_close_and_chosen_by_default(tmp_path: Path) -> None:
     folder, net = make_model(tmp_path, "conv4")
-    out = export_onnx(folder, tmp_path / "e", quantize="int8")
+    out = export_onnx(folder, tmp_path / "e", quantize="int8-dynamic")
     v8, v32 = OnnxVerifier.from_dir(out), OnnxVerifier.from_dir(out, precision="fp32")
     assert v8.precision == "int8"
     x = np.random.default_rng(0).integers(0, 256, (5, 1, 28, 28), dtype=np.uint8)

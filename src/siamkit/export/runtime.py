@@ -219,13 +219,14 @@ class OnnxVerifier:
             raise ModelFileError(f"{folder / MANIFEST}: unknown distance {self.distance_name!r}")
 
     @classmethod
-    def from_dir(cls, folder: str | Path, *, precision: str | None = None, threads: int | None = None) -> "OnnxVerifier":
+    def from_dir(cls, folder: str | Path, *, precision: str | None = "auto", threads: int | None = None) -> "OnnxVerifier":
         """Open an export folder.
 
         Args:
             folder: the folder written by ``siamkit export``.
-            precision: ``"fp32"`` or ``"int8"``; None takes int8 when the folder has it,
-                else fp32.
+            precision: ``"auto"`` (or None, the default) takes the int8 graph when the
+                folder has one, else fp32; ``"fp32"`` always the fp32 graph (every export
+                has it); ``"int8"`` the int8 graph (a ModelFileError when there is none).
             threads: onnxruntime's intra-op threads (None: its default).
 
         Returns:
@@ -236,6 +237,7 @@ class OnnxVerifier:
                 format version, the export of a text (or other non-image) model, a missing or
                 unreadable ONNX file.
             ImportError: onnxruntime is not installed (``pip install siamkit[onnx]``).
+            ValueError: an unknown ``precision``.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -251,7 +253,9 @@ class OnnxVerifier:
         files = manifest.get("models")
         if not isinstance(files, dict) or "fp32" not in files:
             raise ModelFileError(f"{folder / MANIFEST} lists no fp32 model")
-        if precision is None:
+        if precision not in (None, "auto", "fp32", "int8"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}")
+        if precision in (None, "auto"):
             precision = "int8" if "int8" in files else "fp32"
         if precision not in files:
             raise ModelFileError(f"{folder} has no {precision} model (it has: {', '.join(sorted(files))})")

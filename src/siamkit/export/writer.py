@@ -6,12 +6,20 @@ network normalises (unlike sentence-transformers' exports, nothing is left to do
 but the distance). The batch axis is dynamic. The distance, the pair head's weights and
 the calibration go into the manifest, which :mod:`siamkit.export.runtime` reads.
 
-``quantize="int8"`` adds ``model.int8.onnx``: onnxruntime's dynamic quantization
-(``quantize_dynamic``: 8-bit weights, activations quantized per batch at run time, so no
-calibration inputs are needed; Conv -> ConvInteger, MatMul/Gemm -> MatMulInteger).
-Weights are uint8: with int8 weights onnxruntime's CPU ConvInteger ran conv4 3x slower
-(714 vs 2334 images/s, 28x28, 1 thread); static QDQ quantization with calibration
-inputs was no faster (2850 images/s) and needs data at export time.
+``quantize="int8"`` with ``calibration=`` (a folder of images or an array) adds
+``model.int8.onnx`` by onnxruntime's STATIC quantization (:mod:`siamkit.export.quantize`:
+``quant_pre_process``, then ``quantize_static`` with QDQ, per-channel QInt8 weights, QUInt8
+activations, MinMax ranges over up to 200 calibration images). That is the fast int8 for
+convnets (QLinearConv): see docs/benchmarks.md ("int8 export, trained models") for the
+measured images/s and ROC AUC. An earlier note here said static QDQ was "no faster"
+(2850 images/s): that run did not use these settings.
+
+``quantize="int8"`` without calibration data, or ``quantize="int8-dynamic"``, is onnxruntime's
+DYNAMIC quantization (``quantize_dynamic``: uint8 weights, activations quantized per batch
+at run time; Conv -> ConvInteger, MatMul/Gemm -> MatMulInteger). For convnets it is SLOWER
+than the fp32 graph (docs/benchmarks.md; with int8 weights ConvInteger ran conv4 3x slower
+still), so plain ``"int8"`` without data warns. Text and
+sequence exports always use dynamic quantization (MatMul-heavy, where it helps).
 """
 
 from __future__ import annotations
@@ -33,9 +41,15 @@ from ..io import load_model
 from ..network import SiameseNetwork
 from .runtime import FORMAT, FORMAT_VERSION, INPUT_NAME, MANIFEST, MODEL_FILES, OUTPUT_NAME
 
-__all__ = ["export_onnx", "QUANTIZE_CHOICES", "OPSET"]
+__all__ = ["export_onnx", "QUANTIZE_CHOICES", "NO_CALIBRATION_WARNING", "OPSET"]
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = ("int8", "int8-dynamic")
+#: the warning for ``quantize="int8"`` on an image model without calibration data
+NO_CALIBRATION_WARNING = (
+    "--quantize int8 without calibration data uses onnxruntime DYNAMIC quantization, which is "
+    "SLOWER than fp32 for convnets; pass --calibration-data FOLDER (about 100-200 images of the "
+    "kind the model sees; export_onnx(..., calibration=FOLDER_OR_ARRAY)) for static int8, or "
+    "--quantize int8-dynamic to silence this warning")
 OPSET = 17
 
 
@@ -83,7 +97,8 @@ def _quantize_int8(fp32: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, str], quantize: str | None) -> dict[str, Any]:
+def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, str], quantize: str | None,
+              quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     head = None
     if network.pair_head is not None:
         head = {
@@ -110,7 +125,9 @@ def _manifest(network: SiameseNetwork, cal: Calibrator | None, files: dict[str, 
         "calibration": calibration,
         "models": files,
         "opset": OPSET,
-        "quantization": None if quantize is None else {"kind": quantize, "method": "onnxruntime.quantize_dynamic"},
+        "quantization": quantization if quantization is not None else (
+            None if quantize is None else {"kind": "int8", "method": "onnxruntime.quantize_dynamic",
+                                           "weight_type": "QUInt8"}),
     }
 
 
@@ -121,28 +138,30 @@ onnx_manifest = _manifest
 EmbedderModule = _Embedder
 
 
-def write_graphs(out: Path, fp32: bytes, quantize: str | None) -> dict[str, str]:
+def write_graphs(out: Path, fp32: bytes, quantize: str | None, int8: bytes | None = None) -> dict[str, str]:
     """Write ``model.onnx`` (+ ``model.int8.onnx``, else remove a stale one) into ``out``.
 
     Args:
         out: the export folder.
         fp32: the serialized fp32 graph.
-        quantize: None or ``"int8"``.
+        quantize: None, ``"int8"`` or ``"int8-dynamic"``.
+        int8: an already quantized graph (static); None quantizes ``fp32`` dynamically.
 
     Returns:
         The manifest's ``models`` entry (precision -> file name).
     """
     write_bytes_atomic(out / MODEL_FILES["fp32"], fp32)
     files = {"fp32": MODEL_FILES["fp32"]}
-    if quantize == "int8":
-        write_bytes_atomic(out / MODEL_FILES["int8"], _quantize_int8(fp32))
+    if quantize in QUANTIZE_CHOICES:
+        write_bytes_atomic(out / MODEL_FILES["int8"], int8 if int8 is not None else _quantize_int8(fp32))
         files["int8"] = MODEL_FILES["int8"]
     elif (out / MODEL_FILES["int8"]).exists():
         (out / MODEL_FILES["int8"]).unlink()  # a stale int8 graph of another export
     return files
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None) -> Path:
+def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None,
+                calibration: Any = None) -> Path:
     """Export a model folder to ``out``: ``model.onnx`` (+ ``model.int8.onnx``) and
     ``siamkit-onnx.json`` (written last, so a folder with a manifest is complete).
 
@@ -150,7 +169,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
         model_dir: a model folder (its calibration.json, if any, is checked against the
             weights' fingerprint and copied into the manifest).
         out: the export folder (created if needed; files in it are replaced).
-        quantize: None, or ``"int8"`` to add a dynamically quantized graph.
+        quantize: None; ``"int8"`` to add an int8 graph (static with ``calibration``,
+            else dynamic with a :class:`UserWarning` for image models); ``"int8-dynamic"``
+            for dynamic quantization without the warning.
+        calibration: image models with ``quantize="int8"``: a folder of images (read with
+            the model's input recipe, up to 200 evenly spaced) or an array (N, *shape),
+            uint8 or float in [0, 1]. Text and sequence exports take none.
 
     Returns:
         The export folder.
@@ -160,11 +184,22 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
             belong to it, or it records no input shape.
         ExportError: the network uses an operation the ONNX exporter cannot write (e.g.
             Koch's encoder at a size whose last feature map does not divide 6x6).
-        ValueError: an unknown ``quantize``.
+        DataError: a calibration folder that does not exist, has no images or an
+            unreadable one; a calibration array of the wrong shape.
+        ValueError: an unknown ``quantize``; ``calibration`` without ``quantize="int8"``
+            or for a text / sequence model.
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {list(QUANTIZE_CHOICES)} or None, got {quantize!r}")
+    if calibration is not None and quantize != "int8":
+        raise ValueError(f"calibration data is for quantize='int8' (static), got quantize={quantize!r}")
     from ..text import is_text_model, text_settings
+
+    if is_text_model(model_dir) and calibration is not None:
+        raise ValueError("calibration data is for image models: text and sequence exports use dynamic int8")
+    explicit_dynamic = quantize == "int8-dynamic"
+    if explicit_dynamic:
+        quantize = "int8"  # dynamic below; the text / sequence writers: always dynamic
 
     if is_text_model(model_dir) and (text_settings(model_dir) or {}).get("tokenizer") == "word":
         from .seq_writer import export_sequence_onnx  # a from-scratch twin: rnn / transformer_seq
@@ -179,8 +214,15 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
     shape = tuple(network.input_spec.shape)
     if not shape:
         raise ModelFileError(f"{model_dir} records no input shape: it cannot be exported")
+    fp32, int8, info = _onnx_bytes(network, shape), None, None
+    if quantize == "int8" and calibration is not None:
+        from .quantize import calibration_batch, quantize_static_int8
+
+        int8, info = quantize_static_int8(fp32, calibration_batch(calibration, network.input_spec))
+    elif quantize == "int8" and network.input_spec.is_image and not explicit_dynamic:
+        warnings.warn(NO_CALIBRATION_WARNING, UserWarning, stacklevel=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_graphs(out, _onnx_bytes(network, shape), quantize)
-    write_json_atomic(out / MANIFEST, _manifest(network, cal, files, quantize))
+    files = write_graphs(out, fp32, quantize, int8)
+    write_json_atomic(out / MANIFEST, _manifest(network, cal, files, quantize, info))
     return out

@@ -27,7 +27,14 @@ def interpolate_state(
 ) -> dict[str, torch.Tensor]:
     """``(1 - alpha) * start + alpha * tuned`` for every floating-point tensor.
 
-    Integer / boolean buffers (counters, masks, position ids) are taken from ``tuned``.
+    Args:
+        start: the starting (pretrained) state dict.
+        tuned: the fine-tuned state dict, same keys and shapes.
+        alpha: the weight of ``tuned`` in [0, 1] (0 = ``start``, 1 = ``tuned``, both exact).
+
+    Returns:
+        The mixed state dict. Integer / boolean buffers (counters, masks, position ids)
+        are taken from ``tuned``.
 
     Raises:
         DataError: ``alpha`` outside [0, 1], or the two states have other keys or shapes.

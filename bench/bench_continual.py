@@ -16,15 +16,19 @@ Two chains run side by side on the same attempts:
 
 - **templates** (the baseline every deployment already has, no learning): each of its
   own falsely rejected arrivals is enrolled as one more template, round after round.
-- the **learning system**: per round four candidates are built from the current system
+- the **learning system**: per round five candidates are built from the current system
   and the reports so far: *keep* (change nothing), *gallery* (``siamkit.gallery.adapt``:
   confirmed false rejects enrolled, per-identity thresholds with shrinkage toward the
   global one; confirmed false accepts kept as negative templates of the identity they
   claimed: ``siamkit.gallery.negatives``; the ablation *gallery_thr*, never chosen, is the
-  same without them), *model* (``siamkit.training.finetune``: replay of the base model's classes,
+  same without them), *gallery_conf* (the same, also enrolling the confirmed matches:
+  every correct accept of a reported identity's arrival that two operators confirm, a
+  template update that follows the identity's changing appearance), *model* (``siamkit.training.finetune``: replay of the base model's classes,
   distillation, re-calibration, refused when its held-out classes get worse; the gallery
   re-embedded) and *both* (the fine-tuned model, then the gallery adapted under it). The
-  candidate with the fewest mistakes on the NEXT round's arrivals of the reported
+  candidate with the lowest balanced error ((FRR + FAR) / 2: faces have six impostor
+  attempts per genuine one, and the raw error favours candidates that trade false accepts
+  for false rejects) on the NEXT round's arrivals of the reported
   identities (seen before they are reported, like a shadow deployment) is kept; ties go to
   the simpler one.
 
@@ -260,10 +264,11 @@ def decide(st: State, dep: Deployment, att: tuple[np.ndarray, ...]) -> tuple[np.
 
 
 def rates(wrong: np.ndarray, genuine: np.ndarray) -> dict[str, float]:
-    """FRR, FAR and the overall error rate of a set of attempts (``wrong``: per attempt)."""
+    """FRR, FAR, their mean (the balanced error: the per-round choice) and the overall
+    error rate of a set of attempts (``wrong``: per attempt)."""
     fr, fa = (wrong & genuine).sum(), (wrong & ~genuine).sum()
-    return {"error": float(wrong.mean()), "frr": float(fr / max(1, genuine.sum())),
-            "far": float(fa / max(1, (~genuine).sum())), "attempts": int(len(genuine))}
+    frr, far = float(fr / max(1, genuine.sum())), float(fa / max(1, (~genuine).sum()))
+    return {"error": float(wrong.mean()), "frr": frr, "far": far, "balanced": (frr + far) / 2, "attempts": int(len(genuine))}
 
 
 class UntouchedPairs:
@@ -290,8 +295,11 @@ class UntouchedPairs:
         return float(roc_auc_score(self.same, -self.distances(model)))
 
 
-def report_mistakes(store: Path, dep: Deployment, att: tuple[np.ndarray, ...], accepted: np.ndarray, rnd: int) -> int:
-    """Report the round's mistakes on reported characters, each by two reporters.
+def report_mistakes(store: Path, dep: Deployment, att: tuple[np.ndarray, ...], accepted: np.ndarray, rnd: int,
+                    confirm: bool = False) -> tuple[int, int]:
+    """Report the round's mistakes on reported characters, each by two reporters; with
+    ``confirm``, also confirm each correct accept of a genuine arrival (a confirmed match:
+    the operator saw the right person let in), by two reporters too.
 
     Args:
         store: the feedback store.
@@ -299,24 +307,27 @@ def report_mistakes(store: Path, dep: Deployment, att: tuple[np.ndarray, ...], a
         att: the round's attempts.
         accepted: the current system's decisions.
         rnd: the round (names the reporters).
+        confirm: also send the confirmed matches.
 
     Returns:
-        The number of mistakes reported.
+        (mistakes reported, matches confirmed).
     """
     probe, claim, genuine = att
     wrong = np.nonzero(accepted != genuine)[0]
+    right = np.nonzero(accepted & genuine)[0] if confirm else np.zeros(0, dtype=int)
     with FeedbackStore.open(store) as s:
-        for k in wrong:
+        for k in [*wrong, *right]:
             data = png(dep.images[int(probe[k])])
             dep.png_index[hashlib.sha256(data).hexdigest()] = int(probe[k])
             for who in ("operator", "supervisor"):
                 s.add(actor=f"{who}-{rnd}", kind="identity_verify", identity=f"c{claim[k]}",
                       image_a=(data, "png"), truth={"same": bool(genuine[k])},
                       predicted={"same": bool(accepted[k])})
-    return int(len(wrong))
+    return int(len(wrong)), int(len(right))
 
 
-def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: float, negatives: bool = True) -> State:
+def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: float, negatives: bool = True,
+                 confirmations: bool = False) -> State:
     """The library's gallery-side adaptation on a copy of ``st``'s gallery; the bench's
     template lists follow what it enrolled (report id -> image, by the report's bytes).
 
@@ -327,6 +338,7 @@ def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: flo
         dep: the deployment (maps report images back to image indices).
         prior: the shrinkage prior (reports the global threshold is worth).
         negatives: keep confirmed false accepts as negative templates.
+        confirmations: also learn from the confirmed matches (template updates).
 
     Returns:
         The adapted system (same model).
@@ -334,7 +346,7 @@ def gallery_side(st: State, store: Path, dest: Path, dep: Deployment, prior: flo
     copy_db(st.gallery, dest)
     with Gallery.open(dest, st.model, create=False) as g, FeedbackStore.open(store, create=False) as s:
         before = set((g.store.meta().get(ADAPTATION_KEY) or {}).get("templates_added", []))
-        rec = adapt_gallery(g, s, prior=prior, negatives=negatives, actor="bench")
+        rec = adapt_gallery(g, s, prior=prior, negatives=negatives, confirmations=confirmations, actor="bench")
         templates = {c: list(t) for c, t in st.templates.items()}
         for fid in sorted(set(rec["templates_added"]) - before):
             r = s.get(fid)
@@ -390,7 +402,7 @@ def faces_parts(split: int) -> tuple[Any, Any]:
     return base, ev
 
 
-CANDIDATES = ("keep", "gallery", "model", "both")  # the per-round choice, simplest first (ties go to the first)
+CANDIDATES = ("keep", "gallery", "gallery_conf", "model", "both")  # the per-round choice, simplest first (ties go to the first)
 ABLATIONS = ("gallery_thr", "gallery_neg0.8", "gallery_neg0.6")  # measured, never chosen: the gallery side without negative templates (the previous one)
 
 
@@ -453,28 +465,30 @@ class Run:
                 tpl.templates[int(c)].append(int(p))
         self.measure("templates", tpl, r, extra)
         _, acc = decide(learn, dep, arr)
-        n_wrong = report_mistakes(self.store, dep, arr, acc, rnd)
+        n_wrong, n_conf = report_mistakes(self.store, dep, arr, acc, rnd, confirm=self.opts.confirm)
         folder = self.out / f"round{r}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         cands: dict[str, State] = {"keep": learn, "gallery": gallery_side(learn, self.store, folder / "gallery_adapted.db", dep, self.opts.prior)}
+        if self.opts.confirm:
+            cands["gallery_conf"] = gallery_side(learn, self.store, folder / "gallery_conf.db", dep, self.opts.prior, confirmations=True)
         abl = {"gallery_thr": gallery_side(learn, self.store, folder / "gallery_thr.db", dep, self.opts.prior, negatives=False)}
         abl.update({f"gallery_neg{x}": replace(cands["gallery"], neg_ratio=x) for x in (0.8, 0.6)})
         store_before = copy_db(self.store, folder / "feedback_before_finetune.sqlite")
         new, ft = model_side(learn, self.store, folder, self.replay, self.opts.steps, rnd) if self.opts.steps else (None, {"accepted": False, "held_out": {"not_run": "--steps 0"}, "seconds": 0.0})
         if new is not None:
             cands["model"] = new
-            cands["both"] = gallery_side(new, self.store, folder / "gallery_both.db", dep, self.opts.prior)
+            cands["both"] = gallery_side(new, self.store, folder / "gallery_both.db", dep, self.opts.prior, confirmations=self.opts.confirm)
         rows = {k: self.measure(k, st, r, extra) for k, st in cands.items()}
         for k, st in abl.items():
             self.measure(k, st, r, extra)["chosen"] = False
-        chosen = min(cands, key=lambda k: (rows[k]["next_arrivals"]["error"], CANDIDATES.index(k)))
+        chosen = min(cands, key=lambda k: (rows[k]["next_arrivals"]["balanced"], CANDIDATES.index(k)))
         for k, row in rows.items():
             row["chosen"] = k == chosen
-        rows["keep"].update(mistakes_reported=n_wrong, finetune=ft)
+        rows["keep"].update(mistakes_reported=n_wrong, matches_confirmed=n_conf, finetune=ft)
         if chosen not in ("model", "both"):  # the fine-tune's reports were not learnt after all: back to new
             copy_db(store_before, self.store)
-        print(f"round {r}: {n_wrong} mistakes reported; fine-tune {'accepted' if ft['accepted'] else 'refused / not run'}; chosen: {chosen}", flush=True)
+        print(f"round {r}: {n_wrong} mistakes reported, {n_conf} matches confirmed; fine-tune {'accepted' if ft['accepted'] else 'refused / not run'}; chosen: {chosen}", flush=True)
         return cands[chosen], tpl
 
     def run(self) -> None:
@@ -659,6 +673,8 @@ def main() -> None:
     ap.add_argument("--prior", type=float, default=5.0, help="shrinkage prior of the per-identity thresholds (reports)")
     ap.add_argument("--out", type=Path, default=None, help="bench folder (default: a temporary folder; base models are reused from it)")
     ap.add_argument("--quick", action="store_true", help="a smaller base-model budget")
+    ap.add_argument("--confirm", action=argparse.BooleanOptionalAction, default=True,
+                    help="operators also confirm correct accepts (the gallery_conf candidate learns from them)")
     ap.add_argument("--from-json", type=Path, default=None, help="rewrite the docs section from a run's JSON, run nothing")
     ap.add_argument("--note", default=None, help="with --from-json: a sentence to add (e.g. why a run was reduced); kept in the JSON")
     opts = ap.parse_args()
@@ -749,13 +765,17 @@ def write_doc(res: dict[str, Any], name: str) -> None:
             f"`{cmd}` ({name}, {res['seconds']:.0f} s). {o['splits']} split(s) of {res['splits'][0]['identities']} {who}, half reported; "
             f"{lay.templates} templates each, {lay.per_round} arrival(s) per identity per round, the last {lay.later} images the future; "
             f"every attempt is one image claiming its own identity or claimed by {lay.impostors} other identities; every "
-            f"mistake on a reported identity's arrivals is reported by two reporters. Per round four candidates: keep, gallery "
+            f"mistake on a reported identity's arrivals is reported by two reporters"
+            + (", and every correct accept of a reported identity's own arrival is confirmed by two (a confirmed match)" if o.get("confirm") else "")
+            + f". Per round the candidates: keep, gallery "
             f"(`siamkit.gallery.adapt`: confirmed false rejects enrolled, per-identity thresholds shrunk with prior "
             f"{o['prior']:g}, confirmed false accepts kept as negative templates: a claim is rejected when the probe is at least "
             f"as close to one of them as to the identity; `gallery_thr` is the same without negative templates, measured, never "
-            f"chosen), model (`finetune`, {o['steps']} steps, refused by its held-out check when held-out classes get "
-            f"worse) and both; the one with the fewest mistakes on the *next* round's arrivals (not reported yet, never the "
-            f"future images) is kept. Fine-tune settings and the prior are the defaults chosen before this run, not tuned on it. "
+            f"chosen), " + ("gallery_conf (the same, also enrolling the confirmed matches as templates: `adapt_gallery(confirmations=True)`), "
+                            if o.get("confirm") else "")
+            + f"model (`finetune`, {o['steps']} steps, refused by its held-out check when held-out classes get "
+            f"worse) and both; the one with the lowest balanced error ((FRR + FAR) / 2) on the *next* round's arrivals (not "
+            f"reported yet, never the future images) is kept. Fine-tune settings and the prior are the defaults chosen before this run, not tuned on it. "
             f"Intervals: 95% bootstrap over identities (2,000 resamples; AUC 1,000), paired on the same attempts / pairs; "
             f"held-out AUC is the pair AUC of the untouched identities' future images." + (f" {res['note']}" if res.get("note") else ""), "",
             *goal_table(res), "", reading(res), "", "All systems, pooled over the splits:", "", *table(res)]

@@ -38,6 +38,8 @@ def test_metrics_count_reports_by_kind_and_status(tmp_path: Path) -> None:
             ids = [s.add(actor=f"a{i}", kind="verify", image_a=(png(i), "png"), image_b=(png(i + 50), "png"), truth={"same": True})
                    for i in range(3)]
             ids.append(s.add(actor="b", kind="identity_verify", identity="alice", image_a=(png(9), "png"), truth={"same": False}))
+            s.add(actor="b", kind="identity_verify", identity="alice", image_a=(png(10), "png"), truth={"same": True},
+                  predicted={"same": True})  # a confirmed match
             s.set_status(ids[:1], "used", actor="t")
             s.set_status(ids[1:2], "held", actor="t")
             s.set_status(ids[3:], "rejected", actor="t")
@@ -49,8 +51,9 @@ def test_metrics_count_reports_by_kind_and_status(tmp_path: Path) -> None:
         for st in STATUSES:
             assert got[(k, st)] == want["by_kind_status"][k][st]
     assert got[("verify", "used")] == got[("verify", "held")] == got[("verify", "new")] == 1.0
-    assert got[("identity_verify", "rejected")] == 1.0
+    assert got[("identity_verify", "rejected")] == 1.0 and got[("identity_verify", "new")] == 1.0
     assert "siamkit_feedback_reporters 4.0" in text and "siamkit_feedback_finetunes 1.0" in text
+    assert "siamkit_feedback_confirmations 1.0" in text and want["confirmations"] == 1
     assert "siamkit_http_requests_total" in text  # the service's own metrics are still there
 
 

@@ -216,3 +216,54 @@ def test_identify_uses_the_identity_thresholds_and_negatives(tmp_path: Path) -> 
         res = g.identify(probe)
         assert res.best.identity == top and res.decision == "unknown" and "impostor" in res.note
         assert g.identify(imgs[2]).decision == "p1"    # thresholds refitted: p1 back to its own
+
+
+def _confirm(fb: Path, img: torch.Tensor, identity: str, same: bool, actors: tuple[str, ...]) -> None:
+    """A report that confirms the decision (predicted == truth)."""
+    with FeedbackStore.open(fb) as s:
+        for a in actors:
+            s.add(actor=a, kind="identity_verify", identity=identity, image_a=(_png(img), "png"), truth={"same": same},
+                  predicted={"same": same, "distance": 0.1})
+
+
+def test_confirmed_matches_are_template_updates_unless_switched_off(tmp_path: Path) -> None:
+    model, g_path, fb, imgs = _setup(tmp_path)
+    _confirm(fb, imgs[8], "p0", True, ("a", "b"))     # a confirmed match: a template update of p0
+    _confirm(fb, imgs[9], "p1", False, ("a",))        # one reporter: waits
+    _report(fb, imgs[10], "p2", True, ("a", "b"))     # a confirmed false reject
+    with FeedbackStore.open(fb) as s:
+        kinds = sorted((r.identity, r.confirmation) for r in s.list())
+        assert kinds == [("p0", True), ("p0", True), ("p1", True), ("p2", False), ("p2", False)]
+        st = s.stats()
+        assert st["confirmations"] == 3 and st["total"] == 5
+    only_mistakes = tmp_path / "g_mistakes.db"
+    import shutil
+
+    shutil.copy(g_path, only_mistakes)
+    with Gallery.open(only_mistakes, model) as g, FeedbackStore.open(fb) as s:
+        rec = adapt_gallery(g, s, confirmations=False)
+        assert g.get("p0").n_samples == 2 and g.get("p2").n_samples == 3
+        assert set(rec["reports"]) == {"p2"} and rec["confirmations"] is False
+    with Gallery.open(g_path, model) as g, FeedbackStore.open(fb) as s:
+        rec = adapt_gallery(g, s)
+        assert g.get("p0").n_samples == 3 and g.get("p2").n_samples == 3 and g.get("p1").n_samples == 2
+        assert rec["reports"] == {"p0": 1, "p2": 1} and len(rec["templates_added"]) == 2
+        # the new sample is the confirmed image: verifying it against p0 is a zero distance
+        assert g.verify("p0", imgs[8]).distance == pytest.approx(0.0, abs=1e-5)
+        again = adapt_gallery(g, s)
+        assert g.get("p0").n_samples == 3 and again["templates_added"] == rec["templates_added"]
+
+
+def test_confirmation_of_each_kind() -> None:
+    from siamkit.feedback.store import FeedbackRecord
+
+    def rec(kind: str, predicted: dict, truth: dict) -> FeedbackRecord:
+        return FeedbackRecord(1, 0.0, "a", None, kind, None, b"", "png", None, None, predicted, truth, None, None, "new")
+
+    assert rec("identity_verify", {"same": True}, {"same": True}).confirmation
+    assert not rec("identity_verify", {"same": False}, {"same": True}).confirmation
+    assert not rec("identity_verify", {}, {"same": True}).confirmation  # no prediction recorded: a mistake report
+    assert rec("verify", {"same": False, "distance": 0.9}, {"same": False}).confirmation
+    assert rec("identify", {"identity": "p1"}, {"identity": "p1"}).confirmation
+    assert not rec("identify", {"identity": "p2"}, {"identity": "p1"}).confirmation
+    assert not rec("identify", {}, {"identity": "p1"}).confirmation

@@ -117,7 +117,8 @@ def feedback_stats(
     if as_json:
         echo_json(st)
         return
-    typer.echo(f"{st['total']} reports from {st['reporters']} reporters; {st['finetunes']} fine-tune(s) so far")
+    typer.echo(f"{st['total']} reports from {st['reporters']} reporters ({st['total'] - st['confirmations']} mistake(s), "
+               f"{st['confirmations']} confirmation(s)); {st['finetunes']} fine-tune(s) so far")
     typer.echo("by status: " + ", ".join(f"{k} {v}" for k, v in st["by_status"].items()))
     typer.echo("by kind:   " + ", ".join(f"{k} {v}" for k, v in st["by_kind"].items()))
     if st["top_identities"]:
@@ -150,6 +151,8 @@ def feedback_adapt(
     min_reporters: int = typer.Option(2, "--min-reporters", help="Distinct reporters a report needs before it counts."),
     prior: float = typer.Option(5.0, "--prior", help="How many reports the global threshold is worth (shrinkage; > 0)."),
     templates: bool = typer.Option(True, "--templates/--no-templates", help="Enrol confirmed genuine probes as samples."),
+    confirmations: bool = typer.Option(True, "--confirmations/--no-confirmations",
+                                       help="Also learn from reports that confirm a decision (a confirmed match is a template update)."),
     negatives: bool = typer.Option(True, "--negatives/--no-negatives",
                                    help="Keep confirmed impostor probes as negative templates of the identity they claimed."),
     as_json: bool = JSON_OUT,
@@ -173,7 +176,7 @@ def feedback_adapt(
         raise SiamkitError(f"feedback store {fb} does not exist")
     with Gallery.open(where, model, create=False) as g, FeedbackStore.open(fb, create=False) as store:
         rec = adapt_gallery(g, store, min_reporters=min_reporters, prior=prior, add_templates=templates, negatives=negatives,
-                           actor="cli:adapt")
+                           confirmations=confirmations, actor="cli:adapt")
     if as_json:
         echo_json(rec)
         return

@@ -109,6 +109,15 @@ class FeedbackRecord:
     model_fingerprint: str | None
     status: str
 
+    @property
+    def confirmation(self) -> bool:
+        """True when the report confirms what the system said (a correct accept or reject,
+        or a correct identification) rather than a mistake: ``predicted`` agrees with
+        ``truth``. Confirmed matches are the template updates of
+        :func:`siamkit.gallery.adapt.adapt_gallery`; a report with no prediction is a mistake
+        report, never a confirmation."""
+        return _confirms(self.kind, self.predicted, self.truth)
+
     def summary(self) -> dict[str, Any]:
         """Everything but the image bytes (JSON-able)."""
         d = asdict(self)
@@ -116,6 +125,13 @@ class FeedbackRecord:
         d.pop("image_b")
         d["has_image_b"] = self.image_b is not None
         return d
+
+
+def _confirms(kind: str, predicted: dict[str, Any], truth: dict[str, Any]) -> bool:
+    """Does a report's ``predicted`` agree with its ``truth`` (see ``FeedbackRecord.confirmation``)?"""
+    if kind == "identify":
+        return "identity" in predicted and predicted.get("identity") == truth.get("identity")
+    return "same" in predicted and bool(predicted.get("same")) == bool(truth.get("same"))
 
 
 def _check_truth(kind: str, truth: dict[str, Any], identity: str | None, has_b: bool) -> None:
@@ -397,8 +413,9 @@ class FeedbackStore:
 
         Returns:
             ``{"total", "by_status", "by_kind", "by_kind_status", "reporters",
-            "top_identities": [[name, n], ...], "finetunes"}`` (JSON-able; every status and
-            kind present, zero when none).
+            "top_identities": [[name, n], ...], "finetunes", "confirmations"}`` (JSON-able;
+            every status and kind present, zero when none; ``confirmations``: reports that
+            confirm what the system said, the rest are mistakes).
         """
         by_status = {s: 0 for s in STATUSES}
         by_kind = {k: 0 for k in KINDS}
@@ -414,6 +431,7 @@ class FeedbackStore:
         )
         reporters = int(self._query("SELECT COUNT(DISTINCT actor) FROM feedback")[0][0])
         finetunes = int(self._query("SELECT COUNT(*) FROM service_audit WHERE action = 'finetune'")[0][0])
+        confirmations = sum(_confirms(k, json.loads(p), json.loads(t)) for k, p, t in self._query("SELECT kind, predicted, truth FROM feedback"))
         return {
             "total": sum(by_status.values()),
             "by_status": by_status,
@@ -422,4 +440,5 @@ class FeedbackStore:
             "reporters": reporters,
             "top_identities": [[str(w), int(n)] for w, n in idents],
             "finetunes": finetunes,
+            "confirmations": int(confirmations),
         }

@@ -5,8 +5,10 @@ What a confirmed report says about one enrolled identity (``identity_verify``: "
 is / is not X"; ``identify``: "this probe is X, not the Y it was identified as"):
 
 - **Template update**: a confirmed genuine probe (a false reject that two reporters agree
-  on) is added to the identity as one more sample, once (the gallery's meta remembers
-  which reports it added).
+  on, or a confirmed match: a correct accept two reporters confirm, see
+  ``FeedbackRecord.confirmation``) is added to the identity as one more sample, once (the
+  gallery's meta remembers which reports it added). Enrolling confirmed matches keeps the
+  templates up to date with an identity's changing appearance, not only its failures.
 - **Per-identity threshold**: the identity's genuine distances (each of its samples to its
   closest OTHER sample, as ``verify`` scores a claim under the ``best`` rule; to its mean
   template under ``mean``; confirmed genuine probes not added as samples) and impostor
@@ -114,9 +116,11 @@ def shrunk_threshold(genuine: np.ndarray, impostor: np.ndarray, t0: float, n_rep
     return float(t0 + w * (local_threshold(genuine, impostor, t0) - t0))
 
 
-def _claims(store: Any, min_reporters: int) -> tuple[list[tuple[str, Any, bool]], dict[int, list[int]]]:
-    """(identity, report, genuine?) of every confirmed claim about an enrolled identity."""
-    recs = [r for s in ("new", "used") for r in store.list(status=s) if r.kind in ("identity_verify", "identify")]
+def _claims(store: Any, min_reporters: int, confirmations: bool = True) -> tuple[list[tuple[str, Any, bool]], dict[int, list[int]]]:
+    """(identity, report, genuine?) of every confirmed claim about an enrolled identity
+    (without the reports that confirm a decision when ``confirmations`` is False)."""
+    recs = [r for s in ("new", "used") for r in store.list(status=s) if r.kind in ("identity_verify", "identify")
+            and (confirmations or not r.confirmation)]
     screening = screen_reports(recs, min_reporters=min_reporters)
     out: list[tuple[str, Any, bool]] = []
     for r in screening.teach:
@@ -164,7 +168,8 @@ def _trials(gallery: Any, claims: list[tuple[str, Any, bool]], templated: set[in
 
 
 def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: float = 5.0, add_templates: bool = True,
-                  negatives: bool = True, actor: str = "gallery-adapt", save: bool = True) -> dict[str, Any]:
+                  negatives: bool = True, confirmations: bool = True, actor: str = "gallery-adapt",
+                  save: bool = True) -> dict[str, Any]:
     """Adapt a gallery to its confirmed feedback: add confirmed genuine probes as samples,
     then fit per-identity thresholds with shrinkage (see the module doc).
 
@@ -176,6 +181,11 @@ def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: fl
         add_templates: enrol confirmed genuine probes as samples.
         negatives: keep confirmed impostor probes as negative templates of the identity
             they claimed (:mod:`siamkit.gallery.negatives`); False removes stored ones.
+        confirmations: also learn from reports that confirm a decision
+            (:attr:`~siamkit.feedback.FeedbackRecord.confirmation`): a confirmed match is
+            enrolled like a confirmed false reject (a template update) and counts as one
+            more report on the identity; a confirmed correct reject is one more impostor
+            trial and negative template. False: mistakes only.
         actor: who the feedback store's audit log names.
         save: store the thresholds in the gallery (``verify`` then uses them).
 
@@ -194,14 +204,15 @@ def adapt_gallery(gallery: Any, store: Any, *, min_reporters: int = 2, prior: fl
         raise GalleryError("adapting a gallery needs a threshold: calibrate the model (`siamkit calibrate`) or the gallery")
     t0 = float(cal.threshold_)
     spec = gallery.network.input_spec.require_image()
-    claims, members = _claims(store, int(min_reporters))
+    claims, members = _claims(store, int(min_reporters), bool(confirmations))
     prev = gallery.store.meta().get(ADAPTATION_KEY) or {}
     done = {int(i) for i in prev.get("templates_added", [])}
     added = _add_templates(gallery, claims, done, spec) if add_templates else []
     templated = done | set(added)
     trials = _trials(gallery, claims, templated, spec)
     thresholds = {k: shrunk_threshold(np.asarray(g), np.asarray(m), t0, n, prior=prior) for k, (g, m, n) in trials.items()}
-    rec = {"global_threshold": t0, "prior": float(prior), "min_reporters": int(min_reporters), "thresholds": thresholds,
+    rec = {"global_threshold": t0, "prior": float(prior), "min_reporters": int(min_reporters), "confirmations": bool(confirmations),
+           "thresholds": thresholds,
            "reports": {k: v[2] for k, v in trials.items()}, "templates_added": sorted(templated),
            "model_hash": gallery.meta.get("model_hash"), "created": time.time()}
     neg = fit_negatives(gallery, claims if negatives else [])

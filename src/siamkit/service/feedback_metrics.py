@@ -42,6 +42,8 @@ class FeedbackCollector(Collector):
         yield reports
         yield GaugeMetricFamily("siamkit_feedback_reporters", "Distinct reporters (actors) in the feedback store.", value=float(st["reporters"]))
         yield GaugeMetricFamily("siamkit_feedback_finetunes", "Fine-tunes recorded in the feedback store's audit log.", value=float(st["finetunes"]))
+        yield GaugeMetricFamily("siamkit_feedback_confirmations", "Reports that confirm a decision (the rest are mistakes).",
+                                value=float(st["confirmations"]))
 
 
 def feedback_metrics_text(store: Any) -> bytes:

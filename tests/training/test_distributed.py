@@ -183,9 +183,9 @@ def test_two_processes_match_one_on_the_concatenated_batch(case: str, two_proces
 # --------------------------------------------------------------------------- fit() under 2 processes
 
 
-def _fit_config(**kw: object) -> TrainConfig:
+def _fit_config(batch_norm: bool = False, **kw: object) -> TrainConfig:
     return TrainConfig(
-        encoder="mlp", encoder_kwargs={"hidden": [16], "batch_norm": False}, embedding_dim=8, batch_size=16, m_per_class=4,
+        encoder="mlp", encoder_kwargs={"hidden": [16], "batch_norm": batch_norm}, embedding_dim=8, batch_size=16, m_per_class=4,
         epochs=2, steps_per_epoch=3, val_fraction=0, health=False, progress=False, precision="fp32", patience=None, **kw,
     )
 
@@ -230,6 +230,63 @@ def test_fit_on_two_processes_equals_one_process(tmp_path: Path) -> None:
     assert losses[0] == pytest.approx([r["train_loss"] for r in one.history], abs=1e-5)
     run = tmp_path / "run"
     assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoint").is_dir()  # written by rank 0
+
+
+def _fit_bn_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    x, y = _data()
+    result = fit(x, y, _fit_config(batch_norm=True, loss="mnr"))
+    assert any(type(m).__name__ == "GlobalBatchNorm" for m in result.network.modules())  # gloo: the global batch's statistics
+    save_file({k: v.contiguous() for k, v in result.network.state_dict().items()}, os.path.join(out, f"weights{rank}.safetensors"))
+    with open(os.path.join(out, f"loss{rank}.txt"), "w") as f:
+        f.write(" ".join(repr(r["train_loss"]) for r in result.history))
+
+
+def test_fit_with_batch_norm_on_two_processes_equals_one_process(tmp_path: Path) -> None:
+    """Batch norm on CPU processes normalises with the GLOBAL batch (GlobalBatchNorm): the
+    trained weights, the running statistics and the loss curve are those of one process."""
+    mp.spawn(_fit_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    x, y = _data()
+    one = fit(x, y, _fit_config(batch_norm=True, loss="mnr"))
+    ref = one.network.state_dict()
+    assert any("running_var" in k for k in ref)
+    for r in range(WORLD):
+        w = load_file(str(tmp_path / f"weights{r}.safetensors"))
+        for k, v in ref.items():
+            assert torch.allclose(w[k].to(v.dtype), v, atol=1e-5), k
+    losses = [[float(t) for t in (tmp_path / f"loss{r}.txt").read_text().split()] for r in range(WORLD)]
+    assert losses[0] == losses[1] == pytest.approx([r["train_loss"] for r in one.history], abs=1e-5)
+
+
+def test_global_batchnorm_alone_is_batch_norm() -> None:
+    """Outside a process group GlobalBatchNorm is plain batch norm: outputs, gradients and
+    running statistics (training and eval, 2d and 4d inputs, momentum None included)."""
+    from siamkit.training.global_bn import GlobalBatchNorm, convert_global_batchnorm
+
+    g = torch.Generator().manual_seed(0)
+    for ref in (torch.nn.BatchNorm1d(5), torch.nn.BatchNorm2d(3, momentum=None), torch.nn.BatchNorm1d(4, affine=False)):
+        shape = (8, ref.num_features) if isinstance(ref, torch.nn.BatchNorm1d) else (6, 3, 4, 4)
+        seq = torch.nn.Sequential(torch.nn.Identity(), ref)
+        import copy
+
+        mine = convert_global_batchnorm(copy.deepcopy(seq))
+        assert isinstance(mine[1], GlobalBatchNorm)
+        for _ in range(3):
+            x = torch.randn(*shape, generator=g, requires_grad=True)
+            x2 = x.detach().clone().requires_grad_(True)
+            a, b = seq(x), mine(x2)
+            assert torch.allclose(a, b, atol=1e-6)
+            (a * a).sum().backward()
+            (b * b).sum().backward()
+            assert torch.allclose(x.grad, x2.grad, atol=1e-5)
+        assert torch.allclose(ref.running_mean, mine[1].running_mean) and torch.allclose(ref.running_var, mine[1].running_var)
+        assert int(ref.num_batches_tracked) == int(mine[1].num_batches_tracked) == 3
+        seq.eval(), mine.eval()
+        x = torch.randn(*shape, generator=g)
+        assert torch.allclose(seq(x), mine(x), atol=1e-6)
+    shared = torch.nn.BatchNorm1d(2)
+    assert convert_global_batchnorm(shared).weight is shared.weight  # the same parameters: an optimizer keeps working
 
 
 @pytest.mark.slow

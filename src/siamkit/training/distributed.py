@@ -27,10 +27,11 @@ The design keeps a distributed run the same run as one process with the same con
   (tests/training/test_distributed.py checks loss and gradients for every loss and miner).
   Parameters used only by the loss (the pair head, normsoftmax proxies) get the same
   gradient on every rank, so they stay identical without communication.
-- **Batch norm.** PyTorch's SyncBatchNorm does not run on CPU (gloo), so on CPU each rank
-  normalises with its own share's statistics (DDP broadcasts rank 0's running statistics),
-  which makes a BN encoder's run close to, not equal to, the one-process run; on GPUs
-  :func:`wrap` converts batch norm to SyncBatchNorm.
+- **Batch norm.** :func:`wrap` converts batch norm to SyncBatchNorm on GPUs (NCCL) and, on
+  CPUs (gloo), where SyncBatchNorm does not run, to
+  :class:`~siamkit.training.global_bn.GlobalBatchNorm`, which normalises with the global
+  batch's statistics through the same autograd-aware gather: a batch-norm encoder's run is
+  the one-process run too.
 - **Files and output** are written by rank 0 only; checkpoints resume on every rank.
 """
 
@@ -205,7 +206,8 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 
 
 def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
-    """The module under DistributedDataParallel (SyncBatchNorm first on GPUs).
+    """The module under DistributedDataParallel, its batch norm made global first
+    (SyncBatchNorm on GPUs, :class:`~siamkit.training.global_bn.GlobalBatchNorm` on CPUs).
 
     Args:
         module: the module whose forward embeds a batch (its parameters are averaged).
@@ -219,7 +221,9 @@ def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
     if env.backend == "nccl":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module).cuda(env.local_rank)
         return DistributedDataParallel(module, device_ids=[env.local_rank])
-    return DistributedDataParallel(module)
+    from .global_bn import convert_global_batchnorm
+
+    return DistributedDataParallel(convert_global_batchnorm(module))
 
 
 def shard_pairs(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], env: DistEnv) -> tuple[torch.Tensor, torch.Tensor]:

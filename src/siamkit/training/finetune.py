@@ -61,7 +61,7 @@ from .components import make_optimizer
 
 __all__ = ["FinetuneConfig", "FinetuneRefused", "finetune", "rollback"]
 
-_BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+_BATCH_NORMS = (torch.nn.modules.batchnorm._BatchNorm,)  # 1d / 2d / 3d, SyncBatchNorm and GlobalBatchNorm
 
 
 @dataclass

@@ -193,3 +193,42 @@ def compare_files(model_dir: str | Path, path_a: str | Path, path_b: str | Path,
     net = v.network
     r["distance_kind"] = "negative pair-head logit" if net.pair_head is not None else f"{net.distance.name} distance"
     return r
+
+
+def compare_files_adaptive(model_dir: str | Path, path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
+    """Compare two image files with the model's adaptive size cascade (``calibrate --dims``
+    writes it, :class:`siamkit.adaptive.SizeCascade`): decided at the smallest size whose
+    distance falls outside its uncertain band around the threshold, else at the next size.
+
+    Args:
+        model_dir: a Matryoshka model folder with its ``adaptive.json``.
+        path_a: the first image file.
+        path_b: the second image file.
+
+    Returns:
+        {"same", "decided_at", "distance", "threshold", "distances", "dims",
+        "distance_kind"}: ``distance`` / ``threshold`` at the size that decided,
+        ``distances`` {size: distance} at every size the cascade compared.
+
+    Raises:
+        ModelFileError: no (or a damaged, or another model's) ``adaptive.json``.
+        DataError: the model was not trained on images, or a file cannot be read.
+    """
+    from .adaptive import SizeCascade
+    from .errors import ModelFileError
+    from .evaluation.sizes import size_distances
+
+    net = load_model(model_dir)
+    cascade = SizeCascade.load(model_dir, expected_fingerprint=net.fingerprint)
+    if cascade is None:
+        raise ModelFileError(f"{model_dir} has no adaptive size cascade: run `siamkit calibrate MODEL --data VAL --dims 16,32,...` first")
+    x = torch.stack([load_image_for(net, path_a), load_image_for(net, path_b)])
+    e = embed_all(net, x)
+    zero, one = torch.tensor([0]), torch.tensor([1])
+    dist = {k: float(v[0]) for k, v in size_distances(net, e, zero, one, cascade.dims).items()}
+    same, size = cascade.decide({k: [v] for k, v in dist.items()})
+    k = int(size[0])
+    compared = {d: dist[d] for d in cascade.dims if d <= k}
+    return {"same": bool(same[0]), "decided_at": k, "distance": dist[k], "threshold": float(cascade.thresholds_[cascade.dims.index(k)]),
+            "distances": compared, "dims": list(cascade.dims),
+            "distance_kind": "negative pair-head logit" if net.pair_head is not None else f"{net.distance.name} distance"}

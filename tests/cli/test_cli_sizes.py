@@ -1,4 +1,4 @@
-"""siamkit train --matryoshka-dims, calibrate --dims, evaluate --dims, compare --dim."""
+"""siamkit train --matryoshka-dims, calibrate --dims, evaluate --dims, compare --dim / --adaptive."""
 
 from __future__ import annotations
 
@@ -53,6 +53,28 @@ def test_calibrate_and_evaluate_by_size(trained: tuple[Path, Path, Path], tmp_pa
     assert json.loads(r.stdout)["threshold"] == v8.calibrator.threshold_
     assert_clean_error(run("compare", model, a, b, "--dim", "12"), "not 12")
 
+    # --adaptive: the cascade's decision for this pair, by hand from the per-size distances
+    r = run("compare", model, a, b, "--adaptive", "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    from siamkit.evaluation.sizes import size_distances
+    from siamkit.inference import embed_all
+    from siamkit.verify import load_image_for
+
+    e = embed_all(net, torch.stack([load_image_for(net, a), load_image_for(net, b)]))
+    dist = {k: float(v[0]) for k, v in size_distances(net, e, torch.tensor([0]), torch.tensor([1]), [8, 16, 32]).items()}
+    want = None
+    for i, k in enumerate(cascade.dims):  # the first size outside its band decides; the last always does
+        t = cascade.thresholds_[i]
+        if i == len(cascade.dims) - 1 or not (t - cascade.bands_[i][0] <= dist[k] <= t + cascade.bands_[i][1]):
+            want = (k, dist[k] <= t)
+            break
+    assert (got["decided_at"], got["same"]) == want
+    assert got["distance"] == pytest.approx(dist[want[0]], abs=1e-6) and list(map(int, got["distances"])) == [k for k in (8, 16, 32) if k <= want[0]]
+    r = run("compare", model, a, b, "--adaptive")
+    assert r.exit_code == 0 and f"decided at {want[0]} of 8/16/32 dims" in r.stdout
+    assert_clean_error(run("compare", model, a, b, "--adaptive", "--dim", "8"), "not both")
+
     out = tmp_path / "rep"
     r = run("evaluate", model, "--data", test, "--dims", "8,16,32", "--out", out, "--n-way", "5", "--allow-overlap")
     assert r.exit_code == 0, r.output
@@ -70,6 +92,13 @@ def test_bad_sizes_are_clean_errors(trained: tuple[Path, Path, Path], tmp_path: 
                        "trained for the embedding sizes [8, 16, 32], not 12")
     assert_clean_error(run("evaluate", model, "--data", test, "--dims", "64", "--out", tmp_path / "r"), "outside 1..32")
     assert_clean_error(run("evaluate", model, "--data", test, "--dims", "a,b", "--out", tmp_path / "r"), "integers")
+    bare = tmp_path / "bare"  # a copy without adaptive.json: --adaptive names the command that fits one
+    import shutil
+
+    shutil.copytree(model, bare)
+    (bare / "adaptive.json").unlink(missing_ok=True)
+    a, b = sorted((test / "class0").glob("*.png"))[:2]
+    assert_clean_error(run("compare", bare, a, b, "--adaptive"), "no adaptive size cascade", "calibrate")
     data = make_image_folder(tmp_path / "d", classes=4, per_class=4)
     r = run("train", "--data", data, "--out", tmp_path / "x", *FAST, "--embedding-dim", "32", "--matryoshka-dims", "8,16")
     assert_clean_error(r, "must end at the embedding size 32")

@@ -56,6 +56,7 @@ def compare(
     runtime: str = typer.Option("torch", help="torch (MODEL is a model folder) or onnx (MODEL is a `siamkit export` folder)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A CSV of path_a,path_b (optional same): one decision per line, and a warning when the pairs look unlike the calibration's data."),
     dim: Optional[int] = typer.Option(None, "--dim", help="A Matryoshka embedding size (with that size's calibration, `calibrate --dims`); torch runtime, two images."),
+    adaptive: bool = typer.Option(False, "--adaptive", help="Decide at the smallest confident size (the cascade `calibrate --dims` fitted); torch runtime, two images."),
 ) -> None:
     """Distance (lower = closer) and similarity score (higher = more similar) of two images
     (or of every pair of a CSV with --batch; or the cosine similarity of two texts, for a text model)."""
@@ -71,8 +72,22 @@ def compare(
         from .text import compare_text
 
         return compare_text(model, image_a, image_b, as_json=as_json)
-    if dim is not None and runtime != "torch":
-        fail("--dim compares with the torch runtime (a model folder)")
+    if (dim is not None or adaptive) and runtime != "torch":
+        fail("--dim and --adaptive compare with the torch runtime (a model folder)")
+    if adaptive:
+        if dim is not None:
+            fail("give --dim or --adaptive, not both")
+        from ..verify import compare_files_adaptive
+
+        ra = compare_files_adaptive(model, Path(image_a), Path(image_b))
+        if as_json:
+            echo_json(ra, sort_keys=False)
+            return
+        steps = ", ".join(f"{k} dims {v:.6f}" for k, v in ra["distances"].items())
+        typer.echo(f"decision:   {'SAME' if ra['same'] else 'DIFFERENT'}  (decided at {ra['decided_at']} of "
+                   f"{'/'.join(map(str, ra['dims']))} dims; threshold {ra['threshold']:.6g})")
+        typer.echo(f"distances:  {steps}  ({ra['distance_kind']})")
+        return
     if runtime == "onnx":
         r = _compare_onnx(model, Path(image_a), Path(image_b))
     elif runtime == "torch":
@@ -297,7 +312,7 @@ def _evaluate_signatures(net: Any, data: Path, out: Path, baseline: bool, seed: 
 
     m = evaluate_signature_folder(net, data, out, baseline=baseline, seed=seed, check_writers=check,
                                   calibration=cal.to_dict() if cal is not None else None)
-    sk, pw = m["signatures"]["skilled"], m["signatures"]["per_writer"]
+    sk = m["signatures"]["skilled"]
     typer.echo(f"writers: {', '.join(m['signatures']['writers'])}; {notes.get('class_overlap', 'training writers unknown (no split.json)')}")
     for name, r in sk.items():
         p = r["per_writer_eer"]

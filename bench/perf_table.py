@@ -139,7 +139,7 @@ def ddp_rows(d: dict[str, Any] | None) -> str:
         out += _row(f"DDP 2 processes / 1 process, {name}", d,
                     f"throughput {r['throughput_ratio']:.2f}x; max per-epoch loss diff {r['max_loss_difference']:.1e}",
                     "identical loss curve; throughput reported",
-                    "yes" if r["max_loss_difference"] < 1e-4 else "close, not identical (per-rank BN statistics)", "bench_ddp.py")
+                    "yes" if r["max_loss_difference"] < 1e-4 else "close, not identical", "bench_ddp.py")
     return out
 
 

@@ -148,7 +148,8 @@ def _fill(store: FeedbackStore) -> list[int]:
     ids = [
         store.add(actor="a", kind="verify", image_a=img, image_b=img2, truth={"same": False}, predicted={"same": True}, note="twins"),
         store.add(actor="b", kind="identify", image_a=img, truth={"identity": "carol"}, reporter="desk 1"),
-        store.add(actor="b", kind="identity_verify", image_a=img2, identity="carol", truth={"same": True}),
+        store.add(actor="b", kind="identity_verify", image_a=img2, identity="carol", truth={"same": True},
+                  predicted={"same": True}),  # a confirmation: stats counts it on both backends
         store.add(actor="c", kind="identify", image_a=img2, truth={"identity": "dan"}, model_fingerprint="f" * 8),
     ]
     assert store.set_status(ids[:2], "used", actor="finetune") == 2
@@ -175,6 +176,7 @@ def test_pg_feedback_store_answers_as_sqlite(db: str, tmp_path: Path) -> None:
         _fill(lite)
         ids = _fill(pg)
         assert _comparable(pg) == _comparable(lite)
+        assert pg.stats()["confirmations"] == 1
         rec = pg.get(ids[0])
         assert rec.image_a == image_bytes(1) and rec.image_b == image_bytes(2) and isinstance(rec.image_a, bytes)
         with pytest.raises(FeedbackError):

@@ -47,7 +47,13 @@ FINDINGS = (
     "prefix (32 bytes per entry to scan), both re-ranked exactly on the 128 float values; ivf-sq8 128 is the same "
     "8-bit code on all 128 values, single stage (no re-ranking). The previous timed run (0.95x) found re-ranking's "
     "scattered reads and stage 1's weaker partition on the prefix (more lists to visit) to eat the saving of a "
-    "shorter stage 1; this run adds the 8-bit stage 1 and torch re-ranking against that."
+    "shorter stage 1; this run adds the 8-bit stage 1 and torch re-ranking against that. The synthetic data decide "
+    "the verdict: with --alpha 0.5 the first 32 of 128 values carry 72% of the variance and stage 1 partitions well; "
+    "the trained Omniglot Matryoshka model's embeddings are much flatter (30% in the first 32 values, which --alpha "
+    "0.1 matches), and there (its own section, matryoshka_search_alpha0.1.json) the clusters are so well separated "
+    "that single-stage IVF reaches recall 0.9998 visiting one list while two-stage search tops out at 0.93 with 50 "
+    "candidates: the 2x goal holds only for embeddings whose prefix holds most of the variance, which is not yet "
+    "shown on real ones."
 )
 
 
@@ -182,7 +188,7 @@ def doc(out: dict[str, Any], cmd: str) -> str:
                      f"{sp:.2f}x ({'met' if sp >= GOAL_SPEEDUP else 'not met'})") + "."
                   + (f" Against single-stage IVF with the same 8-bit code on all 128 values: {best['speedup_vs_ivf_sq8']:.2f}x."
                      if best.get("speedup_vs_ivf_sq8") else ""), ""]
-    lines += [FINDINGS, "", "Every setting is in `bench/results/matryoshka_search.json`."]
+    lines += [FINDINGS, "", f"Every setting is in `bench/results/{out['args'].get('name', 'matryoshka_search')}.json`."]
     return "\n".join(lines)
 
 
@@ -201,22 +207,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-doc", action="store_true", help="a trial run: write neither bench/results nor docs")
-    ap.add_argument("--render", action="store_true", help="only rewrite the doc section from bench/results/matryoshka_search.json")
+    ap.add_argument("--render", action="store_true", help="only rewrite the doc section from the run's JSON")
+    ap.add_argument("--name", default="matryoshka_search",
+                    help="the JSON's name in bench/results (another name: its own doc section, e.g. for another --alpha)")
     a = ap.parse_args()
+    section = SECTION if a.name == "matryoshka_search" else f"{SECTION}, {a.name}.json"
     if a.render:
-        out = json.loads((RESULTS / "matryoshka_search.json").read_text())
-        sizes = " ".join(str(r["n"]) for r in out["sizes"])
-        replace_doc_section(SECTION, doc(out, f"flock LOCK OMP_NUM_THREADS=2 python bench/bench_matryoshka_search.py --sizes {sizes}"))
+        out = json.loads((RESULTS / f"{a.name}.json").read_text())
+        replace_doc_section(section, doc(out, _command(out["args"])))
         return
     faiss.omp_set_num_threads(a.threads)
     out: dict[str, Any] = {"machine": machine(), "threads": a.threads, "queries": a.queries, "args": vars(a),
                            "sizes": [run_size(n, a) for n in a.sizes], "load_end": os.getloadavg()}
     if a.no_doc:  # a trial run: neither the JSON nor the doc is replaced
         return
-    write_json("matryoshka_search", out)
-    if not a.no_doc:
-        cmd = "flock LOCK OMP_NUM_THREADS=2 python bench/bench_matryoshka_search.py --sizes " + " ".join(map(str, a.sizes))
-        replace_doc_section(SECTION, doc(out, cmd))
+    write_json(a.name, out)
+    replace_doc_section(section, doc(out, _command(vars(a))))
+
+
+def _command(args: dict[str, Any]) -> str:
+    """The command line of a run, every option that differs from the default spelled out."""
+    parts = ["flock LOCK OMP_NUM_THREADS=2 python bench/bench_matryoshka_search.py --sizes " + " ".join(map(str, args["sizes"]))]
+    for k, default in (("alpha", 0.5), ("nlist", [1024, 4096]), ("short", [32]), ("candidates", [20, 50]), ("name", "matryoshka_search")):
+        v = args.get(k, default)
+        if v != default:
+            parts.append(f"--{k} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
+    return " ".join(parts)
 
 
 if __name__ == "__main__":

@@ -259,6 +259,53 @@ def test_fit_with_batch_norm_on_two_processes_equals_one_process(tmp_path: Path)
     assert losses[0] == losses[1] == pytest.approx([r["train_loss"] for r in one.history], abs=1e-5)
 
 
+def _conv_bn_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from siamkit.training.distributed import gather
+    from siamkit.training.global_bn import convert_global_batchnorm
+
+    dist.init_process_group("gloo")
+    m = convert_global_batchnorm(_conv_net())
+    x = _conv_input()[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
+    e = gather(m(x))
+    ((e**2).sum() + e[0].sum()).backward()
+    grads = {f"grad/{k}": p.grad for k, p in m.named_parameters()}
+    save_file({"e": e.detach(), "x_grad": x.grad, **grads, **{f"buf/{k}": b.double() for k, b in m.named_buffers()}},
+              os.path.join(out, f"conv{rank}.safetensors"))
+    dist.destroy_process_group()
+
+
+def _conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_encoder("conv4", in_channels=1, embedding_dim=16).double().train()
+
+
+def _conv_input() -> torch.Tensor:
+    return torch.randn(8, 1, 20, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_global_batchnorm_of_a_convnet_on_two_processes_is_the_one_process_step(tmp_path: Path) -> None:
+    """conv4 (BatchNorm2d in every block) in float64: the gathered embeddings, the input
+    gradients, the DDP-averaged weight gradients and the running statistics of 2 gloo
+    processes equal one process on the whole batch."""
+    mp.spawn(_conv_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    got = [load_file(str(tmp_path / f"conv{r}.safetensors")) for r in range(WORLD)]
+    m = _conv_net()
+    x = _conv_input().requires_grad_(True)
+    e = m(x)
+    ((e**2).sum() + e[0].sum()).backward()
+    for r, g in enumerate(got):
+        torch.testing.assert_close(g["e"], e.detach(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(g["x_grad"] / WORLD, x.grad[r * 4 : (r + 1) * 4], atol=1e-12, rtol=0)
+        for k, b in m.named_buffers():
+            torch.testing.assert_close(g[f"buf/{k}"], b.double(), atol=1e-12, rtol=0)
+    for k, p in m.named_parameters():  # DDP averages the ranks' gradients
+        torch.testing.assert_close(sum(g[f"grad/{k}"] for g in got) / WORLD, p.grad, atol=1e-10, rtol=1e-10)
+
+
 def test_global_batchnorm_alone_is_batch_norm() -> None:
     """Outside a process group GlobalBatchNorm is plain batch norm: outputs, gradients and
     running statistics (training and eval, 2d and 4d inputs, momentum None included)."""

@@ -142,7 +142,8 @@ def _ms(vals: list[float], pct: bool = True) -> str:
 def doc_body(out: dict[str, Any]) -> str:
     """The docs section from the results."""
     m = out["machine"]
-    merged = "".join(f"; then `--variants {','.join(r['variants'])} --train '' --merge` (load {r['load_start']:.1f})"
+    merged = "".join(f"; then `--variants {','.join(r['variants'])} --train '{','.join(r.get('train', []))}' --merge` "
+                     f"(load {r['load_start']:.1f}, {r.get('date', '')})"
                      for r in out.get("merged_runs", []))
     lines = [f"`nice -n 10 python bench/bench_signature_shortcut.py`{merged} "
              f"(1 torch thread). {machine_line(m)} Load average at start {out['load_start']:.1f}, end {out['load_end']:.1f}.",
@@ -182,6 +183,17 @@ def doc_body(out: dict[str, Any]) -> str:
         lines.append("Per fold, model EER / raw pixels EER / scan-size probe AUC: " + "; ".join(
             f"{f['fold']}: {100 * f['methods']['model']['eer']:.1f}% / {100 * f['methods']['raw_pixels']['eer']:.1f}% / "
             f"{f['methods']['probe:scan_size']['roc_auc']:.3f}" for f in folds) + ".")
+    folds = out.get("folds", {})
+    if "signature" in folds and "strokes" in folds:  # does stroke normalisation help the model? paired by fold
+        a, b = ([f["methods"]["model"]["eer"] for f in sorted(folds[k], key=lambda f: f["fold"])] for k in ("signature", "strokes"))
+        if len(a) == len(b):
+            wins = sum(y < x for x, y in zip(a, b))
+            verdict = ("It lowers the stroke-width cue, not the error: the model is no better on stroke-normalised inputs."
+                       if statistics.mean(b) >= statistics.mean(a) - 0.01 else "Stroke normalisation lowers the mean EER.")
+            lines += ["", "Does `strokes` help the model? Pooled EER per fold, `signature` -> `strokes`: "
+                      + ", ".join(f"{100 * x:.1f}% -> {100 * y:.1f}%" for x, y in zip(a, b))
+                      + f"; lower in {wins} of {len(a)} folds, mean {100 * statistics.mean(a):.1f}% -> "
+                      f"{100 * statistics.mean(b):.1f}%. {verdict}"]
     return "\n".join(lines) + "\n" + ("\n" + NOTES if NOTES else "")
 
 
@@ -239,7 +251,7 @@ def main() -> None:
         old = json.loads((RESULTS / "signature_shortcut.json").read_text())
         out = {**old, "variants": list(dict.fromkeys(old["variants"] + variants))}
         out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
-                                                             "date": machine()["date"]}]
+                                                             "date": machine()["date"], "train": sorted(trained)}]
     for v in variants:
         t = time.time()
         sigs = load(v, args.writers if args.quick else None)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from siamkit import TrainConfig, fit, load_model
+from siamkit import fit, load_model
 from siamkit.errors import SiamkitError, TrainingDivergedError
 from siamkit.training import read_checkpoint_state
 from siamkit.training.health import (
@@ -122,9 +122,16 @@ def test_alarm_rules() -> None:
     assert alarms_of(h, rec, cfg, raw_auc=0.6) == []
     assert [a["kind"] for a in alarms_of(h, rec, cfg, raw_auc=0.8)] == ["below_raw"]
     assert alarms_of(h, {**rec, "epoch": 2}, cfg, raw_auc=0.8) == []  # not before raw_after epochs
-    collapsed = {**h, "std_normalized": 0.01 / math.sqrt(5)}
+    collapsed = {**h, "std_normalized": 0.01 / math.sqrt(5), "probe_auc": 0.55}
     kinds = [a["kind"] for a in alarms_of(collapsed, rec, cfg, previous_std=0.01 / math.sqrt(5))]
     assert kinds == ["collapse"]
+    # as concentrated, but the probe's genuine pairs still clearly closer (a slow start,
+    # as batch-hard's first 10 steps on signatures): no alarm; at the bound it is one
+    slow_start = {**collapsed, "probe_auc": 0.87}
+    assert alarms_of(slow_start, rec, cfg, previous_std=0.01 / math.sqrt(5)) == []
+    assert alarms_of({**collapsed, "probe_auc": 0.7499}, rec, cfg, previous_std=0.01 / math.sqrt(5)) != []
+    assert alarms_of({**collapsed, "probe_auc": 0.75}, rec, cfg, previous_std=0.01 / math.sqrt(5)) == []
+    assert alarms_of({**collapsed, "probe_auc": None}, rec, cfg, previous_std=0.01 / math.sqrt(5)) != []
     assert "semi-hard" in alarms_of(collapsed, rec, cfg)[0]["message"]
     # concentrated but spreading out fast (a fresh network): no alarm
     assert alarms_of(collapsed, rec, cfg, previous_std=0.001 / math.sqrt(5)) == []

@@ -125,13 +125,18 @@ def test_alarm_rules() -> None:
     collapsed = {**h, "std_normalized": 0.01 / math.sqrt(5), "probe_auc": 0.55}
     kinds = [a["kind"] for a in alarms_of(collapsed, rec, cfg, previous_std=0.01 / math.sqrt(5))]
     assert kinds == ["collapse"]
-    # as concentrated, but the probe's genuine pairs still clearly closer (a slow start,
-    # as batch-hard's first 10 steps on signatures): no alarm; at the bound it is one
-    slow_start = {**collapsed, "probe_auc": 0.87}
-    assert alarms_of(slow_start, rec, cfg, previous_std=0.01 / math.sqrt(5)) == []
-    assert alarms_of({**collapsed, "probe_auc": 0.7499}, rec, cfg, previous_std=0.01 / math.sqrt(5)) != []
-    assert alarms_of({**collapsed, "probe_auc": 0.75}, rec, cfg, previous_std=0.01 / math.sqrt(5)) == []
-    assert alarms_of({**collapsed, "probe_auc": None}, rec, cfg, previous_std=0.01 / math.sqrt(5)) != []
+    # as concentrated, but the probe's genuine pairs still clearly closer and the triplet
+    # loss (0.1) below the margin (0.2): a slow start (batch-hard's first 10 steps on
+    # signatures), no alarm; below the AUC bound, or with the loss at the margin
+    # (batch-hard's partial collapse), or another loss, it is one
+    slow = 0.01 / math.sqrt(5)
+    assert alarms_of({**collapsed, "probe_auc": 0.87}, rec, cfg, previous_std=slow) == []
+    assert alarms_of({**collapsed, "probe_auc": 0.75}, rec, cfg, previous_std=slow) == []
+    for auc, loss_value, loss in ((0.7499, 0.1, "triplet"), (None, 0.1, "triplet"), (0.87, 0.19, "triplet"),
+                                  (0.87, 0.1, "contrastive")):
+        kinds = [a["kind"] for a in alarms_of({**collapsed, "probe_auc": auc}, {**rec, "train_loss": loss_value},
+                                              small(margin=0.2, loss=loss), previous_std=slow)]
+        assert "collapse" in kinds, (auc, loss_value, loss)
     assert "semi-hard" in alarms_of(collapsed, rec, cfg)[0]["message"]
     # concentrated but spreading out fast (a fresh network): no alarm
     assert alarms_of(collapsed, rec, cfg, previous_std=0.001 / math.sqrt(5)) == []

@@ -58,9 +58,10 @@ logger = logging.getLogger(__name__)
 
 PLOT_FILE = "training.png"
 COLLAPSE_RATIO = 0.1  # std of normalised embeddings below COLLAPSE_RATIO / sqrt(D): collapsed
-# ... unless the probe's genuine pairs are still clearly closer than its impostor pairs: a
-# fresh network trained in short epochs (10 steps of batch-hard on signatures) can stay that
-# concentrated for an epoch while it already separates the writers (probe ROC AUC 0.87)
+# ... unless the probe's genuine pairs are still clearly closer than its impostor pairs and
+# the loss is not stuck at the margin: a fresh network trained in short epochs (10 steps of
+# batch-hard on signatures) can stay that concentrated for an epoch while it already
+# separates the writers (probe ROC AUC 0.87, loss 0.16 against the margin 0.2)
 SEPARATING_AUC = 0.75
 
 
@@ -227,9 +228,10 @@ def alarms_of(
 
     ``collapse``: the std of the normalised embeddings is below ``0.1 / sqrt(D)``, did
     not grow by a quarter since the previous epoch (a freshly initialised network is often
-    that concentrated; a healthy run spreads it out, a collapsing one does not) and the
-    probe's ROC AUC is below :data:`SEPARATING_AUC` (concentrated but still telling its
-    classes apart is a slow start, not a collapse), or, for a
+    that concentrated; a healthy run spreads it out, a collapsing one does not), unless the
+    probe's ROC AUC is at least :data:`SEPARATING_AUC` and a triplet loss is not within 10%
+    of the margin (concentrated, learning and still telling its classes apart is a slow
+    start; batch-hard's partial collapse sits at the margin), or, for a
     margin loss, 95% of the impostor distances are below a tenth of the margin (with the
     triplet loss also stuck within 10% of the margin).
 
@@ -252,7 +254,8 @@ def alarms_of(
     stuck = config.loss != "triplet" or abs(record["train_loss"] - config.margin) <= 0.1 * config.margin
     std = health["std_normalized"]
     separating = health.get("probe_auc") is not None and health["probe_auc"] >= SEPARATING_AUC
-    if std < floor and (previous_std is None or std <= 1.25 * previous_std) and not separating:
+    slow_start = separating and config.loss == "triplet" and not stuck
+    if std < floor and (previous_std is None or std <= 1.25 * previous_std) and not slow_start:
         why = f"std of the normalised embeddings {health['std_normalized']:.2g} < {COLLAPSE_RATIO}/sqrt({health['dim']})"
         alarms.append({"kind": "collapse", "message": f"embeddings collapsed ({why}): {fix}"})
     elif near_zero and stuck:

@@ -55,6 +55,7 @@ from ..gallery import Gallery
 from ..inference import embed_all, pair_distances_of_embeddings
 from ..io import load_model, save_model
 from ..losses import binary_pair_loss, contrastive_loss
+from ..matryoshka import prefix
 from ..network import SiameseNetwork
 from ..tuples import Pairs, pairs_from_pair_batch, random_pairs
 from .components import make_optimizer
@@ -207,12 +208,18 @@ def _trainable_copy(old: SiameseNetwork) -> SiameseNetwork:
 
 def _pair_loss(net: SiameseNetwork, e: torch.Tensor, pairs: Pairs, cfg: FinetuneConfig, scale: float) -> torch.Tensor:
     """Per-pair loss in units of the old threshold: contrastive with the margins
-    ``pos_margin * t`` / ``neg_margin * t``, or a pair head's cross-entropy."""
+    ``pos_margin * t`` / ``neg_margin * t``, or a pair head's cross-entropy. A Matryoshka
+    model learns the feedback at every size it was trained for: the mean of the loss over
+    its prefixes (each re-normalised as at training), so its small sizes are corrected too
+    and are not left to drift under a full-size-only update."""
     if net.pair_head is not None:
         return binary_pair_loss(net.pair_logits(e[pairs.a], e[pairs.b]), pairs.same, reduction="none")
-    per = contrastive_loss(
-        e, pairs, distance=net.distance, pos_margin=cfg.pos_margin * scale, neg_margin=cfg.neg_margin * scale, reduction="none"
-    )
+    dims = net.matryoshka_dims or (e.shape[1],)
+    per = sum(
+        contrastive_loss(prefix(e, d, normalize=net.normalize) if d < e.shape[1] else e, pairs, distance=net.distance,
+                         pos_margin=cfg.pos_margin * scale, neg_margin=cfg.neg_margin * scale, reduction="none")
+        for d in dims
+    ) / len(dims)
     return per / scale**2
 
 
@@ -297,22 +304,32 @@ def _compare(
     fb_same = fb.same.numpy()
     old_fb = old_cal.decide(_feedback_distances(old, fb)) == fb_same
     new_fb = new_cal.decide(_feedback_distances(net, fb)) == fb_same
-    return new_cal, {
+    out = {
         "feedback_pairs_right": {"old": float(old_fb.mean()), "new": float(new_fb.mean())},
         "feedback_pairs_fixed": int((~old_fb & new_fb).sum()),
         "feedback_pairs_broken": int((old_fb & ~new_fb).sum()),
         "held_out": {"old": old_test, "new": new_test, "classes": split.test.n_classes, "pairs": int(len(ts))},
     }
+    if net.matryoshka_dims:  # every smaller size on the same held-out pairs (ROC AUC: no threshold needed)
+        out["held_out_by_size"] = {
+            str(d): {k: verification_metrics(_distances(m.at_dim(d), split.test.x, test_pairs), ts).roc_auc
+                     for k, m in (("old", old), ("new", net))}
+            for d in net.matryoshka_dims if d < net.full_dim
+        }
+    return new_cal, out
 
 
 def _refuse_if_worse(report: dict[str, Any], cfg: FinetuneConfig) -> None:
     old_test, new_test = report["held_out"]["old"], report["held_out"]["new"]
-    worse = [key for key in ("roc_auc", "accuracy") if new_test[key] < old_test[key] - cfg.max_regression]
+    worse = [(key, old_test[key], new_test[key]) for key in ("roc_auc", "accuracy")
+             if new_test[key] < old_test[key] - cfg.max_regression]
+    worse += [(f"roc_auc at {d} dims", r["old"], r["new"]) for d, r in report.get("held_out_by_size", {}).items()
+              if r["new"] < r["old"] - cfg.max_regression]
     if worse:
         report["accepted"] = False
         raise FinetuneRefused(
             "the fine-tuned model is worse on the held-out classes ("
-            + ", ".join(f"{k} {old_test[k]:.4f} -> {new_test[k]:.4f}" for k in worse)
+            + ", ".join(f"{k} {o:.4f} -> {n:.4f}" for k, o, n in worse)
             + f", tolerance {cfg.max_regression}); nothing written",
             report,
         )

@@ -88,7 +88,7 @@ def test_text_recipe_runs_with_train_recipe(tiny_bert, tmp_path):
     from siamkit.training.recipes import list_recipes, load_recipe, load_text_recipe
 
     r = load_text_recipe("sts")
-    assert (r.max_length, r.pretrained, r.train["loss"], r.train["warmup"]) == (128, "sentence-transformers/all-MiniLM-L6-v2", "cosine", 0.1)
+    assert (r.max_length, r.pretrained, r.train["loss"], r.train["warmup"]) == (128, "sentence-transformers/all-MiniLM-L6-v2", "cosent", 0.1)
     assert "sts" not in {x.name for x in list_recipes()}  # the image recipes' list stays TrainConfig recipes
     with pytest.raises(RecipeError, match="text recipe"):
         load_recipe("sts")
@@ -98,10 +98,10 @@ def test_text_recipe_runs_with_train_recipe(tiny_bert, tmp_path):
               "--batch-size", "8", "--max-length", "16", "--no-progress")
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "train_text.json").read_text())
-    assert rec["train"]["epochs"] == 1 and rec["train"]["weight_decay"] == 0.01 and rec["train"]["loss"] == "cosine"
-    assert rec["train"]["lr"] == 2e-5  # the recipe's, not the from-scratch default
-    assert rec["train"]["eval_every"] == 90 and rec["train"]["eval_at_start"] is True
-    assert "carving 10% of it instead" in res.output  # validation = "dev" needs a dataset folder
+    assert rec["train"]["epochs"] == 1 and rec["train"]["weight_decay"] == 0.01 and rec["train"]["loss"] == "cosent"
+    assert rec["train"]["lr"] == 4e-5  # the recipe's, not the from-scratch default
+    assert rec["train"]["eval_every"] is None  # trained as the cross-validation folds were: no dev split, last step
+    assert "0 validation pairs" in res.output and "carving" not in res.output
     bad = tmp_path / "bad.toml"
     bad.write_text('[recipe]\nname = "x"\ntask = "text"\n[train]\nbogus = 1\n')
     res = run("train", "--recipe", bad, "--data", data, "--out", tmp_path / "r2")

@@ -41,6 +41,7 @@ from siamkit.cli import app as service_cli  # noqa: E402
 from siamkit.network import InputSpec  # noqa: E402
 from siamkit.service.images import sniff_image_format  # noqa: E402
 from siamkit.verify import Verifier  # noqa: E402
+from tests.square_classes import square_classes  # noqa: E402
 
 SPEC = {"shape": [1, 28, 28], "channels": 1, "height": 28, "width": 28}
 
@@ -603,18 +604,7 @@ def test_cli_keys_and_feedback(tmp_path: Path, model_dir: Path) -> None:
 # --------------------------------------------------------------------------- fine-tuning on feedback
 
 
-def _replay(n_classes: int = 8, per: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic classes: a bright square at a class-specific place, plus noise."""
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for c in range(n_classes):
-        for _ in range(per):
-            a = (rng.random((28, 28)) * 60).astype(np.uint8)
-            r0, c0 = (c * 3) % 20, (c * 5) % 20
-            a[r0 : r0 + 8, c0 : c0 + 8] = 230
-            xs.append(torch.from_numpy(a)[None])
-            ys.append(c)
-    return torch.stack(xs), torch.tensor(ys)
+_replay = square_classes
 
 
 def test_finetune_writes_or_refuses(tmp_path: Path, model_dir: Path) -> None:

@@ -20,6 +20,7 @@ from siamkit.feedback import FeedbackStore
 from siamkit.losses import contrastive_loss
 from siamkit.training.finetune import FinetuneConfig, _pair_loss, finetune
 from siamkit.tuples import Pairs
+from tests.square_classes import square_classes
 
 SPEC = {"shape": [1, 28, 28], "channels": 1, "height": 28, "width": 28}
 
@@ -54,20 +55,6 @@ def test_the_feedback_loss_is_the_mean_over_the_trained_sizes() -> None:
     assert torch.allclose(plain, full_only / scale**2)
 
 
-def _replay(n_classes: int = 8, per: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    """A bright square at a class-specific place, plus noise."""
-    rng = np.random.default_rng(0)
-    xs, ys = [], []
-    for c in range(n_classes):
-        for _ in range(per):
-            a = (rng.random((28, 28)) * 60).astype(np.uint8)
-            r0, c0 = (c * 3) % 20, (c * 5) % 20
-            a[r0 : r0 + 8, c0 : c0 + 8] = 230
-            xs.append(torch.from_numpy(a)[None])
-            ys.append(c)
-    return torch.stack(xs), torch.tensor(ys)
-
-
 def _png(t: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(t[0].numpy(), "L").save(buf, "PNG")
@@ -83,7 +70,7 @@ def world(tmp_path: Path) -> tuple[Path, Path, torch.Tensor, torch.Tensor]:
     d = np.r_[rng.uniform(0.0, 0.5, 60), rng.uniform(0.3, 1.2, 60)]
     Calibrator().fit(d, np.r_[np.ones(60, bool), np.zeros(60, bool)], split_name="synthetic",
                      model_fingerprint=net.fingerprint).save(model_dir)
-    x, y = _replay()
+    x, y = square_classes()
     fb = tmp_path / "fb.sqlite"
     with FeedbackStore.open(fb) as s:
         for i in range(4):  # "these two are different people" (classes 0 and 1)

@@ -162,7 +162,11 @@ def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
             else:
                 res = fit(x, y, cfg, val_x=vx, val_y=vy)
             nets.append(res.network)
-            infos.append({"best_epoch": res.best_epoch, "seed": cfg.seed})
+            alarms: dict[str, int] = {}  # epochs with each health alarm (collapse, no_active, below_raw)
+            for rec in res.history:
+                for a in rec.get("alarms") or []:
+                    alarms[a["kind"]] = alarms.get(a["kind"], 0) + 1
+            infos.append({"best_epoch": res.best_epoch, "seed": cfg.seed, "epochs": len(res.history), "alarm_epochs": alarms})
         info = infos[0] if n_nets == 1 else {"members": infos}
         trained.append((nets, info))
         return fitted(nets, tta, info)
@@ -424,9 +428,10 @@ pixels in the same run, 5 folds at fold seed 0 as above, load 3-15 on the 2 shar
   a single network a recipe file can describe (`siamkit train` trains one). Goals: clean 7.6% (goal 3%) and relit
   8.3% (goal 8%): **not met**.
 - **Semi-hard mining** (2026-12-03, idle machine): the training-health monitor reports batch-hard's partial collapse
-  on almost every epoch of this batch-hard recipe family (73 and 74 of 80 epochs in the multiscale and all-32 runs:
+  on almost every epoch of this batch-hard recipe family (73 and 74 of 80 epochs in the multiscale and all-32 runs,
+  `alarm_epochs` in their JSON:
   std of the normalised embeddings ~0.0023, 0.026/sqrt(D), loss at the margin) and suggests semi-hard mining; with it
-  no alarm fires and the embeddings spread, reframed EER falls 2.5 points (21.5%, better on 4 of 5
+  no collapse alarm fires (counts per fold in the JSON) and the embeddings spread, reframed EER falls 2.5 points (21.5%, better on 4 of 5
   folds) but clean and relit rise 1.5 and 0.7 points and clean folds 0 and 3 lose to raw pixels: the collapsed-looking
   batch-hard embedding ranks identities better on this data. Not adopted.
 - **A multi-granularity twin** (`conv4_multiscale`: the 6x6 grid of the last block plus block 2 pooled to 3x3, one

@@ -50,6 +50,18 @@ def folds_of(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(f) for f in np.array_split(np.random.default_rng(seed).permutation(n), k)]
 
 
+def sentence_overlap(data: str, k: int, seed: int) -> list[float]:
+    """Per fold, the fraction of the held-out fold's distinct sentences that also occur in
+    the other folds' pairs (the folds split pairs, not sentences)."""
+    train = load_text_pairs(data, split="train")
+    out = []
+    for i, f in enumerate(folds := folds_of(len(train), k, seed)):
+        held, rest = train.subset(f), train.subset(np.concatenate([g for j, g in enumerate(folds) if j != i]))
+        a, b = set(held.texts_a) | set(held.texts_b), set(rest.texts_a) | set(rest.texts_b)
+        out.append(len(a & b) / len(a))
+    return out
+
+
 def summarise(runs: list[dict]) -> dict:
     """Per candidate: the fold scores, their mean, standard deviation and worst."""
     out: dict[str, dict] = {}
@@ -129,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge is not None:
         runs = [r for n in args.merge for r in json.loads((RESULTS / f"{n}.json").read_text())["runs"]]
         base = json.loads((RESULTS / f"{args.merge[0]}.json").read_text())
-        base.update(runs=runs, summary=summarise(runs), merged_from=args.merge)
+        p = base["protocol"]
+        base.update(runs=runs, summary=summarise(runs), merged_from=args.merge,
+                    held_out_sentences_seen_in_training=sentence_overlap(args.data, p["folds"], p["seed"]))
         print(write_json(args.name, base))
         return
     torch.set_num_threads(args.threads)

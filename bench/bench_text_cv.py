@@ -10,7 +10,7 @@ train removes the one-split choice. Accuracy only (1 thread per run, niced):
     HF_HUB_OFFLINE=1 nice -n 10 PYTHONPATH=src OMP_NUM_THREADS=1 python bench/bench_text_cv.py \
         --folds 3 --candidates cosine:16:2e-5 cosent:32:4e-5 angle:32:4e-5
 
-A candidate is ``loss:batch_size:lr``; the other options are the ``sts`` recipe's. The
+A candidate is ``loss:batch_size:lr[:epochs]``; the other options are the ``sts`` recipe's. The
 folds split pairs, so a sentence that occurs in two pairs may sit on both sides (the
 STS-B train file repeats few sentences). ``--fold I`` runs one fold only (results are
 merged by candidate and fold from every ``--name`` JSON given to ``--merge``).
@@ -40,9 +40,12 @@ from siamkit.training.text import TextTrainConfig, fit_text_pairs
 
 
 def parse_candidate(text: str) -> dict:
-    """``loss:batch_size:lr`` -> TextTrainConfig overrides."""
-    loss, batch, lr = text.split(":")
-    return {"loss": loss, "batch_size": int(batch), "lr": float(lr)}
+    """``loss:batch_size:lr[:epochs]`` -> TextTrainConfig overrides (epochs default: --epochs)."""
+    loss, batch, lr, *rest = text.split(":")
+    out = {"loss": loss, "batch_size": int(batch), "lr": float(lr)}
+    if rest:
+        out["epochs"] = int(rest[0])
+    return out
 
 
 def folds_of(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -100,7 +103,7 @@ def doc(out: dict) -> str:
                 if out.get("merged_from") else "")
              + f". {machine_line(out['machine'])}", "",
              f"all-MiniLM-L6-v2 fine-tuned from the pretrained weights on {p['folds'] - 1} of {p['folds']} folds of STS-B "
-             f"train (pairs shuffled with seed {p['seed']}), {p['epochs']} epochs, no best-step selection, the `sts` "
+             f"train (pairs shuffled with seed {p['seed']}), {p['epochs']} epochs (unless the candidate names its own, a fourth field), no best-step selection, the `sts` "
              "recipe's other options (AdamW, warm-up 0.1 then linear decay, max length 128); Spearman on the held-out fold. "
              "A candidate is loss : batch size : learning rate.", "",
              "| candidate | " + " | ".join(f"fold {i}" for i in range(p["folds"])) + " | mean | sd | worst | "

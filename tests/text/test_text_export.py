@@ -42,11 +42,41 @@ def test_export_matches_the_torch_model(exported: tuple[Path, Path]) -> None:
     ref = twin.encode(TEXTS).numpy()
     np.testing.assert_allclose(fp32.encode(TEXTS, batch_size=2), ref, atol=1e-5)
     np.testing.assert_allclose(fp32.similarity(TEXTS[:2], TEXTS[2:4]), twin.similarity(TEXTS[:2], TEXTS[2:4]), atol=1e-5)
+    import siamkit.export.text_runtime as text_runtime
+
+    alone = np.concatenate([fp32.encode([t]) for t in TEXTS])
+    text_runtime.ENCODE_CHUNK = 2  # chunked, sorted by token count, padding cut: the same rows in input order
+    try:
+        np.testing.assert_allclose(fp32.encode(TEXTS, batch_size=2), alone, atol=1e-5)
+    finally:
+        text_runtime.ENCODE_CHUNK = 4096
     int8 = OnnxTextEncoder.from_dir(export, threads=1)
     assert int8.precision == "int8"
     got = int8.encode(TEXTS)
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.9  # quantized, not equal
+
+
+def test_text_int8_uses_per_channel_signed_weights(exported: tuple[Path, Path]) -> None:
+    """The text graph's weights are QInt8 with one scale per output channel (the faster
+    u8 x s8 kernel), not the image path's per-tensor QUInt8, and the manifest says so."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, export = exported
+    q = json.loads((export / "siamkit-onnx.json").read_text())["quantization"]
+    assert q["method"] == "onnxruntime.quantize_dynamic" and q["scheme"] == "int8-per-channel"
+    assert q["weight_type"] == "QInt8" and q["per_channel"] and q["reduce_range"]
+    graph = onnx.load(str(export / "model.int8.onnx")).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert matmuls  # the attention and feed-forward weights are quantized
+    for node in matmuls:
+        weight = inits[node.input[1]]
+        assert weight.dtype == np.int8
+        assert np.abs(weight.astype(np.int32)).max() <= 64  # 7-bit range (reduce_range)
+    scales = [v for k, v in inits.items() if k.endswith("_scale") and v.ndim == 1 and v.size > 1]
+    assert scales  # per-channel: a vector of scales, not one per tensor
 
 
 def test_text_runtime_refuses_bad_folders(exported: tuple[Path, Path], tmp_path: Path) -> None:

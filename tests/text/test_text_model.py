@@ -46,6 +46,30 @@ def test_pretrained_twin_encodes_and_round_trips_offline(tiny_bert, tmp_path, mo
         back.similarity(texts, texts[:1])
 
 
+@pytest.mark.parametrize("kind", ["pretrained", "rnn"])
+def test_encode_in_chunks_sorted_by_token_count_keeps_input_order(tiny_bert, monkeypatch, kind):
+    """Chunking, sorting by token count and cutting padding columns change no embedding:
+    every text embeds as it does alone, and the rows come back in input order."""
+    import siamkit.text.model as text_model
+
+    texts = ["a dog", "the red car drives fast on the park table in the blue song", "a man is playing guitar",
+             "a cat", "a child reads a book in the park", "dog", "the man plays", "a red car"]
+    twin = (pretrained_twin(str(tiny_bert), max_length=12) if kind == "pretrained"
+            else scratch_twin(texts, encoder="rnn", embedding_dim=8))
+    alone = torch.cat([twin.encode([t]) for t in texts])
+    monkeypatch.setattr(text_model, "ENCODE_CHUNK", 3)  # chunks of 3, 3 and 2 texts
+    torch.testing.assert_close(twin.encode(texts, batch_size=2), alone, rtol=1e-5, atol=1e-5)
+    lengths = (twin.tokenize(texts) != 0).sum(1)
+    assert len(set(lengths.tolist())) > 3  # the texts do differ in token count
+    # each batch is as wide as its longest text, and batches group texts by token count
+    shapes, embed = [], twin.network.embed
+    monkeypatch.setattr(twin.network, "embed", lambda ids: shapes.append(tuple(ids.shape)) or embed(ids))
+    monkeypatch.setattr(text_model, "ENCODE_CHUNK", 4096)
+    twin.encode(texts, batch_size=2)
+    best = sorted(lengths.tolist(), reverse=True)
+    assert shapes == [(2, best[i]) for i in range(0, len(texts), 2)]
+
+
 def test_truncation_at_max_length(tiny_bert):
     twin = pretrained_twin(str(tiny_bert), max_length=5)
     assert twin.tokenize(["a man is playing guitar on the table in the park"]).shape[1] == 5

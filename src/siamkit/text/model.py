@@ -85,7 +85,7 @@ class TextTwin:
         """Embed texts in eval mode, in batches of similar token count (less padding).
 
         The texts are tokenised in chunks of :data:`ENCODE_CHUNK`, sorted within a chunk by
-        their number of tokens (not characters: on STS-B that leaves 21% fewer padded
+        their number of tokens (not characters: on STS-B that processes 21% fewer token
         positions at batch 32), and each batch is cut to the columns it uses.
 
         Args:

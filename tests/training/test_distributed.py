@@ -138,6 +138,7 @@ def _objective_worker(rank: int, port: int, out: str) -> None:
             if p.grad is not None and not name.startswith("encoder"):
                 results[f"{case}/param/{name}"] = p.grad
     save_file({k: v.contiguous() for k, v in results.items()}, os.path.join(out, f"rank{rank}.safetensors"))
+    dist.barrier()  # no rank tears gloo down while another still talks to it (a SIGABRT seen once in CI)
     dist.destroy_process_group()
 
 
@@ -275,6 +276,7 @@ def _conv_bn_worker(rank: int, port: int, out: str) -> None:
     grads = {f"grad/{k}": p.grad for k, p in m.named_parameters()}
     save_file({"e": e.detach(), "x_grad": x.grad, **grads, **{f"buf/{k}": b.double() for k, b in m.named_buffers()}},
               os.path.join(out, f"conv{rank}.safetensors"))
+    dist.barrier()  # no rank tears gloo down while another still talks to it (a SIGABRT seen once in CI)
     dist.destroy_process_group()
 
 

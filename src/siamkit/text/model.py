@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import DataError, ModelFileError
 from ..io import load_model, read_config, save_model
 from ..network import SiameseNetwork
-from .inputs import TextInput
+from .inputs import TextInput, embed_ids_by_length
 from .tokenizer import TextTokenizer, load_tokenizer
 
 __all__ = ["TextTwin", "is_text_model", "pretrained_twin", "scratch_twin", "text_settings", "ENCODE_CHUNK"]
@@ -102,23 +102,8 @@ class TextTwin:
         dim = self.network.embedding_dim
         if not texts:
             return torch.zeros(0, dim)
-        pad = int(getattr(self.network.encoder, "pad_token_id", 0))
-        out = torch.empty(len(texts), dim)
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            with torch.inference_mode():
-                for c in range(0, len(texts), ENCODE_CHUNK):
-                    ids = self.tokenize(texts[c : c + ENCODE_CHUNK])
-                    real = ids != pad
-                    order = torch.argsort(real.sum(1), descending=True, stable=True)
-                    for i in range(0, len(order), batch_size):
-                        idx = order[i : i + batch_size]
-                        used = real[idx].any(0)  # padding columns no text of this batch needs
-                        out[c + idx] = self.network.embed(ids[idx][:, used]).float()
-        finally:
-            self.network.train(was_training)
-        return out
+        return torch.cat([embed_ids_by_length(self.network, self.tokenize(texts[c : c + ENCODE_CHUNK]), batch_size)
+                          for c in range(0, len(texts), ENCODE_CHUNK)])
 
     def similarity(self, texts_a: Sequence[str], texts_b: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Cosine similarity of each pair (higher = more similar).

@@ -252,6 +252,7 @@ def main() -> None:
         out = {**old, "variants": list(dict.fromkeys(old["variants"] + variants))}
         out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
                                                              "date": machine()["date"], "train": sorted(trained)}]
+    mine: list[str] = []  # the trained keys of this run
     for v in variants:
         t = time.time()
         sigs = load(v, args.writers if args.quick else None)
@@ -263,6 +264,7 @@ def main() -> None:
             continue
         folds = class_folds(list(sigs.writers), k=args.folds, val_classes=5, seed=0)
         key = f"{v}+{args.tag}" if args.tag else v
+        mine.append(key)
         out["folds"][key] = []
         out.setdefault("trained", {})[key] = {"variant": v, "hard_negatives": args.hard_negatives, "set": overrides,
                                                "date": machine()["date"], "load_start": os.getloadavg()[0]}
@@ -275,18 +277,36 @@ def main() -> None:
                   f"({row['train_s']:.0f} s, load {row['load']:.1f})", flush=True)
             out["folds"][key].append(row)
             if not args.quick:  # after every fold: a run stopped early keeps (and labels) the folds it finished
-                save(out, args.folds)
+                save(out, args.folds, args.merge, variants, mine)
     if args.quick:
         out["load_end"] = os.getloadavg()[0]
         print(doc_body(out))
         return
-    save(out, args.folds)
+    save(out, args.folds, args.merge, variants, mine)
 
 
-def save(out: dict[str, Any], folds: int) -> None:
-    """Write the JSON and the docs section with the folds done so far."""
+def save(out: dict[str, Any], folds: int, merge: bool = False, variants: list[str] | None = None,
+         mine: list[str] | None = None) -> None:
+    """Write the JSON and the docs section with the folds done so far. With ``merge`` the
+    file is read again first and only this run's variants, trained keys and run line are
+    replaced, so two runs merging into it side by side keep each other's results."""
     out["load_end"] = os.getloadavg()[0]
     out["folds_planned"] = folds
+    path = RESULTS / "signature_shortcut.json"
+    if merge and path.is_file():
+        now = json.loads(path.read_text())
+        for v in variants or []:
+            now.setdefault("probes_all", {})[v] = out["probes_all"][v]
+        for key in mine or []:
+            now.setdefault("folds", {})[key] = out["folds"][key]
+            now.setdefault("trained", {})[key] = out["trained"][key]
+        runs = now.get("merged_runs", [])
+        if out["merged_runs"][-1] not in runs:
+            runs.append(out["merged_runs"][-1])
+        now["merged_runs"] = runs
+        now["variants"] = list(dict.fromkeys(now.get("variants", []) + (variants or [])))
+        now["load_end"], now["folds_planned"] = out["load_end"], folds
+        out = now
     write_json("signature_shortcut", out)
     replace_doc_section(SECTION, doc_body(out))
 

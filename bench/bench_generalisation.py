@@ -125,7 +125,7 @@ def raw_method(spec: dict[str, Any], name: str = RAW) -> CrossValMethod:
 def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
     """A recipe: fit() on the fold's training identities, best epoch on its validation
     ones; when the recipe has no test-time augmentation, also the same networks with flip
-    TTA (a second row that trains nothing: it reuses each fold's network).
+    TTA and with shift+flip TTA (rows that train nothing: they reuse each fold's network).
 
     The recipe's optional [protocol] table: ``ensemble = n`` trains n networks per fold
     (seeds apart) and scores the Euclidean distance of their concatenated unit embeddings
@@ -171,14 +171,19 @@ def recipe_methods(recipe: Recipe) -> list[CrossValMethod]:
         trained.append((nets, info))
         return fitted(nets, tta, info)
 
-    def reuse_with_flip(*_: Any) -> Fitted:
-        nets, info = trained.pop(0)  # the folds come in the same order for every method
-        return fitted(nets, "flip", {**info, "reused": True})
+    def reuse_with(tta_: str) -> Any:
+        folds = iter(range(10**6))  # the folds come in the same order for every method
+
+        def reuse(*_: Any) -> Fitted:
+            nets, info = trained[next(folds)]
+            return fitted(nets, tta_, {**info, "reused": True})
+        return reuse
 
     prepare = input_pipeline(recipe.input)
     methods = [CrossValMethod(recipe.name, prepare, fit_recipe)]
     if tta is None:
-        methods.append(CrossValMethod(f"{recipe.name} + flip TTA", prepare, reuse_with_flip))
+        methods.append(CrossValMethod(f"{recipe.name} + flip TTA", prepare, reuse_with("flip")))
+        methods.append(CrossValMethod(f"{recipe.name} + shift+flip TTA", prepare, reuse_with("shift+flip")))
     return methods
 
 
@@ -302,8 +307,8 @@ def doc_body(results: list[dict[str, Any]], cmd: str) -> str:
          "shift up to 10%), the threshold staying the clean validation one. Raw pixels run on the same folds and pairs in "
          "the same run (its rows repeat per recipe file: they are the same numbers). "
          "Cells: mean ± sd over the 5 folds (worst fold). \"beats raw\": (fold, condition) cells where the "
-         "recipe's EER is below raw pixels', of 15. \"+ flip TTA\" rows reuse each fold's network (no training: the mirror "
-         "image's embedding averaged in); \"raw pixels + method ...\" is raw pixels on the recipe's preprocessed images."),
+         "recipe's EER is below raw pixels', of 15. \"+ flip TTA\" and \"+ shift+flip TTA\" rows reuse each fold's network (no training: the mirror "
+         "image's embedding averaged in; shift+flip: also its four 1-pixel shifts); \"raw pixels + method ...\" is raw pixels on the recipe's preprocessed images."),
         "",
         "| recipe | clean EER | relit EER | reframed EER | EER, mean of conditions | worst cell EER | clean AUC | relit AUC | relit acc. @ val thr. | beats raw | train s / fold |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,10 @@ def _resumed_run(out: Path, data: Path, progress: Optional[bool], task: str) -> 
     from ..training import TrainConfig
     from ..training.loop import read_checkpoint_state
 
-    st = read_checkpoint_state(out)
+    if (out / "ensemble.json").is_file():  # an ensemble run (training/ensemble.py): its options, not a member's
+        st = json.loads((out / "ensemble.json").read_text())
+    else:
+        st = read_checkpoint_state(out)
     config = TrainConfig.from_dict(st["config"])
     if progress is not None:
         config.progress = progress
@@ -195,7 +199,12 @@ def _print_result(result: Any, out: Path) -> None:
     )
     if last.get("images_per_s"):
         typer.echo(f"last epoch: {last['images_per_s']:.0f} images/s")
-    typer.echo(f"model: {out / 'model'}   metrics log: {out / 'metrics.jsonl'}")
+    if result.members:
+        typer.echo(f"ensemble of {len(result.members)} networks, best epochs "
+                   f"{[m.get('best_epoch', 'kept') for m in result.members]}; their runs: {out / 'members'}")
+        typer.echo(f"model: {out / 'model'}   metrics logs: {out / 'members' / 'K' / 'metrics.jsonl'}")
+    else:
+        typer.echo(f"model: {out / 'model'}   metrics log: {out / 'metrics.jsonl'}")
     if (out / "training.png").is_file():
         typer.echo(f"training curves: {out / 'training.png'}")
     alarmed = [r for r in result.history if r.get("alarms")]
@@ -209,7 +218,7 @@ _FIELD_FLAGS = (
     "encoder", "embedding_dim", "distance", "normalize", "loss", "miner", "margin", "batching", "batch_size",
     "m_per_class", "epochs", "steps_per_epoch", "optimizer", "lr", "weight_decay", "schedule", "step_size", "gamma",
     "grad_clip", "augment", "rotation", "shear", "translate", "fill", "val_fraction", "patience", "tie_break",
-    "precision", "channels_last", "seed", "progress", "health", "tta", "cross_batch_memory", "memory_warmup",
+    "precision", "channels_last", "seed", "ensemble", "progress", "health", "tta", "cross_batch_memory", "memory_warmup",
 )
 
 
@@ -334,6 +343,9 @@ def train(
     precision: str = typer.Option("auto", help="auto (bf16 + channels_last where the CPU has native bfloat16, else fp32), fp32 or bf16."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="channels_last memory format."),
     seed: int = typer.Option(0, help="Random seed."),
+    ensemble: int = typer.Option(
+        1, min=1, help="Train N networks (seeds seed..seed+N-1, each its own best epoch) and join them into one model."
+    ),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars (default: on a terminal)."),
     health: bool = typer.Option(
         True, "--health/--no-health", help="Probe-batch health statistics and alarms (collapse, ...) every epoch, training.png."

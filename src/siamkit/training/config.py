@@ -103,7 +103,10 @@ class TrainConfig:
         fp32 at 28x28 with equal Omniglot accuracy, see docs/benchmarks.md),
         channels_last, progress (None = only on a terminal), health (the probe-batch
         statistics and alarms of :mod:`siamkit.training.health` after every epoch, and
-        ``training.png`` in the run folder; they never change the weights).
+        ``training.png`` in the run folder; they never change the weights), ensemble
+        (n >= 2: n networks trained with seeds seed..seed+n-1, each with its own best
+        epoch, joined into one model by :mod:`siamkit.training.ensemble`; n times the
+        training and embedding cost).
     """
 
     encoder: str = "conv4"
@@ -155,6 +158,7 @@ class TrainConfig:
     tta: str | None = None
 
     seed: int = 0
+    ensemble: int = 1
     precision: str = "auto"
     channels_last: bool = False
     progress: bool | None = None
@@ -192,6 +196,12 @@ class TrainConfig:
 
         if self.encoder not in list_encoders():
             bad(f"unknown encoder {self.encoder!r}; choose one of {list_encoders()}")
+        if self.encoder == "ensemble":
+            bad("the ensemble encoder is not trained directly: set ensemble = n (n networks of this encoder)")
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            bad(f"ensemble must be an integer >= 1 (networks trained, seeds apart), got {self.ensemble!r}")
+        if self.ensemble > 1 and (self.loss == "binary" or self.matryoshka_dims):
+            bad("an ensemble joins unit embeddings: it does not combine with the binary pair head or matryoshka_dims")
         if self.distance not in DISTANCES:
             bad(f"unknown distance {self.distance!r}; choose one of {sorted(DISTANCES)}")
         if self.batching not in ("classes", "pairs"):

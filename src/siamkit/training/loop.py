@@ -31,15 +31,7 @@ from ..network import SiameseNetwork
 from ..tuples import Pairs, all_pairs, pairs_from_pair_batch
 from .callbacks import Callback, CallbackLike, EarlyStopping, KeepBest, TrainState, as_callback
 from .checkpoint import CHECKPOINT_DIR, Checkpoint, read_checkpoint_state, restore_checkpoint
-from .components import (
-    build_network,
-    make_augment,
-    make_miner,
-    make_optimizer,
-    make_sampler,
-    make_scheduler,
-    resolve_precision,
-)
+from .components import build_network, make_augment, make_miner, make_optimizer, make_sampler, make_scheduler, resolve_precision
 from .config import TrainConfig
 from .distributed import DistEnv, Embedder, barrier, check_shares, global_batch, init_from_env, wrap
 from .health import TrainingHealth
@@ -60,6 +52,7 @@ class FitResult:
         history: one record per epoch (loss, validation metrics, lr, speed).
         best_epoch: 1-based epoch of ``network``.
         stopped_early: True when early stopping ended the run.
+        members: with ``config.ensemble > 1``, each member's seed, best epoch and metric.
     """
 
     network: SiameseNetwork
@@ -67,6 +60,7 @@ class FitResult:
     best_epoch: int = 0
     best_metric: float | None = None
     stopped_early: bool = False
+    members: list[dict[str, Any]] | None = None
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -471,6 +465,10 @@ def fit(
         >>> x, y = torch.rand(64, 1, 16, 16), torch.arange(8).repeat_interleave(8)
         >>> result = fit(x, y, TrainConfig(epochs=1, batch_size=16, val_fraction=0, progress=False))
     """
+    if config.ensemble > 1:  # n networks, seeds apart, joined into one (training/ensemble.py)
+        from .ensemble import fit_ensemble
+        return fit_ensemble(train_x, train_y, config, out_dir=out_dir, resume=resume, val_x=val_x, val_y=val_y,
+                            callbacks=callbacks, groups=groups, sampler=sampler, validate_fn=validate_fn)
     data = _prepare_data(train_x, train_y, config, val_x, val_y, groups)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

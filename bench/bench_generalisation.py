@@ -385,17 +385,26 @@ at load 15-25 on 2 shared cores, 1 thread, niced):
   13/15 cells (loses clean folds 0 and 3). The reframed test is also an affine scale + shift, so part of this gain is
   tuning towards the test distortion; not chosen.
 
-**Chosen** (`bench/recipes/faces_robust.toml`, shipped as `siamkit train --recipe faces-robust`): `grid6_tt28_light`
-+ flip TTA, by the rule declared before the runs (it is one of the two recipes that beat raw pixels in all 15 cells,
-and of those the lower worst cell, 27.1%): **9.0% clean, 10.3% relit, 24.0% reframed EER** (mean over 5 folds,
-sd 4.0 / 4.0 / 2.9 points; worst folds 13.6%, 15.1%, 27.1%) against raw pixels' 11.9%, 45.3%, 30.5%. The previous
-candidate (`grid6_tantriggs28` + flip: 10.1%, 13.3%, 23.8%, 13/15 cells) has the lower worst cell but is not eligible.
-**Goals not met**: unseen clean EER 9.0% (goal 3%; the 3.33% anchor is a single split, trained on more identities),
-relit 10.3% (goal 8%; 2 of 5 folds are at or below 8%: 5.3%, 8.1%), though below raw pixels on every fold and
-condition. The folds differ by more (4.0-13.6% clean EER for one recipe) than most recipe changes: a single split
-picks noise. `faces` (the recipe behind bench_faces, the CLI, calibration-shift and continual figures) is not
-switched to it: those figures and the test that pins `faces` would have to be re-measured and updated first.
-The other-partition line below (`--fold-seed 1`) is the previous candidate's; the chosen one was not re-run there.
+**Chosen, first round** (2026-12-02): `grid6_tt28_light` + flip TTA, by the rule declared before the runs (one of
+the two recipes that beat raw pixels in all 15 cells, and of those the lower worst cell, 27.1%): 9.0% clean, 10.3%
+relit, 24.0% reframed EER (sd 4.0 / 4.0 / 2.9 points; worst folds 13.6%, 15.1%, 27.1%) against raw pixels' 11.9%,
+45.3%, 30.5%. It was `faces-robust` until the ensemble round below replaced it.
+
+**Chosen now** (2026-12-03; `bench/recipes/faces_robust.toml`, shipped as `siamkit train --recipe faces-robust`):
+the same network trained **3 times, seeds apart, and joined into one model** (`ensemble = 3` in [train]:
+`siamkit.training.ensemble`, the `ensemble` encoder), with **shift+flip TTA**. Through the library's ensemble path
+(the `faces_robust.toml` row): **7.6% clean, 8.6% relit, 22.5% reframed EER** (sd 3.8 / 3.9 / 1.7; worst folds
+12.5%, 12.9%, 25.2%), below raw pixels in 15/15 cells; on another partition of the identities (`--fold-seed 1`,
+line below) 7.5% / 8.4% / 22.6%, again 15/15. The bench's own 3-member ensemble (`tt28_light_ens3`, other member
+seeds) gave 6.9% / 7.5% / 22.2% with shift+flip: **member seeds alone move the mean by ~1 point**. How it was
+chosen: by the declared rule (all 15 cells, then the lowest worst cell) `tt28_light_ens5 + shift+flip TTA` ranks
+first, by 0.2 points of worst cell (24.4% vs 24.6%), while its means are no better (7.3% / 8.0% / 21.8% against
+6.9% / 7.5% / 22.2%) at 5/3 the training and embedding cost; I took the 3-member ensemble and say so here: the rule
+was applied with a cost tie-break decided after seeing the 5-member figures. **Goals**: relit EER <= 8% and below
+raw pixels on every fold: below raw pixels on every fold and both partitions, but the mean is 7.5-8.6% depending on
+the member seeds, so **not reliably met**; clean 3%: **not met** (7.5-7.6%). `faces` (the recipe behind
+bench_faces, the CLI, calibration-shift and continual figures) is not switched: those figures and the test that
+pins `faces` would have to be re-measured first.
 
 Caveats: the relit and reframed sets are synthetic (`siamkit.data.relight`), one seed each, from the same 400 AT&T
 images; the lighting augmentation is drawn from another family (smooth fields, no hard shadows) so it is not
@@ -446,6 +455,12 @@ pixels in the same run, 5 folds at fold seed 0 as above, load 3-15 on the 2 shar
 - **All 32 non-test identities, no selection** (`tt28_light_all32`, the 5 validation identities trained on, the final
   epoch of 16): more identities did not pay for the lost epoch selection: 9.8% / 10.6% / 25.9%, worse on 11 of 15
   cells.
+- **Ensemble size** (2026-12-03, idle machine, `tt28_light_ens3`, `tt28_light_ens5`; each row its own fold
+  networks, with flip / shift+flip TTA): 1 network 9.0% / 10.3% / 24.0% (flip); 2: 7.6% / 8.3% / 23.2%; 3:
+  7.2% / 7.6% / 22.6% (shift+flip 6.9% / 7.5% / 22.2%); 5: 7.3% / 8.0% / 22.5% (shift+flip 7.3% / 8.0% / 21.8%).
+  The gain stops at 3 members. Training cost is linear (49 s and 90 s a fold for 3 and 5 on an idle core).
+- **Shift+flip TTA** (the four 1-pixel shifts as well as the mirror image, no retraining) vs flip alone: -0.3 /
+  -0.1 / -0.4 points on the 3-member ensemble, -0.0 / +0.0 / -0.7 on the 5-member one: mostly reframed.
 - **Not tried** (time): attention pooling, stronger geometric augmentation beyond `grid6_tt28_wide`, weight averaging
   (EMA/SWA need a training-loop change: batch-norm statistics must be re-estimated after averaging), inner-fold
   selection among recipes, a pretrained face backbone (the machine has none)."""

@@ -25,7 +25,7 @@ def test_recipe_file_parses(path):
     TrainConfig(**d["train"])
     h, w = d["input"]["image_size"]
     assert h > 0 and w > 0 and d["input"]["channels"] == 1
-    assert d["input"]["tta"] in ("none", "flip")
+    assert d["input"]["tta"] in ("none", "flip", "shift+flip")
     for step in d["input"]["preprocess"]:
         assert step["kind"] == "illumination"
         IlluminationNorm.from_dict(step)

@@ -60,8 +60,9 @@ def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     assert by_name["digits"].train.loss == "views"
     # faces-robust is the cross-validated candidate of bench/recipes/faces_robust.toml, shipped
     rb, cand = by_name["faces-robust"], load_recipe(Path(__file__).parents[2] / "bench" / "recipes" / "faces_robust.toml")
-    assert rb.input == cand.input and rb.input.preprocess[0]["kind"] == "illumination" and rb.input.tta == "flip"
+    assert rb.input == cand.input and rb.input.preprocess[0]["kind"] == "illumination" and rb.input.tta == "shift+flip"
     assert {**rb.train.to_dict(), "val_fraction": 0.0} == cand.train.to_dict() and rb.train.val_fraction == 0.2
+    assert rb.train.ensemble == 3  # 3 networks joined into one model (training/ensemble.py)
 
 
 def test_recipe_show_and_list_cli() -> None:

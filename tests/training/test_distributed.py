@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from siamkit import SiameseNetwork, create_encoder
 from siamkit.errors import DataError
+from siamkit.io import load_model
 from siamkit.training import TrainConfig, fit
 from siamkit.training.callbacks import Callback, TrainState
 from siamkit.training.components import make_miner, make_sampler
@@ -231,6 +232,29 @@ def test_fit_on_two_processes_equals_one_process(tmp_path: Path) -> None:
     assert losses[0] == pytest.approx([r["train_loss"] for r in one.history], abs=1e-5)
     run = tmp_path / "run"
     assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoint").is_dir()  # written by rank 0
+
+
+def _ensemble_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    x, y = _data()
+    result = fit(x, y, _fit_config(ensemble=2, normalize=True), out_dir=os.path.join(out, "run"))
+    save_file({k: v.contiguous() for k, v in result.network.state_dict().items()}, os.path.join(out, f"ens{rank}.safetensors"))
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ensemble_on_two_processes_equals_one_process(tmp_path: Path) -> None:
+    mp.spawn(_ensemble_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    x, y = _data()
+    ref = fit(x, y, _fit_config(ensemble=2, normalize=True)).network.state_dict()
+    saved = load_model(tmp_path / "run" / "model").state_dict()  # written once, by rank 0
+    for k, v in ref.items():
+        for w in [load_file(str(tmp_path / f"ens{r}.safetensors")) for r in range(WORLD)] + [saved]:
+            assert torch.allclose(w[k], v, atol=1e-5), k
+    assert sorted(p.name for p in (tmp_path / "run" / "members").iterdir()) == ["0", "1"]
 
 
 def _fit_bn_worker(rank: int, port: int, out: str) -> None:

@@ -25,6 +25,7 @@ from ..errors import ModelFileError
 from ..io import load_model, save_model
 from ..network import SiameseNetwork
 from .checkpoint import MODEL_DIR
+from .distributed import barrier, init_from_env, is_main
 
 __all__ = ["fit_ensemble", "join_networks"]
 
@@ -81,9 +82,11 @@ def fit_ensemble(train_x: torch.Tensor, train_y: torch.Tensor, config: Any, *, o
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ModelFileError("resume needs out_dir")
+    init_from_env()  # under torchrun: join the group now, so that the check below precedes every write
     if out is not None and (out / "members").exists() and not resume:
         raise ModelFileError(f"{out} already holds an ensemble run; resume it or choose another folder")
-    if out is not None and not resume:  # what `siamkit train --resume` reads back
+    barrier()  # under torchrun: every rank has checked the folder before rank 0 writes to it
+    if out is not None and not resume and is_main():  # what `siamkit train --resume` reads back
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "ensemble.json", {"config": config.to_dict(), "sample_shape": list(train_x.shape[1:])})
     nets, members, last = [], [], None
@@ -99,11 +102,13 @@ def fit_ensemble(train_x: torch.Tensor, train_y: torch.Tensor, config: Any, *, o
         nets.append(last.network)
         members.append({"member": k, "seed": cfg.seed, "best_epoch": last.best_epoch,
                         "best_metric": last.best_metric, "epochs": len(last.history)})
-        if folder is not None:
+        if folder is not None and is_main():
             (folder / DONE).write_text("finished\n")
+        barrier()
     network = join_networks(nets)
-    if out is not None:
+    if out is not None and is_main():  # files from rank 0 only, as fit() writes them
         save_model(network, out / MODEL_DIR, extra={"train_config": config.to_dict(), "ensemble": members})
+    barrier()  # no rank returns before rank 0 has written the model
     if last is None:  # every member was done already
         return FitResult(network, [], 0, None, False, members)
     return FitResult(network, last.history, last.best_epoch, last.best_metric, last.stopped_early, members)

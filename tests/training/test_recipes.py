@@ -44,7 +44,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     by_name = {r.name: r for r in list_recipes()}
-    assert sorted(by_name) == ["digits", "faces", "faces-robust", "omniglot", "signatures"]
+    assert sorted(by_name) == ["digits", "faces", "faces-robust", "omniglot", "signatures", "signatures-gap"]
     f = by_name["faces"]
     assert f.task == "classes" and f.input.image_size == (56, 46) and f.input.tta is None
     assert f.train.encoder_kwargs == {"width": 32, "depth": 3, "grid": 6} and f.train.tie_break == "later"
@@ -63,6 +63,13 @@ def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     assert rb.input == cand.input and rb.input.preprocess[0]["kind"] == "illumination" and rb.input.tta == "shift+flip"
     assert {**rb.train.to_dict(), "val_fraction": 0.0} == cand.train.to_dict() and rb.train.val_fraction == 0.2
     assert rb.train.ensemble == 3  # 3 networks joined into one model (training/ensemble.py)
+    # signatures-gap is the cross-validated row signature+gap300 of bench_signature_shortcut: signatures, changed
+    sg, sig = by_name["signatures-gap"], by_name["signatures"]
+    changes = {"encoder_kwargs": {"width": 32, "depth": 4, "grid": 1}, "epochs": 15, "steps_per_epoch": 20}
+    assert sg.input == sig.input and sg.task == sig.task
+    assert sg.train.to_dict() == {**sig.train.to_dict(), **changes}
+    row = json.loads((Path(__file__).parents[2] / "bench" / "results" / "signature_shortcut.json").read_text())
+    assert row["trained"]["signature+gap300"]["set"] == changes
 
 
 def test_recipe_show_and_list_cli() -> None:

@@ -131,8 +131,10 @@ def test_cli_trains_resumes_calibrates_and_exports_an_ensemble(tmp_path: Path) -
     assert isinstance(net.encoder, EnsembleEncoder) and net.encoder.embedding_dim == 16
     x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     want = embed_all(net, x)
+    split_written = (out / "split.json").stat().st_mtime_ns
     r = runner.invoke(app, args)  # the same folder again: refused, nothing overwritten
     assert r.exit_code == 2 and "already holds" in r.output
+    assert (out / "split.json").stat().st_mtime_ns == split_written
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(out), "--resume", "--no-progress"])
     assert r.exit_code == 0, r.output  # every member done: the joined model is rebuilt from them, unchanged
     assert torch.allclose(embed_all(load_model(out / "model"), x), want, atol=1e-6)

@@ -386,7 +386,7 @@ def train(
         config, size = _with_backbone(ctx, config, size, backbone)
         if out.exists() and not out.is_dir():
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
-        if (out / "checkpoint").exists():
+        if (out / "checkpoint").exists() or (out / "members").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
         ds = _load_train_data(data, task, size, channels, config, class_depth)
     from ..data.images import layout_note

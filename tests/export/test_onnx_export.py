@@ -35,6 +35,10 @@ CONFIGS = {
     # block 2's 7x7 map pooled globally (tap_grid 1), the last 3x3 map too; global + local parts
     "conv4_multiscale": (dict(in_channels=1, width=8, embedding_dim=16, depth=3, tap=2, tap_grid=1, mode="concat",
                               local_dim=4), (1, 28, 28), "euclidean", True, None),
+    # two conv4 members joined (training/ensemble.py): each normalised inside the graph, concatenated over sqrt(2)
+    "ensemble": (dict(members=[{"name": "conv4", "kwargs": {"in_channels": 1, "width": 8, "embedding_dim": 8}},
+                               {"name": "conv4", "kwargs": {"in_channels": 1, "width": 4, "embedding_dim": 6, "depth": 3}}]),
+                 (1, 28, 28), "euclidean", True, None),
     "resnet": (dict(in_channels=3, widths=(8, 8, 16, 16), embedding_dim=16), (3, 32, 32), "cosine", False, None),
     "mlp": (dict(in_features=12, embedding_dim=8, hidden=(16,)), (12,), "sqeuclidean", False, None),
     # the GRU sequence encoder on float feature sequences (10 steps x 3 features)

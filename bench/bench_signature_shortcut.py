@@ -255,14 +255,14 @@ rows" above, pooled EER of unseen writers' genuine vs skilled-forgery pairs):
   writer (fixed).
 - **The training writers' skilled forgeries as hard negatives** (`--hard-negatives`: each writer's forgeries are one
   more class, batched with that writer through `groups` and `classes_per_group = 2`, so batch-hard meets genuine-vs-
-  forgery negatives, as SigNet's writer-independent training does): on the grid recipe 22.9% -> 20.4% (lower on 4 of
+  forgery negatives, as SigNet's writer-independent training does): on the grid recipe 22.9% -> 20.5% (lower on 4 of
   5 folds; worst 30.0% -> 23.0%); with global pooling 18.4% -> 18.9% (lower on 2 of 5). It helps the weaker
   network and not the better one. The input probes of these rows are the same as the genuine-only rows, because
   the inputs are the same; whether the model learnt an acquisition cue from the forgeries is not measured.
 - **3 networks of `signatures-gap` joined into one** (`ensemble = 3`, the faces finding; folds 0-2 and 3-4 in two
   processes side by side): 17.5% mean but a worse worst fold (25.1% vs 23.5%), lower on 3 of 5 folds, for 3x
   the cost: by mean and worst fold not a clear win, so not the recipe.
-- **Stroke normalisation costs accuracy** on every architecture tried: `strokes` 23.1% (grid), 26.2% with global
+- **Stroke normalisation costs accuracy** on every architecture tried: `strokes` 23.0% (grid), 26.2% with global
   pooling (worse than `signature` + pooling on 5 of 5 folds), 23.6% with hard negatives. Binarising and thinning
   the strokes throws away pressure and width, which tell a skilled forgery apart as well as a scanner.
 - **Goal EER <= 8%: not met** (best 18.4%); the scan-size probe (0.678) is a property of the file that no

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from siamkit.cli import app
+from siamkit.data.splits import split_by_class
 from siamkit.encoders import create_encoder
 from siamkit.encoders.ensemble import EnsembleEncoder
 from siamkit.errors import ModelFileError, SiamkitError
@@ -82,6 +83,15 @@ def test_fit_with_ensemble_equals_members_fitted_alone(tmp_path: Path) -> None:
     assert torch.allclose(embed_all(load_model(tmp_path / "run" / "model"), x), embed_all(want, x), atol=1e-5)
     with pytest.raises(ModelFileError, match="already holds an ensemble run"):
         fit(x, y, cfg, out_dir=tmp_path / "run")
+
+
+def test_members_share_one_held_out_split() -> None:
+    x, y = _data()
+    cfg = _cfg(ensemble=2, val_fraction=0.34)
+    res = fit(x, y, cfg)
+    tr, va = split_by_class(y, 0.34, cfg.seed)  # what fit() holds out at seed 0; member 1 (seed 1) gets the same
+    alone = [fit(x[tr], y[tr], dataclasses.replace(cfg, ensemble=1, seed=s), val_x=x[va], val_y=y[va]).network for s in (0, 1)]
+    assert torch.allclose(embed_all(res.network, x), embed_all(join_networks(alone), x), atol=1e-5)
 
 
 def test_resume_keeps_finished_members_and_continues_the_rest(tmp_path: Path) -> None:

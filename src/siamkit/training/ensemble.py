@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..data.splits import split_by_class
 from ..encoders.ensemble import EnsembleEncoder
 from .._atomic import write_json_atomic
 from ..errors import ModelFileError
@@ -65,7 +66,9 @@ def fit_ensemble(train_x: torch.Tensor, train_y: torch.Tensor, config: Any, *, o
             ``model``); None keeps everything in memory.
         resume: continue an interrupted run in ``out_dir``.
         **fit_options: passed to every member's :func:`~siamkit.training.fit`
-            (validation data, callbacks, groups, validate_fn, ...).
+            (validation data, callbacks, groups, validate_fn, ...). Without validation
+            data and with ``config.val_fraction``, the classes are held out once (seed
+            ``config.seed``), the same for every member.
 
     Returns:
         A :class:`~siamkit.training.loop.FitResult`: the joined network; ``history``,
@@ -89,6 +92,12 @@ def fit_ensemble(train_x: torch.Tensor, train_y: torch.Tensor, config: Any, *, o
     if out is not None and not resume and is_main():  # what `siamkit train --resume` reads back
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "ensemble.json", {"config": config.to_dict(), "sample_shape": list(train_x.shape[1:])})
+    if fit_options.get("val_x") is None and config.val_fraction > 0:  # one held-out split for every member
+        tr, va = split_by_class(torch.as_tensor(train_y), config.val_fraction, config.seed)
+        fit_options = {**fit_options, "val_x": train_x[va], "val_y": torch.as_tensor(train_y)[va]}
+        if fit_options.get("groups") is not None:
+            fit_options["groups"] = fit_options["groups"][tr]
+        train_x, train_y = train_x[tr], torch.as_tensor(train_y)[tr]
     nets, members, last = [], [], None
     for k in range(n):
         cfg = dataclasses.replace(config, ensemble=1, seed=config.seed + k)

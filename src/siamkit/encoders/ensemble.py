@@ -10,8 +10,8 @@ weights under ``members.K.``).
 Build one from trained networks with :meth:`EnsembleEncoder.from_networks`, or train one
 with ``TrainConfig(ensemble=n)`` (:func:`siamkit.training.ensemble.fit_ensemble`).
 On AT&T faces (docs/benchmarks.md, "Generalisation (faces)") 3 members cut the unseen
-identities' EER from 9.0% to 7.2% clean and from 10.3% to 7.6% relit (flip TTA, 5 folds),
-for 3x the training and embedding cost.
+identities' EER from 9.0% to 7.2% clean and from 10.3% to 7.6% relit (flip TTA, 5 folds;
+other member seeds: 7.6% and 8.6% with shift+flip), for 3x the training and embedding cost.
 """
 
 from __future__ import annotations

@@ -46,8 +46,7 @@ def join_networks(networks: list[SiameseNetwork]) -> SiameseNetwork:
     Raises:
         ValueError: fewer than 2 networks, a pair head, or networks that take other inputs.
     """
-    specs = {n.input_spec.to_dict().__repr__() for n in networks}
-    if len(specs) > 1:
+    if any(n.input_spec != networks[0].input_spec for n in networks):
         raise ValueError("the networks of an ensemble must take the same inputs (their input specs differ)")
     net = SiameseNetwork(EnsembleEncoder.from_networks(networks), distance="euclidean", normalize=True,
                          input_spec=networks[0].input_spec)

@@ -217,7 +217,7 @@ def _print_result(result: Any, out: Path) -> None:
 _FIELD_FLAGS = (
     "encoder", "embedding_dim", "distance", "normalize", "loss", "miner", "margin", "batching", "batch_size",
     "m_per_class", "epochs", "steps_per_epoch", "optimizer", "lr", "weight_decay", "schedule", "step_size", "gamma",
-    "grad_clip", "augment", "rotation", "shear", "translate", "fill", "val_fraction", "patience", "tie_break",
+    "grad_clip", "ema", "augment", "rotation", "shear", "translate", "fill", "val_fraction", "patience", "tie_break",
     "precision", "channels_last", "seed", "ensemble", "progress", "health", "tta", "cross_batch_memory", "memory_warmup",
 )
 
@@ -319,6 +319,7 @@ def train(
     step_size: int = typer.Option(10, help="step schedule: epochs per step."),
     gamma: float = typer.Option(0.1, help="step schedule: factor per step."),
     grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm to this."),
+    ema: float = typer.Option(0.0, help="Keep an exponential moving average of the weights with this decay per step, in [0, 1) (0 = off); validation and the saved model use it."),
     cross_batch_memory: int = typer.Option(0, "--cross-batch-memory", help="Rows of a cross-batch memory (XBM, e.g. 16384; 0 = off): triplet / contrastive anchors are mined against the batch plus earlier batches' embeddings."),
     memory_warmup: int = typer.Option(0, "--memory-warmup", help="Steps trained before the cross-batch memory is used and filled."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random affine augmentation."),

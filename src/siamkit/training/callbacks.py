@@ -13,7 +13,8 @@ runs its own callbacks first, in this order: the health statistics and alarms
 record before it is saved), :class:`KeepBest` (which epoch is the best),
 :class:`EarlyStopping`, the checkpoint (:class:`~siamkit.training.checkpoint.Checkpoint`,
 with an ``out_dir``), then the user's. A plain function ``f(record)`` is a callback too
-(its ``on_epoch_end``).
+(its ``on_epoch_end``). With ``TrainConfig.ema``, ``state.network`` holds the averaged
+weights during ``on_epoch_end`` (:mod:`siamkit.training.weight_average`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class TrainState:
         improved: the last epoch is the new best.
         best_state: the best epoch's weights (in memory).
         stop: end the run before the next epoch.
+        averaged: the running weight average (``config.ema``), else None.
+        training_weights: while the average is swapped into ``network`` (the epoch's
+            validation and callbacks), the training weights; else None.
     """
 
     config: TrainConfig
@@ -67,6 +71,8 @@ class TrainState:
     improved: bool = False
     best_state: dict[str, torch.Tensor] | None = None
     stop: bool = False
+    averaged: Any = None
+    training_weights: dict[str, torch.Tensor] | None = None
 
 
 class Callback:

@@ -7,7 +7,8 @@
 - ``checkpoint/``: ``trainer.json`` (the commit point: options, history, early-stopping
   state, scheduler state and the names of the tensor files) and the newest epoch's
   ``epoch-NNNN.model.safetensors``, ``epoch-NNNN.optimizer.safetensors`` (and
-  ``epoch-NNNN.loss.safetensors`` for a loss with parameters).
+  ``epoch-NNNN.loss.safetensors`` for a loss with parameters, ``epoch-NNNN.average.safetensors``
+  for the weight average of ``ema``).
 
 Every file is written atomically (:mod:`siamkit._atomic`), ``trainer.json`` last, so an
 interrupted run resumes from the last complete checkpoint, to exactly the same weights.
@@ -61,7 +62,8 @@ def save_checkpoint(ckpt: Path, state: TrainState) -> None:
     epoch = state.epoch
     model_file = f"epoch-{epoch:04d}.model.safetensors"
     opt_file = f"epoch-{epoch:04d}.optimizer.safetensors"
-    save_state_dict(state.network.state_dict(), ckpt / model_file)
+    weights = state.training_weights if state.training_weights is not None else state.network.state_dict()
+    save_state_dict(weights, ckpt / model_file)  # the training weights, also while the average is swapped in
     record: dict[str, Any] = {
         "config": state.config.to_dict(),
         "sample_shape": list(state.sample_shape),
@@ -74,6 +76,10 @@ def save_checkpoint(ckpt: Path, state: TrainState) -> None:
         loss_file = f"epoch-{epoch:04d}.loss.safetensors"
         save_state_dict({"proxies": state.proxies.detach()}, ckpt / loss_file)
         record["loss_file"] = loss_file
+    if state.averaged is not None:  # config.ema: the running average, to resume it
+        average_file = f"epoch-{epoch:04d}.average.safetensors"
+        save_state_dict(state.averaged.state_dict(), ckpt / average_file)
+        record["average_file"] = average_file
     tensors, opt_meta = flatten_optimizer_state(state.optimizer.state_dict())
     save_state_dict(tensors, ckpt / opt_file)
     record.update(
@@ -140,8 +146,8 @@ def _restore_scheduler(st: dict[str, Any], state: TrainState, out: Path) -> None
 
 
 def restore_checkpoint(out_dir: str | Path, state: TrainState) -> None:
-    """Load a run folder's checkpoint into ``state``: weights, loss parameters, optimiser,
-    scheduler, history, early-stopping state, the best weights so far, and the epoch.
+    """Load a run folder's checkpoint into ``state``: weights, loss parameters, the weight
+    average (``config.ema``), optimiser, scheduler, history, early-stopping state, the best weights so far, and the epoch.
 
     Args:
         out_dir: the run folder.
@@ -164,6 +170,10 @@ def restore_checkpoint(out_dir: str | Path, state: TrainState) -> None:
             raise ModelFileError(f"the checkpoint in {out} has no loss state (proxies) to resume")
         with torch.no_grad():
             state.proxies.copy_(load_state_dict(ckpt / st["loss_file"])["proxies"])
+    if state.averaged is not None:
+        if "average_file" not in st:
+            raise ModelFileError(f"the checkpoint in {out} has no weight average (ema) to resume")
+        state.averaged.load_state_dict(load_state_dict(ckpt / st["average_file"]))
     state.optimizer.load_state_dict(
         unflatten_optimizer_state(load_state_dict(ckpt / st["optimizer_file"]), st["optimizer_meta"])
     )

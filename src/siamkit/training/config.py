@@ -73,6 +73,10 @@ class TrainConfig:
         optimizer: adam or adamw; lr, weight_decay, schedule (cosine: annealed to 0 over
         all steps of all epochs, updated every step; step: multiplied by gamma every
         step_size epochs; none), grad_clip (max gradient norm, None = off).
+        ema: an exponential moving average of the weights with this decay per step, in
+            [0, 1) (0 = off; e.g. 0.98 averages over the last ~50 steps): validation,
+            the best epoch and the saved model use the averaged weights
+            (:mod:`siamkit.training.weight_average`).
 
     Augmentation (random affine on each batch):
         augment, rotation (degrees), shear (factor), scale (low, high), translate
@@ -141,6 +145,7 @@ class TrainConfig:
     step_size: int = 10
     gamma: float = 0.1
     grad_clip: float | None = None
+    ema: float = 0.0
 
     augment: bool = False
     rotation: float = RandomAffine.degrees  # the augmentation's defaults are RandomAffine's
@@ -263,6 +268,8 @@ class TrainConfig:
         if self.instance_weight < 0:
             bad(f"instance_weight must be >= 0, got {self.instance_weight}")
         self._validate_matryoshka(bad)
+        if isinstance(self.ema, bool) or not (isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0):
+            bad(f"ema must be a decay in [0, 1) (0 = off), got {self.ema!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         try:

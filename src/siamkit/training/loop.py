@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ from .distributed import DistEnv, Embedder, barrier, check_shares, global_batch,
 from .health import TrainingHealth
 from .objective import Objective
 from .progress import ProgressBar
+from .weight_average import WeightAverage, averaged_weights
 
 __all__ = ["fit", "FitResult", "build_network", "validate", "read_checkpoint_state", "CHECKPOINT_DIR"]
 
@@ -239,6 +241,7 @@ def _set_up(config: TrainConfig, data: _Data, sampler: Any) -> tuple[TrainState,
         sample_shape=list(data.x.shape[1:]),
         steps_per_epoch=steps,
         proxies=proxies,
+        averaged=WeightAverage(network, config.ema) if config.ema else None,
     )
     return state, sampler, Objective(config, network, None, proxies=proxies, class_values=class_values)
 
@@ -283,11 +286,6 @@ def _cycle(sampler: Any, g: torch.Generator) -> Iterator[Any]:
         yield from sampler.batches(g)
 
 
-def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
-    for _, item in zip(range(n), it):
-        yield item
-
-
 def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, where: str) -> tuple[float, int, float | None]:
     """One optimiser step on one batch; returns (the batch loss, images in the batch, the
     total gradient norm before clipping: None when neither clipping nor health needs it)."""
@@ -323,6 +321,8 @@ def _train_step(state: TrainState, run: _Run, batch: Any, g: torch.Generator, wh
             f"the gradient norm became {grad_norm} at {where}; lower the learning rate (--lr) or clip gradients (--grad-clip)"
         )
     opt.step()
+    if state.averaged is not None:
+        state.averaged.update(network)
     if state.scheduler is not None and config.schedule == "cosine":
         state.scheduler.step()
     return loss.item(), n_images, grad_norm
@@ -342,7 +342,7 @@ def _train_epoch(state: TrainState, run: _Run, progress: ProgressBar, epoch: int
     t0 = time.perf_counter()
     total, n_batches, n_images, grad_total = 0.0, 0, 0, 0.0
     lr = state.optimizer.param_groups[0]["lr"]  # at the epoch's start (cosine changes it every step)
-    for step, batch in enumerate(_take(_cycle(run.sampler, g), state.steps_per_epoch), start=1):
+    for step, batch in enumerate(islice(_cycle(run.sampler, g), state.steps_per_epoch), start=1):
         loss, n, grad_norm = _train_step(state, run, batch, g_aug, f"epoch {epoch}, step {step}")
         total += loss
         n_batches += 1
@@ -404,13 +404,14 @@ def _epochs(
             if state.stop:
                 return True
             record = _train_epoch(state, run, progress, epoch)
-            if state.has_val:
-                record.update(_validation_scores(state, run, validate_fn))
-            state.epoch = epoch
-            state.history.append(record)
-            logger.info("epoch %d: %s", epoch, record)
-            for cb in hooks:
-                cb.on_epoch_end(record, state)
+            with averaged_weights(state):  # config.ema: validation and callbacks see the average
+                if state.has_val:
+                    record.update(_validation_scores(state, run, validate_fn))
+                state.epoch = epoch
+                state.history.append(record)
+                logger.info("epoch %d: %s", epoch, record)
+                for cb in hooks:
+                    cb.on_epoch_end(record, state)
     return False
 
 

@@ -59,11 +59,13 @@ VARIANTS = {
 FILE_PROBES = ("scan_size", "aspect_ratio")
 
 
-def load(variant: str, n_writers: int | None = None) -> Any:
-    """The 40 writers (or the first ``n_writers``) prepared by the variant's input recipe."""
-    steps = [step_from_dict(s) for s in VARIANTS[variant]]
+def load(variant: str, n_writers: int | None = None, size: tuple[int, int] | None = None) -> Any:
+    """The 40 writers (or the first ``n_writers``) prepared by the variant's input recipe
+    (at ``size`` instead of the recipe's input size when given)."""
+    spec = [dict(s, size=list(size)) if size and s.get("size") is not None else s for s in VARIANTS[variant]]
+    steps = [step_from_dict(s) for s in spec]
     names = sorted(p.name for p in DATA.iterdir() if p.is_dir())
-    return load_signatures(DATA, image_size=SIZE, preprocess=lambda img: apply_steps(img, steps),
+    return load_signatures(DATA, image_size=size or SIZE, preprocess=lambda img: apply_steps(img, steps),
                            writers=names[:n_writers] if n_writers else None)
 
 
@@ -285,13 +287,18 @@ def main() -> None:
     ap.add_argument("--set", default="{}", help='TrainConfig changes as JSON, e.g. \'{"encoder_kwargs": {"grid": 1}}\'')
     ap.add_argument("--only", default="", help="with --merge: run only these folds (e.g. 3,4) and keep the key's others")
     ap.add_argument("--tag", default="", help="the results key of the trained rows: VARIANT+TAG (default: VARIANT)")
+    ap.add_argument("--size", default="", help="input size HxW instead of the recipe's (e.g. 150x220, SigNet's); "
+                    "the variant is then named VARIANT@HxW")
     args = ap.parse_args()
     overrides = json.loads(args.set)
     if args.doc:
         replace_doc_section(SECTION, doc_body(json.loads((RESULTS / "signature_shortcut.json").read_text())))
         return
-    variants = [v for v in args.variants.split(",") if v]
-    trained = [v for v in args.train.split(",") if v]
+    size = tuple(int(n) for n in args.size.lower().split("x")) if args.size else None
+    at = f"@{size[0]}x{size[1]}" if size else ""
+    bases = [v for v in args.variants.split(",") if v]
+    variants = [v + at for v in bases]  # the names results are kept under
+    trained = [v + at for v in args.train.split(",") if v]
     out: dict[str, Any] = {"machine": machine(), "load_start": os.getloadavg()[0], "variants": variants,
                            "probes_all": {}, "folds": {}}
     if args.merge and (RESULTS / "signature_shortcut.json").is_file():
@@ -300,9 +307,9 @@ def main() -> None:
         out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
                                                              "date": machine()["date"], "train": sorted(trained)}]
     mine: list[str] = []  # the trained keys of this run
-    for v in variants:
+    for v0, v in zip(bases, variants):
         t = time.time()
-        sigs = load(v, args.writers if args.quick else None)
+        sigs = load(v0, args.writers if args.quick else None, size)
         out["probes_all"][v] = probe_aucs(sigs, features(sigs))
         same = signature_pairs(sigs.writer_labels, sigs.is_genuine).same
         out["n_writers"], out["n_pairs"] = len(sigs.writers), [int(same.sum()), int((~same).sum())]
@@ -318,7 +325,8 @@ def main() -> None:
         eff = dataclasses.replace(RECIPE.train, **overrides)
         out.setdefault("trained", {})[key] = {"variant": v, "hard_negatives": args.hard_negatives, "set": overrides,
                                                "recipe_train": {"encoder_kwargs": dict(eff.encoder_kwargs or {}),
-                                                                "epochs": eff.epochs, "steps_per_epoch": eff.steps_per_epoch},
+                                                                "epochs": eff.epochs, "steps_per_epoch": eff.steps_per_epoch,
+                                                                "image_size": list(size or SIZE)},
                                                "date": machine()["date"], "load_start": os.getloadavg()[0]}
         if only:  # the other folds came from an earlier run of the same key
             out["trained"][key]["folds_of_this_run"] = only

@@ -23,10 +23,12 @@ def _float_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _slow_ema(steps: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
-    """The obvious EMA: the first step's weights, then avg <- decay * avg + (1 - decay) * w."""
+    """The obvious EMA with TensorFlow's warm-up: the first step's weights, then for the
+    n-th later step avg <- d * avg + (1 - d) * w with d = min(decay, (1 + n) / (10 + n))."""
     avg = {k: v.double() for k, v in steps[0].items()}
-    for w in steps[1:]:
-        avg = {k: decay * avg[k] + (1 - decay) * w[k].double() for k in avg}
+    for n, w in enumerate(steps[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        avg = {k: d * avg[k] + (1 - d) * w[k].double() for k in avg}
     return avg
 
 
@@ -55,14 +57,15 @@ def test_the_average_equals_a_slow_ema_of_every_step_and_training_is_unchanged()
     fit(x, y, small(**cfg), callbacks=[plain])
     steps = plain.seen
     assert len(steps) == 5 and plain.training == [None] * 5
-    watch = _Watch()
-    averaged = fit(x, y, small(ema=0.6, **cfg), callbacks=[watch])
-    for epoch in range(5):  # the callbacks see the average of the steps so far, the training weights beside it
-        assert _close(watch.seen[epoch], _slow_ema(steps[: epoch + 1], 0.6)), epoch
-        assert _close(watch.training[epoch], steps[epoch]), epoch
-    # the averaging never feeds back into training; the result is the last epoch's average (no validation)
-    assert _close(_float_state(averaged.network), _slow_ema(steps, 0.6))
-    assert not _close(_float_state(averaged.network), steps[-1])
+    for decay in (0.2, 0.9):  # 0.2: the cap from the second update on; 0.9: the warm-up's decays (0.18 .. 0.36) only
+        watch = _Watch()
+        averaged = fit(x, y, small(ema=decay, **cfg), callbacks=[watch])
+        for epoch in range(5):  # the callbacks see the average of the steps so far, the training weights beside it
+            assert _close(watch.seen[epoch], _slow_ema(steps[: epoch + 1], decay)), (decay, epoch)
+            assert _close(watch.training[epoch], steps[epoch]), epoch
+        # the averaging never feeds back into training; the result is the last epoch's average (no validation)
+        assert _close(_float_state(averaged.network), _slow_ema(steps, decay))
+        assert not _close(_float_state(averaged.network), steps[-1])
 
 
 def test_validation_and_the_kept_epoch_use_the_averaged_weights() -> None:

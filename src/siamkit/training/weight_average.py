@@ -5,9 +5,13 @@ region of the loss than the last step's weights, and often generalises better (P
 and Juditsky 1992; Izmailov et al. 2018, "Averaging weights leads to wider optima and
 better generalization"; timm's ``ModelEmaV2``): some of an ensemble's gain at one
 network's cost. The average is torch's own
-:class:`torch.optim.swa_utils.AveragedModel` with
-:func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`, buffers included, so batch-norm
-statistics follow the averaged weights with no extra pass to re-estimate them.
+:class:`torch.optim.swa_utils.AveragedModel`, buffers included, so batch-norm
+statistics follow the averaged weights with no extra pass to re-estimate them. Its
+update is an EMA with TensorFlow's warm-up (``tf.train.ExponentialMovingAverage`` with
+``num_updates``): the decay of update n (n = 1, 2, ...) is ``min(decay, (1 + n) / (10 + n))``, so
+that on a short run the average is not dominated by the random initial weights
+(without it, 0.98 ** 15 = 74% of the average after a 15-step epoch would still be the
+initialisation).
 
 How the fit loop uses it: the average is updated after every optimiser step; at the
 end of every epoch :func:`averaged_weights` swaps it into the network for validation
@@ -23,9 +27,22 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["WeightAverage", "averaged_weights"]
+__all__ = ["WeightAverage", "averaged_weights", "warmed_decay"]
+
+
+def warmed_decay(decay: float, n: int) -> float:
+    """The decay of the n-th update after the first (which copies the network).
+
+    Args:
+        decay: the configured decay.
+        n: updates averaged so far (>= 1).
+
+    Returns:
+        ``min(decay, (1 + n) / (10 + n))``.
+    """
+    return min(decay, (1.0 + n) / (10.0 + n))
 
 
 class WeightAverage:
@@ -33,13 +50,23 @@ class WeightAverage:
 
     Args:
         network: the network being trained (deep-copied: the copy holds the average).
-        decay: the weight of the old average at every update, in (0, 1); the first
-            update copies the network.
+        decay: the weight of the old average at every update, in (0, 1), after the
+            warm-up (:func:`warmed_decay`); the first update copies the network.
     """
 
     def __init__(self, network: torch.nn.Module, decay: float) -> None:
         self.decay = float(decay)
-        self.model = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        self.model = AveragedModel(network, multi_avg_fn=self._ema, use_buffers=True)
+
+    @torch.no_grad()
+    def _ema(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        """AveragedModel's ``multi_avg_fn``: one EMA step over tensors of one device and dtype."""
+        d = warmed_decay(self.decay, int(n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)  # what torch's get_ema_multi_avg_fn runs
+        else:  # integer buffers (batch norm's step counter): kept from the network
+            for a, c in zip(averaged, current):
+                a.copy_(c)
 
     @property
     def updates(self) -> int:

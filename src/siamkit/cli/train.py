@@ -222,6 +222,13 @@ _FIELD_FLAGS = (
 )
 
 
+def _initial_weights(init: Optional[Path]) -> Any:
+    """--init's weights, read before any file of the run is written (not a model, or a damaged one: exit 2)."""
+    from ..training.init_weights import initial_state
+
+    return initial_state(init) if init is not None else None
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether the option ``name`` was given on the command line (or its environment variable)."""
     source = ctx.get_parameter_source(name)  # typer's own ParameterSource enum: compare by name
@@ -337,6 +344,7 @@ def train(
     class_depth: Optional[int] = typer.Option(None, "--class-depth", help="1: classes are the sub-folders of --data; 2: their sub-folders (GROUP/CLASS, e.g. Omniglot's ALPHABET/CHARACTER); default: 2 when every sub-folder holds only folders of images, else 1 (the summary line says which)."),
     task: str = typer.Option("classes", help="classes (one sub-folder per class, or GROUP/CLASS: see --class-depth); signatures (WRITER/genuine + WRITER/forged: trains on the genuine signatures, class = writer, and validates on the held-out writers' genuine vs skilled forgery pairs; forgeries are never a writer's class); signatures-genuine (WRITER/genuine only, forgeries not loaded); text (text pairs: a text_a,text_b,label_or_score CSV or an STS-B / SICK / MRPC folder)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--task text: a pretrained sentence encoder (local folder or hub name) to fine-tune; default: a from-scratch twin."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of this saved model (same encoder, options, embedding size and channels; the input size may differ with a globally pooled encoder), e.g. one trained on a related task; default: random weights."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="A pretrained image backbone to fine-tune as the twin: a local transformers model folder (config.json + model.safetensors [+ preprocessor_config.json]); the encoder becomes hf_image, the input size and crop its processor's (unless --image-size), lr 1e-4 unless given."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="--task text: the most tokens per text (default 128)."),
     patience: Optional[int] = typer.Option(5, help="Stop after this many epochs without a better validation ROC AUC."),
@@ -378,8 +386,8 @@ def train(
     if val_data is not None and val_classes is not None:
         fail("give --val-data or --val-classes, not both")
     if resume:
-        if recipe is not None:
-            fail("--resume continues with the run's saved options; leave out --recipe")
+        if recipe is not None or init is not None:
+            fail("--resume continues with the run's saved options and weights; leave out --recipe and --init")
         config, ds = _resumed_run(out, data, progress, task)
     else:
         flags = dict(locals())
@@ -389,6 +397,7 @@ def train(
             fail(f"--out {out} is an existing file; give a folder (new, or one that holds no run)")
         if (out / "checkpoint").exists() or (out / "members").exists():
             fail(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        init = _initial_weights(init)  # type: ignore[assignment]
         ds = _load_train_data(data, task, size, channels, config, class_depth)
     from ..data.images import layout_note
 
@@ -403,7 +412,7 @@ def train(
     train_ds = _rotated_training(train_ds, rots)
     result = fit(train_ds.images, train_ds.labels, config, out_dir=out, resume=resume,
                  val_x=val_ds.images if val_ds is not None else None, val_y=val_ds.labels if val_ds is not None else None,
-                 callbacks=[lambda r: typer.echo(summarize(r))], **_task_fit_options(val_ds))
+                 callbacks=[lambda r: typer.echo(summarize(r))], init=init, **_task_fit_options(val_ds))
     _print_result(result, out)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "MODEL_DIR",
     "STATE_FILE",
     "Checkpoint",
+    "kept_checkpoint_note",
     "read_checkpoint_state",
     "restore_checkpoint",
     "save_checkpoint",
@@ -114,6 +115,21 @@ def read_checkpoint_state(out_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelFileError(f"checkpoint state {path} is damaged: {e}") from None
+
+
+def kept_checkpoint_note(out: Path | None) -> str:
+    """Where the last good checkpoint of a diverged run is, for its error message.
+
+    Args:
+        out: the run folder (None: a run kept in memory).
+
+    Returns:
+        "; the last good checkpoint (epoch N) is kept in ..." or "" without one.
+    """
+    if out is None or not (out / CHECKPOINT_DIR / STATE_FILE).is_file():
+        return ""
+    epoch = read_checkpoint_state(out).get("epoch")
+    return f"; the last good checkpoint (epoch {epoch}) is kept in {out / CHECKPOINT_DIR}, the best model in {out / MODEL_DIR}"
 
 
 def _check_same_run(st: dict[str, Any], state: TrainState, out: Path) -> None:

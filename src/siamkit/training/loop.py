@@ -31,11 +31,12 @@ from ..inference import autocast_context, embed_all, pair_distances_of_embedding
 from ..network import SiameseNetwork
 from ..tuples import Pairs, all_pairs, pairs_from_pair_batch
 from .callbacks import Callback, CallbackLike, EarlyStopping, KeepBest, TrainState, as_callback
-from .checkpoint import CHECKPOINT_DIR, Checkpoint, read_checkpoint_state, restore_checkpoint
+from .checkpoint import CHECKPOINT_DIR, Checkpoint, kept_checkpoint_note, read_checkpoint_state, restore_checkpoint
 from .components import build_network, make_augment, make_miner, make_optimizer, make_sampler, make_scheduler, resolve_precision
 from .config import TrainConfig
 from .distributed import DistEnv, Embedder, barrier, check_shares, global_batch, init_from_env, wrap
 from .health import TrainingHealth
+from .init_weights import load_initial_weights
 from .objective import Objective
 from .progress import ProgressBar
 from .weight_average import WeightAverage, averaged_weights
@@ -225,10 +226,12 @@ class _Run:
         return x
 
 
-def _set_up(config: TrainConfig, data: _Data, sampler: Any) -> tuple[TrainState, Any, Objective]:
-    """A fresh run: network (seeded), optimiser, loss parameters, sampler, schedule."""
+def _set_up(config: TrainConfig, data: _Data, sampler: Any, init: Any = None) -> tuple[TrainState, Any, Objective]:
+    """A fresh run: network (seeded, or ``init``'s weights), optimiser, loss parameters, sampler, schedule."""
     torch.manual_seed(config.seed)
     network = build_network(config, data.x.shape[1:])
+    if init is not None:
+        load_initial_weights(network, init)
     opt = make_optimizer(network.parameters(), optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     proxies, class_values = _make_proxies(config, network, data, opt)
     sampler = _choose_sampler(config, data, sampler)
@@ -387,14 +390,6 @@ def _callbacks(
     return own + [as_callback(cb) for cb in user]
 
 
-def _kept_checkpoint(out: Path | None) -> str:
-    """Where the last good checkpoint of a diverged run is, for its error message."""
-    if out is None or not (out / CHECKPOINT_DIR / "trainer.json").is_file():
-        return ""
-    epoch = read_checkpoint_state(out).get("epoch")
-    return f"; the last good checkpoint (epoch {epoch}) is kept in {out / CHECKPOINT_DIR}, the best model in {out / 'model'}"
-
-
 def _epochs(
     state: TrainState, run: _Run, hooks: list[Callback], validate_fn: Callable[..., dict[str, float]] | None
 ) -> bool:
@@ -428,6 +423,7 @@ def fit(
     groups: torch.Tensor | None = None,
     sampler: Any = None,
     validate_fn: Callable[..., dict[str, float]] | None = None,
+    init: Any = None,
 ) -> FitResult:
     """Train a Siamese network on labelled samples.
 
@@ -456,6 +452,8 @@ def fit(
             precision=...) -> dict`` holding at least ``"val_roc_auc"`` (the metric that
             picks the best epoch; higher is better), e.g. a task's own pair protocol.
             Default: ROC AUC / EER over all pairs of the validation set.
+        init: start from these weights instead of random ones: a saved model folder, a
+            network or a state dict of the same architecture (:mod:`siamkit.training.init_weights`).
 
     Returns:
         FitResult with the best network.
@@ -469,12 +467,12 @@ def fit(
     if config.ensemble > 1:  # n networks, seeds apart, joined into one (training/ensemble.py)
         from .ensemble import fit_ensemble
         return fit_ensemble(train_x, train_y, config, out_dir=out_dir, resume=resume, val_x=val_x, val_y=val_y,
-                            callbacks=callbacks, groups=groups, sampler=sampler, validate_fn=validate_fn)
+                            callbacks=callbacks, groups=groups, sampler=sampler, validate_fn=validate_fn, init=init)
     data = _prepare_data(train_x, train_y, config, val_x, val_y, groups)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    state, batch_sampler, objective = _set_up(config, data, sampler)
+    state, batch_sampler, objective = _set_up(config, data, sampler, init)
     if resume:
         if out is None:
             raise ModelFileError("resume needs out_dir")
@@ -488,7 +486,7 @@ def fit(
     try:
         stopped_early = _epochs(state, run, hooks, validate_fn)
     except TrainingDivergedError as e:
-        raise TrainingDivergedError(f"{e}{_kept_checkpoint(out)}") from None
+        raise TrainingDivergedError(f"{e}{kept_checkpoint_note(out)}") from None
     for cb in hooks:
         cb.on_train_end(state)
     if run.env is not None:

@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from siamkit.evaluation.crossval import class_folds
 from siamkit.evaluation.signatures import probe_features, score_signatures, signature_metrics, signature_validator
 from siamkit.evaluation.verification import verification_report
 from siamkit.training import fit
+from siamkit.training.init_weights import initial_state
 from siamkit.training.recipes import load_recipe
 
 DATA = SHARED_DATA / "cedar_signatures"
@@ -106,9 +108,9 @@ def training_set(train: Any, hard_negatives: bool) -> tuple[torch.Tensor, torch.
 
 
 def train_fold(sigs: Any, fold: Any, seed: int, quick: bool, hard_negatives: bool = False,
-               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the recipe on the fold's training writers, pick the epoch on its validation
-    writers, score its test writers (model, raw pixels, file probes)."""
+               overrides: dict[str, Any] | None = None, init: Any = None) -> dict[str, Any]:
+    """Train the recipe on the fold's training writers (from ``init``'s weights when given), pick
+    the epoch on its validation writers, score its test writers (model, raw pixels, file probes)."""
     ids = {w: i for i, w in enumerate(sigs.writers)}
     train = sigs.subset([ids[w] for w in fold.train])
     val = sigs.subset([ids[w] for w in fold.val])
@@ -123,7 +125,7 @@ def train_fold(sigs: Any, fold: Any, seed: int, quick: bool, hard_negatives: boo
     val_genuine = val.genuine_only()  # fit's own validation data; the validator scores val's forgery pairs
     x, y, groups = training_set(train, hard_negatives)
     result = fit(x, y, config, val_x=val_genuine.images, val_y=val_genuine.labels,
-                 validate_fn=signature_validator(val), groups=groups)
+                 validate_fn=signature_validator(val), groups=groups, init=init)
     seconds = time.time() - t
     metrics = signature_metrics(score_signatures(result.network, test, random_forgeries=False))
     sk = metrics["skilled"]
@@ -166,6 +168,8 @@ def doc_body(out: dict[str, Any]) -> str:
         how = out.get("trained", {}).get(v, {})
         extra = "".join([", **skilled forgeries of the training writers as hard negatives**" if how.get("hard_negatives") else "",
                          f", config changes `{json.dumps(how['set'])}`" if how.get("set") else "",
+                         f", **every fold started from the weights of a pre-trained model** ({init_note(how['init'])})"
+                         if how.get("init") else "",
                          f", run {how['date']} at load {how['load_start']:.1f}" if how.get("date") else ""])
         lines += ["", f"`{v}` through the `signatures` recipe{extra}, {n} writer folds{reduced} (8 test writers each); mean ± sd over "
                   f"folds (worst fold); training {statistics.mean(f['train_s'] for f in folds):.0f} s a fold:", "",
@@ -200,6 +204,15 @@ def doc_body(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" + ("\n" + NOTES if NOTES else "")
 
 
+def init_note(init: dict[str, Any]) -> str:
+    """A row's --init model, as the docs name it: its input and how long it trained."""
+    spec, cfg = init.get("input_spec") or {}, init.get("train_config") or {}
+    steps = (cfg.get("epochs") or 0) * (cfg.get("steps_per_epoch") or 0)
+    kinds = "+".join(p.get("kind", "?") for p in spec.get("preprocess", [])) or "no preprocessing"
+    size = "x".join(str(n) for n in spec.get("shape", [])[1:])
+    return f"{steps} steps at {size}, {kinds}, {str(init.get('fingerprint', ''))[:15]}"
+
+
 def summary_lines(out: dict[str, Any]) -> list[str]:
     """One row per trained variant, fold by fold, beside the `signature` rows (the same folds)."""
     full = {k: sorted(v, key=lambda f: f["fold"]) for k, v in out.get("folds", {}).items()
@@ -218,7 +231,9 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
         desc = ", ".join(filter(None, [
             f"grid {t['encoder_kwargs'].get('grid')}, {t['epochs']} x {t['steps_per_epoch']} steps" if t else "",
             "+ forgeries as hard negatives" if how.get("hard_negatives") else "",
-            f"changes `{json.dumps(how['set'])}`" if how.get("set") else ""]))
+            f"changes `{json.dumps(how['set'])}`" if how.get("set") else "",
+            f"from {init_note(how['init'])}" if how.get("init") else "",
+            f"at {t['image_size'][0]}x{t['image_size'][1]}" if t.get("image_size") and list(t["image_size"]) != list(SIZE) else ""]))
         eers = [f["methods"]["model"]["eer"] for f in folds]
         aucs = [f["methods"]["model"]["roc_auc"] for f in folds]
         below = (f"{sum(e < r['methods']['model']['eer'] for e, r in zip(eers, ref))} of {n}"
@@ -287,6 +302,8 @@ def main() -> None:
     ap.add_argument("--set", default="{}", help='TrainConfig changes as JSON, e.g. \'{"encoder_kwargs": {"grid": 1}}\'')
     ap.add_argument("--only", default="", help="with --merge: run only these folds (e.g. 3,4) and keep the key's others")
     ap.add_argument("--tag", default="", help="the results key of the trained rows: VARIANT+TAG (default: VARIANT)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start every fold from this saved model's weights (e.g. siamkit train --recipe omniglot-ink)")
     ap.add_argument("--size", default="", help="input size HxW instead of the recipe's (e.g. 150x220, SigNet's); "
                     "the variant is then named VARIANT@HxW")
     args = ap.parse_args()
@@ -307,6 +324,7 @@ def main() -> None:
         out["merged_runs"] = old.get("merged_runs", []) + [{"variants": variants, "load_start": os.getloadavg()[0],
                                                              "date": machine()["date"], "train": sorted(trained)}]
     mine: list[str] = []  # the trained keys of this run
+    init = initial_state(args.init) if args.init is not None else None
     for v0, v in zip(bases, variants):
         t = time.time()
         sigs = load(v0, args.writers if args.quick else None, size)
@@ -328,11 +346,16 @@ def main() -> None:
                                                                 "epochs": eff.epochs, "steps_per_epoch": eff.steps_per_epoch,
                                                                 "image_size": list(size or SIZE)},
                                                "date": machine()["date"], "load_start": os.getloadavg()[0]}
+        if args.init is not None:  # what the weights came from (its saved options; no path of this machine)
+            meta = json.loads((args.init / "config.json").read_text())
+            out["trained"][key]["init"] = {"fingerprint": meta.get("fingerprint"),
+                                           "train_config": meta.get("extra", {}).get("train_config"),
+                                           "input_spec": meta.get("network", {}).get("input_spec")}
         if only:  # the other folds came from an earlier run of the same key
             out["trained"][key]["folds_of_this_run"] = only
         for fold in [f for f in folds[: 2 if args.quick else len(folds)] if not only or f.index in only]:
             row = train_fold(sigs, fold, seed=fold.index, quick=args.quick, hard_negatives=args.hard_negatives,
-                             overrides=overrides)
+                             overrides=overrides, init=init)
             m = row["methods"]
             print(f"{v} fold {fold.index}: model EER {m['model']['eer']:.3f} AUC {m['model']['roc_auc']:.3f}, raw EER "
                   f"{m['raw_pixels']['eer']:.3f}, probes {({k: round(x, 3) for k, x in m['input_probe_auc'].items()})} "

@@ -44,7 +44,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     by_name = {r.name: r for r in list_recipes()}
-    assert sorted(by_name) == ["digits", "faces", "faces-robust", "omniglot", "signatures", "signatures-gap"]
+    assert sorted(by_name) == ["digits", "faces", "faces-robust", "omniglot", "omniglot-ink", "signatures", "signatures-gap"]
     f = by_name["faces"]
     assert f.task == "classes" and f.input.image_size == (56, 46) and f.input.tta is None
     assert f.train.encoder_kwargs == {"width": 32, "depth": 3, "grid": 6} and f.train.tie_break == "later"
@@ -70,6 +70,12 @@ def test_shipped_recipes_are_the_benchmarked_ones() -> None:
     assert sg.train.to_dict() == {**sig.train.to_dict(), **changes}
     row = json.loads((Path(__file__).parents[2] / "bench" / "results" / "signature_shortcut.json").read_text())
     assert row["trained"]["signature+gap300"]["set"] == changes
+    # omniglot-ink pre-trains signatures-gap's network (siamkit train --init): the same architecture, the same polarity
+    ink = by_name["omniglot-ink"]
+    same = ("encoder", "encoder_kwargs", "embedding_dim", "normalize", "distance")
+    assert {k: getattr(ink.train, k) for k in same} == {k: getattr(sg.train, k) for k in same}
+    assert ink.train.encoder_kwargs["grid"] == 1 and list(ink.input.preprocess) == [{"kind": "invert"}]
+    assert sg.input.preprocess[0]["invert"] is True and ink.input.channels == sg.input.channels == 1
 
 
 def test_recipe_show_and_list_cli() -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 

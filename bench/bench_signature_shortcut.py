@@ -282,6 +282,18 @@ rows" above, pooled EER of unseen writers' genuine vs skilled-forgery pairs):
 - **Stroke normalisation costs accuracy** on every architecture tried: `strokes` 23.0% (grid), 26.2% with global
   pooling (worse than `signature` + pooling on 5 of 5 folds), 23.6% with hard negatives. Binarising and thinning
   the strokes throws away pressure and width, which tell a skilled forgery apart as well as a scanner.
+- **Augmentation does not help the pooled network** (2026-12-07, `signature+gap300-aug`: the recipe's small affine
+  augmentation, rotation 5 degrees, shear 0.1, scale 0.9-1.1, shift 5%, switched on): 20.2% mean (worst 25.8%), lower
+  than `signature+gap300` on 1 of 5 folds.
+- **Pre-training on Omniglot does not reliably help** (2026-12-07, `signature+gap300-omniglot`: every fold starts
+  from the weights of `siamkit train --recipe omniglot-ink`, Omniglot's 964 background characters inverted to bright
+  ink on black at 64x64, 1,000 steps, through the same globally pooled network, then `--init`): 18.9% mean (worst
+  26.3%) against 18.4% (23.5%), lower on 2 of 5 folds. A first try of the same idea in a one-off script (the same
+  network and steps, Omniglot loaded with `load_omniglot` instead of the CLI's folder reader, so other batches; not
+  kept) gave 16.9% mean (worst 23.8%): the pre-training's own randomness moves the result by 2 points, so neither run
+  shows a gain. The chosen epoch is 1-5 of 15 with the pre-trained start (2, 3, 5, 2, 1 on folds 0-4), against 4-11
+  from scratch (10, 7, 11, 5, 4): the Omniglot features are near what the validation writers reward from the start, and
+  fine-tuning on 27 writers moves them little.
 - **Goal EER <= 8%: not met** (best 18.4%); the scan-size probe (0.678) is a property of the file that no
   preprocessing changes; the input probe that carries scan resolution (stroke width) is at 0.585 (`signature`) and
   0.564 (`strokes`)."""

@@ -62,10 +62,10 @@ class WeightAverage:
     def _ema(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         """AveragedModel's ``multi_avg_fn``: one EMA step over tensors of one device and dtype."""
         d = warmed_decay(self.decay, int(n))
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1.0 - d)  # what torch's get_ema_multi_avg_fn runs
-        else:  # integer buffers (batch norm's step counter): kept from the network
-            for a, c in zip(averaged, current):
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, 1.0 - d)  # a <- d * a + (1 - d) * c, as torch's get_ema_multi_avg_fn
+            else:  # integer buffers (batch norm's step counter): kept from the network
                 a.copy_(c)
 
     @property

@@ -294,6 +294,13 @@ rows" above, pooled EER of unseen writers' genuine vs skilled-forgery pairs):
   shows a gain. The chosen epoch is 1-5 of 15 with the pre-trained start (2, 3, 5, 2, 1 on folds 0-4), against 4-11
   from scratch (10, 7, 11, 5, 4): the Omniglot features are near what the validation writers reward from the start, and
   fine-tuning on 27 writers moves them little.
+- **A larger input is no clear gain, and it lets the scan back in** (2026-12-07, `--size`: the same `signature` step
+  and network at 110x160 and at SigNet's 150x220, rows `signature@110x160+gap300`, `signature@150x220+gap300`): 19.1%
+  mean (worst 22.5%, lower than 75x110 on 3 of 5 folds) and 17.6% (worst 23.6%, lower on 2 of 5; fold 0 16.0% from
+  21.2%, folds 3-4 worse), for 2x and 6x the training time (150x220: ~1,040 s a fold against ~180 s). The input's
+  **stroke-width probe rises with the size: 0.585 at 75x110, 0.616 at 110x160, 0.665 at 150x220** (all 40 writers'
+  pairs), above the 0.6 goal: at a higher resolution the prepared input keeps more of the scanner's line width, so a
+  gain there could be the shortcut rather than the signature. Not adopted; 75x110 stays.
 - **Goal EER <= 8%: not met** (best 18.4%); the scan-size probe (0.678) is a property of the file that no
   preprocessing changes; the input probe that carries scan resolution (stroke width) is at 0.585 (`signature`) and
   0.564 (`strokes`)."""

@@ -46,6 +46,8 @@ def train_text_from_train_options(ctx: typer.Context, recipe: Optional[str] = No
     from ..training.recipes import load_text_recipe
 
     given = {k: v for k, v in ctx.params.items() if _given(ctx, k)}
+    if given.get("init") is not None or given.get("ema"):
+        fail("--init and --ema apply to image and vector twins; a text twin starts from --pretrained PATH_OR_NAME")
     if ctx.params.get("data") is None:
         fail("--data is required: a text-pair CSV/TSV or an STS Benchmark / SICK / MRPC folder")
     r = load_text_recipe(recipe) if recipe is not None else None

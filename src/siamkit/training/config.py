@@ -74,7 +74,9 @@ class TrainConfig:
         all steps of all epochs, updated every step; step: multiplied by gamma every
         step_size epochs; none), grad_clip (max gradient norm, None = off).
         ema: an exponential moving average of the weights with this decay per step, in
-            [0, 1) (0 = off; e.g. 0.98 averages over the last ~50 steps): validation,
+            [0, 1) (0 = off; e.g. 0.98: about the last 50 steps, once the warm-up
+            of :func:`~siamkit.training.weight_average.warmed_decay` has reached it
+            after 440 steps): validation,
             the best epoch and the saved model use the averaged weights
             (:mod:`siamkit.training.weight_average`).
 

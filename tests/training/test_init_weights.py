@@ -100,7 +100,7 @@ def test_cli_train_init_and_its_refusals(tmp_path: Path) -> None:
     resumed = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--resume",
                                   "--init", str(tmp_path / "a" / "model")])
     assert resumed.exit_code == 2 and "leave out --recipe and --init" in resumed.output
-    for flag in (["--init", str(tmp_path / "a" / "model")], ["--ema", "0.9"]):  # not for text twins: refused, not ignored
+    for flag in (["--init", str(tmp_path / "a" / "model")], ["--ema", "0.9"], ["--augment"]):  # text: refused, not ignored
         text = runner.invoke(app, ["train", "--task", "text", "--data", str(tmp_path / "pairs.csv"), "--out",
                                    str(tmp_path / "t"), *flag])
         assert text.exit_code == 2 and "a text twin starts from --pretrained" in text.output, text.output

@@ -29,6 +29,10 @@ _FORWARDED = ("epochs", "batch_size", "lr", "loss", "encoder", "val_fraction", "
               "progress", "encoder_options")
 
 
+_TEXT_OWN = ("data", "out", "task", "recipe", "pretrained", "max_length", "verbose")  # train options text reads itself
+_NOT_FLAGS = ("validation", "encoder_options")  # text recipe keys, not siamkit train flags
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -46,8 +50,11 @@ def train_text_from_train_options(ctx: typer.Context, recipe: Optional[str] = No
     from ..training.recipes import load_text_recipe
 
     given = {k: v for k, v in ctx.params.items() if _given(ctx, k)}
-    if given.get("init") is not None or given.get("ema"):
-        fail("--init and --ema apply to image and vector twins; a text twin starts from --pretrained PATH_OR_NAME")
+    ignored = sorted(k for k in given if k not in _FORWARDED and k not in _TEXT_OWN)
+    if ignored:  # image and vector options (--init, --ema, --augment, ...): refused, never silently ignored
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        fail(f"{flags}: not an option of text twins; a text twin starts from --pretrained PATH_OR_NAME or from scratch "
+             f"with {', '.join('--' + k.replace('_', '-') for k in _FORWARDED if k not in _NOT_FLAGS)}")
     if ctx.params.get("data") is None:
         fail("--data is required: a text-pair CSV/TSV or an STS Benchmark / SICK / MRPC folder")
     r = load_text_recipe(recipe) if recipe is not None else None
